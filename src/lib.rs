@@ -4,3 +4,4 @@
 pub mod config;
 pub mod json;
 pub mod limits;
+pub mod message;
