@@ -6,3 +6,4 @@ pub mod json;
 pub mod limits;
 pub mod mention;
 pub mod message;
+pub mod sse;
