@@ -2,6 +2,7 @@
 #![deny(unsafe_code)]
 
 pub mod config;
+pub mod ids;
 pub mod json;
 pub mod limits;
 pub mod mention;
