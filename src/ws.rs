@@ -174,8 +174,9 @@ pub async fn run_session(
     let mut ping = interval_at(Instant::now() + ping_every, ping_every);
     let mut pong_deadline: Option<Instant> = None;
     let mut shutdown = state.shutdown.clone();
-    let mut batch: Vec<Outbound> = Vec::with_capacity(WRITE_BATCH_FRAMES);
-    let mut acks: Vec<Ack> = Vec::with_capacity(WRITE_BATCH_FRAMES);
+    // Grown on first use: an idle device should cost no batch buffers.
+    let mut batch: Vec<Outbound> = Vec::new();
+    let mut acks: Vec<Ack> = Vec::new();
 
     let ending = loop {
         let far = Instant::now() + Duration::from_secs(86_400);
