@@ -44,7 +44,10 @@ const fn parse_usize_or(value: Option<&str>, default: usize) -> usize {
     let mut i = 0;
     while i < bytes.len() {
         let b = bytes[i];
-        assert!(b.is_ascii_digit(), "capacity override is not a decimal number");
+        assert!(
+            b.is_ascii_digit(),
+            "capacity override is not a decimal number"
+        );
         n = n * 10 + (b - b'0') as usize;
         i += 1;
     }
