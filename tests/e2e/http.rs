@@ -458,3 +458,20 @@ async fn http_error_bodies_are_json_with_detail() {
         assert!(v["detail"].is_string(), "{v}");
     }
 }
+
+#[tokio::test]
+async fn http_header_names_and_chunked_are_case_insensitive() {
+    let d = Daemon::start(&[]);
+    let mut c = d.http().await;
+    c.send(
+        format!(
+            "POST /sse/push HTTP/1.1\r\nhOsT: t\r\ncontent-type: Application/JSON\r\n\
+             TRANSFER-ENCODING: Chunked\r\n\r\n{:x}\r\n{PUSH}\r\n0\r\n\r\n",
+            PUSH.len()
+        )
+        .as_bytes(),
+    )
+    .await;
+    c.read_response().await.assert_json(200);
+    c.assert_usable().await;
+}

@@ -252,3 +252,71 @@ async fn a_flag_takes_effect() {
     let r = d.batch(&json!([item, item, item])).await;
     assert_422_has(&r, json!(["body"]), "too_long");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_stops_accepting_and_a_second_signal_exits_at_once_with_1() {
+    // A device whose socket is full cannot take its 1001 close: the drain has to wait.
+    let mut flags = STALL_FLAGS.to_vec();
+    flags.extend(["--shutdown-timeout-secs", "30"]);
+    let mut d = Daemon::start(&flags);
+    let _s = stall_device(&d, StallUntil::QueueFull).await;
+    let addr = d.addr;
+    d.signal("TERM");
+    wait_until(t(3.0), "the listener is closed", || async {
+        tokio::net::TcpStream::connect(addr).await.is_err()
+    })
+    .await;
+    match d.wait_exit(std::time::Duration::from_millis(300)).await {
+        // The daemon gave up on the stalled device at once: a clean exit.
+        Some(status) => assert_eq!(status.code(), Some(0), "{status:?}"),
+        None => {
+            d.signal("TERM");
+            let status = d
+                .wait_exit(t(2.0))
+                .await
+                .expect("a second signal must exit at once");
+            assert_eq!(status.code(), Some(1), "{status:?}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn systemd_notify_ready_watchdog_and_stopping() {
+    let path = std::env::temp_dir().join(format!("wssed-e2e-{}-notify.sock", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    let sock = tokio::net::UnixDatagram::bind(&path).expect("bind the notify socket");
+    let p = path.to_str().expect("utf-8 temp path");
+    let mut d = Daemon::start_with_env(&[], &[("NOTIFY_SOCKET", p), ("WATCHDOG_USEC", "1000000")]);
+    let mut seen = String::new();
+    let mut buf = [0u8; 4096];
+    let mut recv = async |seen: &mut String, want: &str| {
+        let deadline = tokio::time::Instant::now() + t(5.0);
+        for _ in 0..1000 {
+            if seen.lines().any(|l| l == want) {
+                return;
+            }
+            let n = tokio::time::timeout_at(deadline, sock.recv(&mut buf))
+                .await
+                .unwrap_or_else(|_| panic!("no {want} on NOTIFY_SOCKET; got {seen:?}"))
+                .expect("recv");
+            seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+            seen.push('\n');
+        }
+        panic!("too many notifications without {want}");
+    };
+    recv(&mut seen, "READY=1").await;
+    assert!(
+        seen.contains("STATUS="),
+        "no STATUS= with READY=1: {seen:?}"
+    );
+    seen.clear();
+    // Half of WATCHDOG_USEC: at least two pings within two seconds.
+    recv(&mut seen, "WATCHDOG=1").await;
+    seen.clear();
+    recv(&mut seen, "WATCHDOG=1").await;
+    d.signal("TERM");
+    recv(&mut seen, "STOPPING=1").await;
+    let status = d.wait_exit(t(5.0)).await.expect("exit");
+    assert_eq!(status.code(), Some(0));
+    let _ = std::fs::remove_file(&path);
+}

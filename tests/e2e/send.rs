@@ -128,6 +128,12 @@ async fn send_ignores_uncorrelated_and_other_devices_messages() {
         .send_text(r#"{"correlation_id":"not-own","is_final":true}"#)
         .await;
     target.send_text(r#"{"message":"no id at all"}"#).await;
+    // The top-level id wins over the one in data.
+    target
+        .send_text(
+            r#"{"correlation_id":"not-own","data":{"correlation_id":"own"},"is_final":true}"#,
+        )
+        .await;
     let a = r#"{"correlation_id":"own","is_final":true,"from":"s1"}"#;
     target.send_text(a).await;
     let ev = s.next_event(step()).await;
@@ -430,4 +436,55 @@ async fn send_pipelined_request_waits_for_the_stream() {
     let r = s.http.read_response().await;
     assert_eq!(r.status, 200);
     assert_eq!(r.json()["status"], "healthy");
+}
+
+#[tokio::test]
+async fn send_upstream_leaving_frees_the_id_without_waiting_for_a_keepalive() {
+    // SPEC §5: freed at once; the daemon watches the streaming connection for end-of-file.
+    let d = Daemon::start(&["--keepalive-secs", "60"]);
+    let mut dev = d.device("s1").await;
+    let first = d.send(&req("s1", "eof")).await;
+    first.assert_stream_head();
+    dev.recv_json().await;
+    drop(first);
+    wait_until(t(3.0), "the id is free again", || async {
+        let mut s = d.send(&req("nobody", "eof")).await;
+        if s.head.status != 200 {
+            return false;
+        }
+        s.expect_error_end("User not connected", "eof", step())
+            .await;
+        true
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn send_503_when_the_device_queue_is_full() {
+    let d = Daemon::start(&STALL_FLAGS);
+    let _s = stall_device(&d, StallUntil::QueueFull).await;
+    let r = d.post("/sse/send", &req("slow", "qf").to_string()).await;
+    r.assert_json(503);
+    assert_eq!(r.header("retry-after"), Some("1"));
+    // The refused send left its id free.
+    let mut s = d.send(&req("nobody", "qf")).await;
+    s.assert_stream_head();
+    s.expect_error_end("User not connected", "qf", step()).await;
+}
+
+#[tokio::test]
+async fn send_stream_outlives_the_idle_timeout() {
+    let d = Daemon::start(&["--idle-timeout-secs", "1", "--keepalive-secs", "1"]);
+    let mut dev = d.device("s1").await;
+    let mut s = d.send(&req("s1", "long")).await;
+    s.assert_stream_head();
+    dev.recv_json().await;
+    // Three keepalives: the stream is well past the idle timeout.
+    for _ in 0..3 {
+        assert_eq!(s.next(t(3.0)).await, SseItem::Comment("keepalive".into()));
+    }
+    let a = r#"{"correlation_id":"long","is_final":true}"#;
+    dev.send_text(a).await;
+    assert_eq!(s.next_event(step()).await.data, a);
+    s.expect_end(step()).await;
 }

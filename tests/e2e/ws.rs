@@ -357,3 +357,30 @@ async fn ws_closed_device_frees_its_user_id() {
         other => panic!("reconnected device got {other:?}"),
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ws_any_frame_from_the_device_counts_as_life() {
+    // The device never answers a ping, but keeps sending frames.
+    let d = Daemon::start(&["--ping-interval-secs", "1", "--pong-timeout-secs", "1"]);
+    let mut raw = RawWs::upgrade(&d, "user_id=chatty").await;
+    let until = tokio::time::Instant::now() + std::time::Duration::from_millis(4000);
+    while tokio::time::Instant::now() < until {
+        assert!(raw.send_frame(true, 1, b"{}").await, "session ended");
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    }
+    assert_eq!(
+        d.connections().await,
+        1,
+        "a device that sends frames was dropped"
+    );
+}
+
+#[tokio::test]
+async fn ws_session_outlives_the_idle_timeout() {
+    let d = Daemon::start(&["--idle-timeout-secs", "1"]);
+    let mut dev = d.device("idle").await;
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    let r = d.push(&json!({"user_id":"idle","data":{"n":1}})).await;
+    assert_eq!(r.assert_json(200)["status"], "success");
+    assert_eq!(dev.recv_json().await["n"], 1);
+}
