@@ -206,3 +206,13 @@ async fn batch_serves_distinct_devices_concurrently() {
     );
     assert_eq!(v["results"][0]["index"], 0);
 }
+
+#[tokio::test]
+async fn batch_default_limit_is_1000_items() {
+    let d = Daemon::start(&[]);
+    let items = |n: usize| Value::Array((0..n).map(|_| json!({"user_id":"x","data":{}})).collect());
+    let v = d.batch(&items(1000)).await.assert_json(200);
+    assert_eq!(v["results"].as_array().map(Vec::len), Some(1000));
+    assert_eq!(v["results"][999]["index"], 999);
+    assert_422_has(&d.batch(&items(1001)).await, json!(["body"]), "too_long");
+}

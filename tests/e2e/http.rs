@@ -475,3 +475,17 @@ async fn http_header_names_and_chunked_are_case_insensitive() {
     c.read_response().await.assert_json(200);
     c.assert_usable().await;
 }
+
+#[tokio::test]
+async fn http_head_on_error_answers_carries_no_body() {
+    let d = Daemon::start(&[]);
+    let mut c = d.http().await;
+    c.send(b"HEAD /sse/push HTTP/1.1\r\nHost: t\r\n\r\n").await;
+    let r = c.read_response_to(true).await;
+    assert_eq!(r.status, 405);
+    assert_eq!(r.header("allow"), Some("POST, OPTIONS"));
+    c.send(b"HEAD /nope HTTP/1.1\r\nHost: t\r\n\r\n").await;
+    assert_eq!(c.read_response_to(true).await.status, 404);
+    // A body after either answer would break this parse.
+    c.assert_usable().await;
+}

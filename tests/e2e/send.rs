@@ -488,3 +488,55 @@ async fn send_stream_outlives_the_idle_timeout() {
     assert_eq!(s.next_event(step()).await.data, a);
     s.expect_end(step()).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn send_concurrent_streams_to_one_device_get_their_own_answers() {
+    let d = Daemon::start(&[]);
+    let mut dev = d.device("s1").await;
+    let mut streams = Vec::new();
+    for i in 0..5 {
+        let s = d.send(&req("s1", &format!("cc{i}"))).await;
+        s.assert_stream_head();
+        assert_eq!(dev.recv_json().await["correlation_id"], format!("cc{i}"));
+        streams.push(s);
+    }
+    // Answers interleaved, newest first.
+    for round in 0..2 {
+        for i in (0..5).rev() {
+            let a = json!({"correlation_id": format!("cc{i}"), "round": round,
+                "is_final": round == 1})
+            .to_string();
+            dev.send_text(&a).await;
+        }
+    }
+    for (i, s) in streams.iter_mut().enumerate() {
+        for round in 0..2 {
+            let v = s.next_event(step()).await.json();
+            assert_eq!(v["correlation_id"], format!("cc{i}"));
+            assert_eq!(v["round"], round);
+        }
+        s.expect_end(step()).await;
+    }
+}
+
+#[tokio::test]
+async fn send_push_and_batch_frames_keep_request_order() {
+    let d = Daemon::start(&[]);
+    let mut dev = d.device("s1").await;
+    d.push(&json!({"user_id":"s1","data":{"n":0}}))
+        .await
+        .assert_json(200);
+    let s = d
+        .send(&json!({"user_id":"s1","data":{"n":1,"correlation_id":"o1"}}))
+        .await;
+    s.assert_stream_head();
+    d.batch(&json!([{"user_id":"s1","data":{"n":2}},{"user_id":"s1","data":{"n":3}}]))
+        .await
+        .assert_json(200);
+    d.push(&json!({"user_id":"s1","data":{"n":4}}))
+        .await
+        .assert_json(200);
+    for n in 0..5 {
+        assert_eq!(dev.recv_json().await["n"], n);
+    }
+}
