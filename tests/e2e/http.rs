@@ -489,3 +489,51 @@ async fn http_head_on_error_answers_carries_no_body() {
     // A body after either answer would break this parse.
     c.assert_usable().await;
 }
+
+#[tokio::test]
+async fn http_deeply_nested_json_is_refused_without_harm() {
+    let d = Daemon::start(&[]);
+    let deep = format!(
+        r#"{{"user_id":"x","data":{{"a":{}1{}}}}}"#,
+        "[".repeat(5000),
+        "]".repeat(5000)
+    );
+    let r = d.post("/sse/push", &deep).await;
+    errors_422(&r);
+    let r = d.post("/sse/push/batch", &"[".repeat(20_000)).await;
+    errors_422(&r);
+    assert_eq!(d.health().await["status"], "healthy");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_many_concurrent_connections() {
+    let d = Daemon::start(&[]);
+    let mut conns = Vec::new();
+    for _ in 0..64 {
+        conns.push(d.http().await);
+    }
+    // Every connection is open at once; each sends its request, then all are read.
+    for c in conns.iter_mut() {
+        c.send(&post("/sse/push", PUSH)).await;
+    }
+    for c in conns.iter_mut() {
+        assert_eq!(
+            c.read_response().await.assert_json(200)["status"],
+            "partial"
+        );
+    }
+}
+
+#[tokio::test]
+async fn http_client_leaving_mid_body_does_no_harm() {
+    let d = Daemon::start(&[]);
+    for _ in 0..10 {
+        let mut c = d.http().await;
+        c.send(
+            b"POST /sse/push HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n\
+              Content-Length: 100\r\n\r\n{\"user_id\":",
+        )
+        .await;
+    }
+    assert_eq!(d.health().await["status"], "healthy");
+}

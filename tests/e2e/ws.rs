@@ -464,3 +464,28 @@ async fn ws_large_frame_reaches_the_device_intact() {
     assert_eq!(r.assert_json(200)["status"], "success");
     assert_eq!(dev.recv_json().await["pad"].as_str(), Some(pad.as_str()));
 }
+
+#[tokio::test]
+async fn ws_deeply_nested_device_message_does_no_harm() {
+    let d = Daemon::start(&[]);
+    let mut dev = d.device("deep").await;
+    dev.send_text(&"[".repeat(50_000)).await;
+    dev.send_text(&format!(
+        "{{\"a\":{}1{}}}",
+        "[".repeat(10_000),
+        "]".repeat(10_000)
+    ))
+    .await;
+    // Whatever the answers, the session and the daemon go on.
+    d.push(&json!({"user_id":"deep","data":{"marker":true}}))
+        .await
+        .assert_json(200);
+    for _ in 0..3 {
+        match dev.recv(step()).await {
+            Some(Incoming::Text(t)) if t.contains("marker") => return,
+            Some(Incoming::Text(_)) => {}
+            other => panic!("session ended: {other:?}"),
+        }
+    }
+    panic!("the marker never arrived");
+}
