@@ -537,3 +537,57 @@ async fn http_client_leaving_mid_body_does_no_harm() {
     }
     assert_eq!(d.health().await["status"], "healthy");
 }
+
+// The README's decisions where the SPEC is silent: kept on the wire so they do not drift.
+
+#[tokio::test]
+async fn decision_json_suffix_content_types_are_json() {
+    let d = Daemon::start(&[]);
+    let r = d
+        .request(&post_bytes(
+            "/sse/push",
+            "application/vnd.api+json",
+            PUSH.as_bytes(),
+        ))
+        .await;
+    r.assert_json(200);
+}
+
+#[tokio::test]
+async fn decision_absolute_form_targets_are_served_by_path() {
+    let d = Daemon::start(&[]);
+    let r = d
+        .request(b"GET http://t/health HTTP/1.1\r\nHost: t\r\n\r\n")
+        .await;
+    assert_eq!(r.assert_json(200)["status"], "healthy");
+}
+
+#[tokio::test]
+async fn decision_a_stalled_body_is_408() {
+    let d = Daemon::start(&["--header-timeout-secs", "1"]);
+    let mut c = d.http().await;
+    c.send(
+        b"POST /sse/push HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n\
+          Content-Length: 100\r\n\r\n{\"user_id\":",
+    )
+    .await;
+    c.read_response().await.assert_detail(408);
+    c.expect_closed(step()).await;
+}
+
+#[tokio::test]
+async fn decision_framing_oddities_are_400() {
+    let d = Daemon::start(&[]);
+    let n = PUSH.len();
+    for req in [
+        format!("POST /sse/push HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n{n:x}\r\n{PUSH}\r\n0\r\n\r\n"),
+        "GET /health HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n".to_string(),
+        format!(
+            "POST /sse/push HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n\
+             Content-Type: text/plain\r\nContent-Length: {n}\r\n\r\n{PUSH}"
+        ),
+    ] {
+        let r = d.request(req.as_bytes()).await;
+        assert_eq!(r.status, 400, "{req:?}: {}", r.text());
+    }
+}

@@ -489,3 +489,32 @@ async fn ws_deeply_nested_device_message_does_no_harm() {
     }
     panic!("the marker never arrived");
 }
+
+// The README's decisions on close codes beyond the SPEC.
+
+#[tokio::test]
+async fn decision_invalid_utf8_text_closes_1007() {
+    let d = Daemon::start(&[]);
+    let mut raw = RawWs::upgrade(&d, "user_id=u8").await;
+    assert!(raw.send_frame(true, 1, b"{\"a\":\"\xff\"}").await);
+    assert_eq!(raw.expect_close(step()).await, Some(1007));
+}
+
+#[tokio::test]
+async fn decision_unmasked_frame_closes_1002() {
+    let d = Daemon::start(&[]);
+    let mut raw = RawWs::upgrade(&d, "user_id=nomask").await;
+    raw.http.send(&[0x81, 2, b'{', b'}']).await;
+    assert_eq!(raw.expect_close(step()).await, Some(1002));
+}
+
+#[tokio::test]
+async fn decision_table_full_close_reason() {
+    let d = Daemon::start(&["--max-connections", "1"]);
+    let _a = d.device("a").await;
+    let mut b = Device::connect(&d, "user_id=b").await;
+    assert_eq!(
+        b.expect_close(step()).await,
+        (1013, "Server at capacity, try again later".to_string())
+    );
+}
