@@ -591,3 +591,29 @@ async fn decision_framing_oddities_are_400() {
         assert_eq!(r.status, 400, "{req:?}: {}", r.text());
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn decision_connection_cap_answers_503_and_closes() {
+    // Cap: max_connections + max_pending_sends + 256 = 258 open TCP connections.
+    let d = Daemon::start(&["--max-connections", "1", "--max-pending-sends", "1"]);
+    let mut held = Vec::new();
+    for _ in 0..258 {
+        held.push(d.http().await);
+    }
+    // The last held connection is served (it is within the cap).
+    let last = held.last_mut().expect("held");
+    last.assert_usable().await;
+    let mut over = d.http().await;
+    let r = over.read_response().await;
+    r.assert_json(503);
+    assert_eq!(r.header("retry-after"), Some("1"));
+    over.expect_closed(step()).await;
+    // Room again once connections go.
+    held.truncate(200);
+    wait_until(step(), "a freed slot serves again", || async {
+        let mut c = d.http().await;
+        c.send(&get("/health")).await;
+        c.read_response().await.status == 200
+    })
+    .await;
+}
