@@ -1,7 +1,8 @@
 //! The harness of the end-to-end tests: the daemon process, a raw HTTP/1.1 client that sends
 //! exact bytes, an SSE stream reader and WebSocket device clients (tungstenite and raw).
 //! Every wait is bounded; every bound is scaled by `WSSED_TIMEOUT_SCALE` so the same suite runs
-//! under qemu. Only 127.0.0.1 is ever contacted.
+//! under qemu. `WSSED_BIN` picks the executable, `WSSED_E2E_ARGS` adds flags to every daemon.
+//! Only 127.0.0.1 is ever contacted.
 
 use std::future::Future;
 use std::io::{BufRead, BufReader, Read};
@@ -47,6 +48,14 @@ pub fn bin_path() -> PathBuf {
         Some(p) => PathBuf::from(p),
         None => PathBuf::from(env!("CARGO_BIN_EXE_wssed")),
     }
+}
+
+/// Flags from `WSSED_E2E_ARGS` (whitespace separated) given to every daemon before the test's
+/// own, so the suite can run against another mode (`--worker-threads 2`); the test's flags win.
+pub fn extra_args() -> Vec<String> {
+    std::env::var("WSSED_E2E_ARGS")
+        .map(|s| s.split_whitespace().map(String::from).collect())
+        .unwrap_or_default()
 }
 
 /// Runs the daemon with `args` to completion (for `--help`, bad flags, `--check-config`).
@@ -126,6 +135,7 @@ impl Daemon {
             .envs(env.iter().copied())
             .arg("--listen")
             .arg("127.0.0.1:0")
+            .args(extra_args())
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
