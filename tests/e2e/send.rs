@@ -540,3 +540,70 @@ async fn send_push_and_batch_frames_keep_request_order() {
         assert_eq!(dev.recv_json().await["n"], n);
     }
 }
+
+#[tokio::test]
+async fn send_stream_with_connection_close_closes_after_the_end() {
+    let d = Daemon::start(&[]);
+    let mut dev = d.device("s1").await;
+    let body = req("s1", "cc").to_string();
+    let mut c = d.http().await;
+    c.send(
+        format!(
+            "POST /sse/send HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\
+             Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .as_bytes(),
+    )
+    .await;
+    let mut s = SseStream::open(c).await;
+    s.assert_stream_head();
+    dev.recv_json().await;
+    dev.send_text(r#"{"correlation_id":"cc","is_final":true}"#)
+        .await;
+    s.next_event(step()).await;
+    s.expect_end(step()).await;
+    s.http.expect_closed(step()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn send_upstream_that_stops_reading_does_not_stall_the_device() {
+    // The upstream never reads its stream; the device keeps answering it. The device's session
+    // (its heartbeat, its pushes) must not be held up by the stalled stream.
+    let d = Daemon::start(&[
+        "--ping-interval-secs",
+        "1",
+        "--pong-timeout-secs",
+        "2",
+        "--queue-depth",
+        "4",
+    ]);
+    let mut dev = d.device("s1").await;
+    let mut up = Http::connect_small_rcvbuf(d.addr, 4096).await;
+    up.send(&post("/sse/send", &req("s1", "stall").to_string()))
+        .await;
+    assert_eq!(dev.recv_json().await["correlation_id"], "stall");
+    let pad = "z".repeat(30_000);
+    let started = tokio::time::Instant::now();
+    for i in 0..100 {
+        let a = json!({"correlation_id":"stall","type":"chunk","i":i,"pad":pad}).to_string();
+        dev.send_text(&a).await;
+        if started.elapsed() > t(6.0) {
+            break;
+        }
+    }
+    // Past the pong timeout: the device is still served.
+    let r = d.push(&json!({"user_id":"s1","data":{"marker":1}})).await;
+    assert_eq!(r.assert_json(200)["status"], "success");
+    let deadline = tokio::time::Instant::now() + step();
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        match dev.recv(left).await {
+            Some(Incoming::Text(t)) if t.contains("marker") => break,
+            Some(Incoming::Text(_)) => {}
+            other => panic!("device session ended behind a stalled upstream: {other:?}"),
+        }
+    }
+    assert_eq!(d.connections().await, 1);
+    drop(up);
+}
