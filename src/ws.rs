@@ -302,9 +302,14 @@ async fn on_text(
             let event = StreamEvent::Message { text, is_final };
             // Back-pressure from a slow upstream holds this device only so long; then that
             // stream is cut rather than the device's heartbeat.
-            if tx.send_timeout(event, wait).await.is_err() {
-                log::warn!("stream {cid}: upstream too slow, closing it");
-                PENDING.close(&cid);
+            match tx.send_timeout(event, wait).await {
+                Ok(()) => {}
+                // The stream ended meanwhile; its own guard frees the id.
+                Err(tokio::sync::mpsc::error::SendTimeoutError::Closed(_)) => {}
+                Err(tokio::sync::mpsc::error::SendTimeoutError::Timeout(_)) => {
+                    log::warn!("stream {cid}: upstream too slow, closing it");
+                    PENDING.close_stream(&cid, &tx);
+                }
             }
             None
         }
