@@ -64,6 +64,12 @@ fn need_fds(n: usize) -> Result<(), LgError> {
     }
 }
 
+/// Device-id prefix unique to this run, so devices of a previous run that the server is still
+/// closing never collide with this run's (wssed rejects a duplicate user id).
+fn run_prefix(letter: &str) -> String {
+    format!("{letter}{}_", std::process::id())
+}
+
 fn ids(prefix: &str, n: usize) -> Vec<String> {
     (0..n).map(|i| format!("{prefix}{i}")).collect()
 }
@@ -495,6 +501,7 @@ async fn measured(
     deadline: Instant,
 ) -> Result<Phase, LgError> {
     need_fds(a.devices + a.connections)?;
+    let prefix = &run_prefix(prefix);
     let ids = ids(prefix, a.devices);
     let conn = device::connect_many(
         a.addr,
@@ -694,7 +701,7 @@ async fn connect(a: &Args, deadline: Instant) -> Result<Value, LgError> {
     let mut c = device::connect_many(
         a.addr,
         a.target,
-        "c",
+        &run_prefix("c"),
         a.devices,
         a.concurrency,
         a.source_ips,
@@ -733,7 +740,7 @@ async fn idle(a: &Args, deadline: Instant) -> Result<Value, LgError> {
     let c = device::connect_many(
         a.addr,
         a.target,
-        "i",
+        &run_prefix("i"),
         a.devices,
         a.concurrency,
         a.source_ips,

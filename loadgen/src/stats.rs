@@ -2,12 +2,8 @@
 
 use serde_json::{json, Value};
 
-/// Quantiles (in percent) written into the `cdf_us` array for the plot.
-const CDF_PERCENTS: &[f64] = &[
-    0.0, 1.0, 2.0, 5.0, 10.0, 15.0, 20.0, 25.0, 30.0, 35.0, 40.0, 45.0, 50.0, 55.0, 60.0, 65.0,
-    70.0, 75.0, 80.0, 85.0, 90.0, 92.0, 94.0, 95.0, 96.0, 97.0, 98.0, 99.0, 99.5, 99.9, 99.99,
-    100.0,
-];
+/// Quantiles (in percent) written into the `cdf_us` array for the plot: every percent, then the tail.
+const CDF_TAIL_PERCENTS: &[f64] = &[99.5, 99.9, 99.99, 100.0];
 
 /// Nearest-rank quantile of sorted samples (`q` in 0..=1).
 fn quantile(sorted: &[u64], q: f64) -> u64 {
@@ -47,9 +43,10 @@ pub fn summary_us(samples: &mut [u64]) -> Value {
 
 /// CDF points `[percent, microseconds]` of already sorted samples.
 pub fn cdf_us(sorted: &[u64]) -> Value {
-    let pts: Vec<Value> = CDF_PERCENTS
-        .iter()
-        .map(|&p| json!([p, us(quantile(sorted, p / 100.0))]))
+    let pts: Vec<Value> = (0..100)
+        .map(f64::from)
+        .chain(CDF_TAIL_PERCENTS.iter().copied())
+        .map(|p| json!([p, us(quantile(sorted, p / 100.0))]))
         .collect();
     Value::Array(pts)
 }

@@ -1,0 +1,88 @@
+#!/usr/bin/env python3
+"""Latency CDF plot (PNG, via gnuplot) from the JSON lines that scripts/bench.sh records.
+
+usage: plot_cdf.py RESULTS.jsonl OUT.png
+
+Panels: push->device latency at the paced rate, push->device latency unpaced (saturation), and
+the /sse/send round trip when measured. Each JSON line carries `cdf_us`: [[percent, us], ...].
+"""
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+
+def load(path):
+    rows = []
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            line = line.strip()
+            if line.startswith("{"):
+                rows.append(json.loads(line))
+    return rows
+
+
+def panels(rows):
+    paced, unpaced, send = [], [], []
+    for r in rows:
+        if "cdf_us" not in r or "error" in r:
+            continue
+        name = r.get("target", "?")
+        if r.get("scenario") == "push" and r.get("rate"):
+            paced.append((f"{name} ({r['rate']}/s)", r["cdf_us"]))
+        elif r.get("scenario") == "push":
+            unpaced.append((f"{name} (unpaced, {r.get('connections')} conns)", r["cdf_us"]))
+        elif r.get("scenario") == "send":
+            send.append((f"{name} ({r.get('connections')} conn)", r["cdf_us"]))
+    out = []
+    if paced:
+        out.append(("push -> device latency, paced", paced))
+    if unpaced:
+        out.append(("push -> device latency, unpaced", unpaced))
+    if send:
+        out.append(("/sse/send round trip", send))
+    return out
+
+
+def main():
+    if len(sys.argv) != 3:
+        print(__doc__, file=sys.stderr)
+        return 2
+    src, png = sys.argv[1], sys.argv[2]
+    groups = panels(load(src))
+    if not groups:
+        print("plot_cdf.py: no CDF data in", src, file=sys.stderr)
+        return 1
+    with tempfile.TemporaryDirectory() as tmp:
+        cmds = [
+            f"set terminal pngcairo size {560 * len(groups)},460 font ',10'",
+            f"set output '{png}'",
+            f"set multiplot layout 1,{len(groups)} title 'Latency CDF ({os.path.basename(src)})'",
+            "set logscale x",
+            "set xlabel 'microseconds (log)'",
+            "set ylabel 'fraction'",
+            "set yrange [0:1]",
+            "set grid",
+            "set key bottom right",
+        ]
+        n = 0
+        for title, series in groups:
+            plots = []
+            for label, cdf in series:
+                dat = os.path.join(tmp, f"s{n}.dat")
+                n += 1
+                with open(dat, "w", encoding="utf-8") as f:
+                    for pct, us in cdf:
+                        f.write(f"{max(us, 0.1)} {pct / 100.0}\n")
+                plots.append(f"'{dat}' using 1:2 with lines lw 2 title '{label}'")
+            cmds.append(f"set title '{title}'")
+            cmds.append("plot " + ", ".join(plots))
+        cmds.append("unset multiplot")
+        subprocess.run(["gnuplot"], input="\n".join(cmds) + "\n", text=True, check=True)
+    print(png)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
