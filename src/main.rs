@@ -1,1 +1,68 @@
-fn main() {}
+//! The `wssed` binary: flags, allocator, runtime, exit codes (0 clean, 1 failure, 2 bad settings).
+
+use std::process::ExitCode;
+
+use wssed::config::{self, Command, Config};
+use wssed::{logger, server};
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+fn main() -> ExitCode {
+    let command = match config::parse_args(std::env::args().skip(1)) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("wssed: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match command {
+        Command::Help => {
+            print!("{}", config::HELP);
+            ExitCode::SUCCESS
+        }
+        Command::Version => {
+            println!("wssed {}", env!("CARGO_PKG_VERSION"));
+            ExitCode::SUCCESS
+        }
+        Command::CheckConfig(config) => {
+            print!("{}", config.to_toml());
+            ExitCode::SUCCESS
+        }
+        Command::Run(config) => run(config),
+    }
+}
+
+fn run(config: Config) -> ExitCode {
+    let _ = logger::init(config.log_level);
+    let listener = match server::bind(config.listen) {
+        Ok(l) => l,
+        Err(e) => {
+            log::error!("cannot listen on {}: {e}", config.listen);
+            return ExitCode::FAILURE;
+        }
+    };
+    // One event loop by default: no cross-thread wakeups on the push path, the smallest
+    // footprint, and the watchdog's "event loop answered" check means exactly that loop.
+    let mut builder = if config.worker_threads <= 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(config.worker_threads);
+        b
+    };
+    let runtime = match builder.enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            log::error!("cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(server::run(config, listener, |_| {})) {
+        Ok(code) => ExitCode::from(code as u8),
+        Err(e) => {
+            log::error!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,152 @@
+//! Delivery acknowledgements. A push is answered `success` only once its frame was written to
+//! the device's socket (SPEC §4), so the HTTP side waits on an [`AckSlot`] that the device
+//! session resolves. A slot is allocated once per upstream connection and reused for every
+//! push on it, so the push path allocates nothing for this.
+
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use tokio::sync::Notify;
+
+const UNRESOLVED: u8 = 0;
+const DELIVERED: u8 = 1;
+const LOST: u8 = 2;
+
+/// What became of one frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Written to the device's socket.
+    Delivered,
+    /// Dropped before it was written: the session ended first.
+    Lost,
+}
+
+/// Outcomes of up to `capacity` frames of one request, and a way to wait for them.
+pub struct AckSlot {
+    outcomes: Box<[AtomicU8]>,
+    unresolved: AtomicUsize,
+    notify: Notify,
+}
+
+impl AckSlot {
+    /// A slot for requests of at most `capacity` frames.
+    pub fn new(capacity: usize) -> Arc<AckSlot> {
+        Arc::new(AckSlot {
+            outcomes: (0..capacity.max(1))
+                .map(|_| AtomicU8::new(UNRESOLVED))
+                .collect(),
+            unresolved: AtomicUsize::new(0),
+            notify: Notify::new(),
+        })
+    }
+
+    /// Frames this slot can track.
+    pub fn capacity(&self) -> usize {
+        self.outcomes.len()
+    }
+
+    /// An acknowledgement for frame `index`; the frame's request must wait before reusing the slot.
+    /// Returns `None` when `index` is past the capacity.
+    pub fn ack(self: &Arc<Self>, index: usize) -> Option<Ack> {
+        let cell = self.outcomes.get(index)?;
+        cell.store(UNRESOLVED, Ordering::Relaxed);
+        self.unresolved.fetch_add(1, Ordering::AcqRel);
+        Some(Ack {
+            slot: Arc::clone(self),
+            index,
+            outcome: LOST,
+        })
+    }
+
+    /// Waits until every acknowledgement handed out has been resolved or dropped.
+    pub async fn wait(&self) {
+        while self.unresolved.load(Ordering::Acquire) != 0 {
+            // `notify_one` stores a permit, so a resolution between the check and the await
+            // is not missed; a stale permit only costs one more check.
+            self.notify.notified().await;
+        }
+    }
+
+    /// The outcome of frame `index` after [`AckSlot::wait`].
+    pub fn outcome(&self, index: usize) -> Outcome {
+        match self.outcomes.get(index).map(|c| c.load(Ordering::Acquire)) {
+            Some(DELIVERED) => Outcome::Delivered,
+            _ => Outcome::Lost,
+        }
+    }
+}
+
+/// One frame's acknowledgement. Dropping it without [`Ack::delivered`] records it as lost,
+/// which is what happens to frames still queued when a session ends.
+pub struct Ack {
+    slot: Arc<AckSlot>,
+    index: usize,
+    outcome: u8,
+}
+
+impl Ack {
+    /// Records that the frame reached the socket.
+    pub fn delivered(mut self) {
+        self.outcome = DELIVERED;
+    }
+}
+
+impl Drop for Ack {
+    fn drop(&mut self) {
+        if let Some(cell) = self.slot.outcomes.get(self.index) {
+            cell.store(self.outcome, Ordering::Release);
+        }
+        if self.slot.unresolved.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.slot.notify.notify_one();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn outcomes_are_recorded_and_wait_returns_when_all_resolve() {
+        let slot = AckSlot::new(3);
+        let a = slot.ack(0).unwrap();
+        let b = slot.ack(1).unwrap();
+        let c = slot.ack(2).unwrap();
+        assert!(slot.ack(3).is_none());
+        let waiter = {
+            let slot = Arc::clone(&slot);
+            tokio::spawn(async move { slot.wait().await })
+        };
+        a.delivered();
+        drop(b);
+        assert!(!waiter.is_finished());
+        c.delivered();
+        tokio::time::timeout(std::time::Duration::from_secs(5), waiter)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(slot.outcome(0), Outcome::Delivered);
+        assert_eq!(slot.outcome(1), Outcome::Lost);
+        assert_eq!(slot.outcome(2), Outcome::Delivered);
+    }
+
+    #[tokio::test]
+    async fn a_slot_is_reusable_after_wait() {
+        let slot = AckSlot::new(1);
+        for round in 0..3 {
+            let ack = slot.ack(0).unwrap();
+            if round % 2 == 0 {
+                ack.delivered();
+            } else {
+                drop(ack);
+            }
+            slot.wait().await;
+            let want = if round % 2 == 0 {
+                Outcome::Delivered
+            } else {
+                Outcome::Lost
+            };
+            assert_eq!(slot.outcome(0), want);
+        }
+    }
+}

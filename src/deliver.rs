@@ -1,0 +1,232 @@
+//! `/sse/push` and `/sse/push/batch`: validate, route by mention, queue to the device, wait
+//! until the frame is on the device's socket (SPEC §4).
+
+use std::io::Write;
+use std::sync::Arc;
+
+use tokio_tungstenite::tungstenite::Utf8Bytes;
+
+use crate::ack::{Ack, AckSlot, Outcome};
+use crate::error::ApiError;
+use crate::http::response::{self, Persist};
+use crate::message::{self, Envelope};
+use crate::registry::{Outbound, UserId};
+use crate::state::{State, DEVICES, METRICS};
+use crate::{ids, json, mention};
+
+/// Why a frame did not reach its device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Undelivered {
+    /// Not connected, or gone before the write.
+    NotConnected,
+    /// The device's queue is full.
+    QueueFull,
+}
+
+impl Undelivered {
+    /// The batch result's `error` value.
+    pub fn code(self) -> &'static str {
+        match self {
+            Undelivered::NotConnected => "not_connected",
+            Undelivered::QueueFull => "queue_full",
+        }
+    }
+}
+
+/// Where a message goes: its mention target if it names a public account, else its user id.
+pub struct Target {
+    /// The device the frame is queued for.
+    pub user: UserId,
+    /// Set when an `@mention` rerouted the message.
+    pub routed: bool,
+}
+
+/// Resolves the target of `env` (SPEC §7).
+pub fn target(env: &Envelope<'_>, state: &State, scratch: &mut String) -> Target {
+    match mention::route_target(env, scratch, |name| state.is_public(name)) {
+        Some(account) => {
+            METRICS.pushes_rerouted.inc();
+            Target {
+                user: account,
+                routed: true,
+            }
+        }
+        None => Target {
+            user: env.user_id.clone(),
+            routed: false,
+        },
+    }
+}
+
+/// The spliced frame for `env` (SPEC §3), with `correlation_id` as the id to add if absent.
+pub fn frame(env: &Envelope<'_>, correlation_id: &str) -> Utf8Bytes {
+    let mut out = Vec::with_capacity(env.data.len() + FRAME_OVERHEAD_BYTES);
+    message::write_device_frame(env, correlation_id, &mut out);
+    // The splice only inserts JSON text around validated UTF-8, so this never fails; if it
+    // ever did, sending nothing beats sending bytes the device can't parse.
+    String::from_utf8(out)
+        .map(Utf8Bytes::from)
+        .unwrap_or_default()
+}
+
+/// Room reserved for the fields the splice adds (ids, sender, punctuation).
+const FRAME_OVERHEAD_BYTES: usize = 320;
+
+/// Queues `frame` for `user` without waiting.
+pub fn enqueue(user: &str, frame: Utf8Bytes, ack: Option<Ack>) -> Result<(), Undelivered> {
+    let Some(device) = DEVICES.get(user) else {
+        return Err(Undelivered::NotConnected);
+    };
+    match device.tx.try_send(Outbound { frame, ack }) {
+        Ok(()) => Ok(()),
+        Err(tokio::sync::mpsc::error::TrySendError::Full(_)) => Err(Undelivered::QueueFull),
+        Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) => Err(Undelivered::NotConnected),
+    }
+}
+
+fn count(outcome: Result<(), Undelivered>) {
+    match outcome {
+        Ok(()) => METRICS.pushes_delivered.inc(),
+        Err(Undelivered::NotConnected) => METRICS.pushes_not_connected.inc(),
+        Err(Undelivered::QueueFull) => METRICS.pushes_queue_full.inc(),
+    }
+}
+
+/// Serves `/sse/push`; writes the response into `out` and returns its status.
+pub async fn push(
+    body: &[u8],
+    state: &State,
+    slot: &Arc<AckSlot>,
+    scratch: &mut String,
+    out: &mut Vec<u8>,
+    persist: Persist,
+) -> u16 {
+    let (target, frame) = match message::parse_envelope(body) {
+        Ok(env) => {
+            let target = target(&env, state, scratch);
+            let cid = correlation_id(&env);
+            (target, frame(&env, &cid))
+        }
+        Err(errors) => return refuse(ApiError::from(errors), out, persist),
+    };
+    let outcome = match slot.ack(0) {
+        Some(ack) => match enqueue(&target.user, frame, Some(ack)) {
+            Ok(()) => {
+                slot.wait().await;
+                match slot.outcome(0) {
+                    Outcome::Delivered => Ok(()),
+                    Outcome::Lost => Err(Undelivered::NotConnected),
+                }
+            }
+            Err(e) => Err(e),
+        },
+        None => Err(Undelivered::NotConnected),
+    };
+    count(outcome);
+    let (status, message) = match outcome {
+        Ok(()) => ("success", "Message delivered"),
+        Err(Undelivered::NotConnected) => ("partial", "User not connected"),
+        Err(Undelivered::QueueFull) => return refuse(ApiError::QueueFull, out, persist),
+    };
+    let mut json = [0u8; 256];
+    let mut cursor = std::io::Cursor::new(&mut json[..]);
+    let _ = write!(
+        cursor,
+        "{{\"status\":\"{status}\",\"message\":\"{message}\""
+    );
+    if target.routed {
+        let _ = write!(cursor, ",\"routed_to\":\"{}\"}}", target.user);
+    } else {
+        let _ = write!(cursor, "}}");
+    }
+    let len = cursor.position() as usize;
+    let body = json.get(..len).unwrap_or_default();
+    response::write_json(out, 200, body, persist, &[], false);
+    200
+}
+
+/// The correlation id of a message: `data.correlation_id`, else a fresh UUID.
+pub fn correlation_id(env: &Envelope<'_>) -> crate::registry::CorrelationId {
+    match &env.correlation_id {
+        Some(id) => id.clone(),
+        None => {
+            let fresh = ids::new_correlation_id();
+            // 36 bytes always fit the 128-byte id.
+            crate::registry::CorrelationId::try_from(fresh.as_str()).unwrap_or_default()
+        }
+    }
+}
+
+/// One batch item's fate.
+struct ItemResult {
+    user_id: UserId,
+    routed_to: Option<UserId>,
+    outcome: Result<(), Undelivered>,
+    queued: bool,
+}
+
+/// Serves `/sse/push/batch`; writes the response into `out` and returns its status.
+pub async fn batch(
+    body: &[u8],
+    state: &State,
+    scratch: &mut String,
+    out: &mut Vec<u8>,
+    persist: Persist,
+) -> u16 {
+    let envelopes = match message::parse_batch(body, state.config.max_batch) {
+        Ok(list) => list,
+        Err(errors) => return refuse(ApiError::from(errors), out, persist),
+    };
+    // Everything is queued before anything is awaited: items for one device enter its queue
+    // in index order, and distinct devices drain their queues concurrently.
+    let slot = AckSlot::new(envelopes.len());
+    let mut results = Vec::with_capacity(envelopes.len());
+    for (index, env) in envelopes.iter().enumerate() {
+        let target = target(env, state, scratch);
+        let cid = correlation_id(env);
+        let frame = frame(env, &cid);
+        let outcome = match slot.ack(index) {
+            Some(ack) => enqueue(&target.user, frame, Some(ack)),
+            None => Err(Undelivered::NotConnected),
+        };
+        results.push(ItemResult {
+            user_id: env.user_id.clone(),
+            routed_to: target.routed.then_some(target.user),
+            queued: outcome.is_ok(),
+            outcome,
+        });
+    }
+    drop(envelopes);
+    slot.wait().await;
+
+    let mut json = Vec::with_capacity(64 + results.len() * 64);
+    json.extend_from_slice(b"{\"results\":[");
+    for (index, item) in results.iter_mut().enumerate() {
+        if item.queued && slot.outcome(index) == Outcome::Lost {
+            item.outcome = Err(Undelivered::NotConnected);
+        }
+        count(item.outcome);
+        if index > 0 {
+            json.push(b',');
+        }
+        let _ = write!(json, "{{\"index\":{index},\"user_id\":");
+        json::write_string(&mut json, &item.user_id);
+        let _ = write!(json, ",\"success\":{}", item.outcome.is_ok());
+        if let Err(e) = item.outcome {
+            let _ = write!(json, ",\"error\":\"{}\"", e.code());
+        }
+        if let Some(routed) = &item.routed_to {
+            json.extend_from_slice(b",\"routed_to\":");
+            json::write_string(&mut json, routed);
+        }
+        json.push(b'}');
+    }
+    json.extend_from_slice(b"]}");
+    response::write_json(out, 200, &json, persist, &[], false);
+    200
+}
+
+fn refuse(err: ApiError, out: &mut Vec<u8>, persist: Persist) -> u16 {
+    err.write(out, persist, false);
+    err.status()
+}

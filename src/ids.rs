@@ -1,0 +1,121 @@
+//! Correlation ids the server generates (SPEC §3, §10: UUID strings).
+
+use std::hash::BuildHasher;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
+
+/// Length of a UUID string: 32 hex digits and 4 dashes.
+pub const UUID_STRING_BYTES: usize = 36;
+
+const MASK_62: u64 = (1 << 62) - 1;
+
+struct Seed {
+    /// Keyed SipHash from OS randomness: makes the ids unpredictable.
+    hasher: std::hash::RandomState,
+    /// Whitening key of the 62-bit counter bijection.
+    key: u64,
+}
+
+static SEED: OnceLock<Seed> = OnceLock::new();
+static COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// A bijection of the 62-bit space: xor with a key, multiply by odd constants and xor-shift,
+/// all modulo 2^62. Distinct counters therefore give distinct outputs.
+fn mix_62(n: u64, key: u64) -> u64 {
+    let mut x = (n ^ key) & MASK_62;
+    x = x.wrapping_mul(0x9e37_79b9_7f4a_7c15) & MASK_62;
+    x ^= x >> 29;
+    x = x.wrapping_mul(0xbf58_476d_1ce4_e5b9) & MASK_62;
+    x ^= x >> 32;
+    x
+}
+
+/// A fresh UUID v4 string (lower-case hex, 36 chars), unique within the process.
+///
+/// The low 62 random bits are a bijection of a process-wide counter (never a repeat before
+/// 2^62 calls); the high 60 are a keyed hash of it.
+pub fn new_correlation_id() -> heapless::String<UUID_STRING_BYTES> {
+    let seed = SEED.get_or_init(|| {
+        let hasher = std::hash::RandomState::new();
+        let key = hasher.hash_one(0x5eed_u64);
+        Seed { hasher, key }
+    });
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let hi = (seed.hasher.hash_one(n) & !0xf000) | 0x4000; // version 4
+    let lo = mix_62(n, seed.key) | (1 << 63); // variant 10
+    format_uuid((u128::from(hi) << 64) | u128::from(lo))
+}
+
+fn format_uuid(v: u128) -> heapless::String<UUID_STRING_BYTES> {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut s = heapless::String::new();
+    for i in 0..32 {
+        if matches!(i, 8 | 12 | 16 | 20) {
+            // Capacity is exactly 36; these pushes cannot fail.
+            let _ = s.push('-');
+        }
+        let nibble = ((v >> (124 - 4 * i)) & 0xf) as usize;
+        let _ = s.push(char::from(HEX[nibble]));
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+
+    fn is_uuid_v4(s: &str) -> bool {
+        let b = s.as_bytes();
+        b.len() == 36
+            && b.iter().enumerate().all(|(i, &c)| match i {
+                8 | 13 | 18 | 23 => c == b'-',
+                _ => c.is_ascii_digit() || (b'a'..=b'f').contains(&c),
+            })
+            && b[14] == b'4'
+            && matches!(b[19], b'8' | b'9' | b'a' | b'b')
+    }
+
+    #[test]
+    fn ids_are_uuid_v4_strings() {
+        for _ in 0..1000 {
+            let id = new_correlation_id();
+            assert!(is_uuid_v4(&id), "{id}");
+        }
+    }
+
+    #[test]
+    fn ids_do_not_repeat_across_threads() {
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                std::thread::spawn(|| (0..5000).map(|_| new_correlation_id()).collect::<Vec<_>>())
+            })
+            .collect();
+        let mut seen = HashSet::new();
+        for t in threads {
+            for id in t.join().unwrap() {
+                assert!(seen.insert(id.clone()), "repeated {id}");
+            }
+        }
+        assert_eq!(seen.len(), 20_000);
+    }
+
+    #[test]
+    fn mixer_is_injective_on_a_sample() {
+        let key = 0x1234_5678_9abc_def0;
+        let mut seen = HashSet::new();
+        for n in 0..100_000u64 {
+            let x = mix_62(n, key);
+            assert!(x <= MASK_62);
+            assert!(seen.insert(x));
+        }
+    }
+
+    #[test]
+    fn format_places_every_nibble() {
+        assert_eq!(
+            format_uuid(0x0123_4567_89ab_cdef_fedc_ba98_7654_3210).as_str(),
+            "01234567-89ab-cdef-fedc-ba9876543210"
+        );
+    }
+}

@@ -1,0 +1,392 @@
+//! The fixed-capacity tables shared by all connections: connected devices (with each one's
+//! bounded outbound queue) and open `/sse/send` streams keyed by correlation id.
+//!
+//! Both are heapless index maps behind a `std::sync::Mutex`: every critical section is a hash
+//! lookup or insert, never an `.await`, so a blocking lock is cheaper than an async one. The
+//! daemon keeps them in `static`s, so the slots live in `.bss` and cost RSS only once touched.
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Mutex, MutexGuard};
+
+use heapless::index_map::FnvIndexMap;
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::ack::Ack;
+use crate::limits::{MAX_CORRELATION_ID_BYTES, MAX_USER_ID_BYTES};
+
+/// A device's user id, as the table stores it.
+pub type UserId = heapless::String<MAX_USER_ID_BYTES>;
+/// A correlation id, as the table of open streams stores it.
+pub type CorrelationId = heapless::String<MAX_CORRELATION_ID_BYTES>;
+
+/// One frame waiting for a device's socket.
+pub struct Outbound {
+    /// The text frame, already spliced.
+    pub frame: tokio_tungstenite::tungstenite::Utf8Bytes,
+    /// Told whether the frame reached the socket; dropping it unreported means "not delivered".
+    pub ack: Option<Ack>,
+}
+
+/// Why a session is told to close from outside.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kick {
+    /// A new connection took over this user id (`on_duplicate = "replace"`).
+    Replaced,
+}
+
+/// A connected device's entry.
+struct Device {
+    session: u64,
+    tx: mpsc::Sender<Outbound>,
+    kick: Option<oneshot::Sender<Kick>>,
+    /// Closed (sender dropped) when the session ends; streams waiting on the device watch it.
+    gone: watch::Receiver<()>,
+}
+
+/// What a session holds while it is registered.
+pub struct Registration {
+    /// This session's number, unique within the process.
+    pub session: u64,
+    /// The device's outbound queue.
+    pub rx: mpsc::Receiver<Outbound>,
+    /// Fires when another connection replaces this one.
+    pub kick: oneshot::Receiver<Kick>,
+    /// Dropped when the session ends, which tells waiting streams the device is gone.
+    pub alive: watch::Sender<()>,
+}
+
+/// Why a device could not be registered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RegisterError {
+    /// The user id is connected and the policy keeps the old session.
+    Duplicate,
+    /// `max_connections` devices are connected.
+    Full,
+}
+
+/// A handle on a connected device, cloned out of the table for one delivery.
+pub struct DeviceHandle {
+    /// The session the handle belongs to.
+    pub session: u64,
+    /// The device's outbound queue.
+    pub tx: mpsc::Sender<Outbound>,
+    /// Closes when the session ends.
+    pub gone: watch::Receiver<()>,
+}
+
+/// The device table: user id → session, fixed capacity `N`, runtime limit `max` under it.
+pub struct DeviceTable<const N: usize> {
+    map: Mutex<FnvIndexMap<UserId, Device, N>>,
+    max: AtomicUsize,
+    next_session: AtomicU64,
+}
+
+impl<const N: usize> Default for DeviceTable<N> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<const N: usize> DeviceTable<N> {
+    /// An empty table (const, so it can live in a `static`).
+    pub const fn new() -> Self {
+        DeviceTable {
+            map: Mutex::new(FnvIndexMap::new()),
+            max: AtomicUsize::new(N),
+            next_session: AtomicU64::new(1),
+        }
+    }
+
+    /// Sets the runtime limit (`max_connections`), capped at the capacity.
+    pub fn set_max(&self, max: usize) {
+        self.max.store(max.min(N), Ordering::Relaxed);
+    }
+
+    fn lock(&self) -> MutexGuard<'_, FnvIndexMap<UserId, Device, N>> {
+        // A poisoned lock means a panic in a critical section that only inserts or removes;
+        // the map itself is still consistent, so keep serving.
+        self.map.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Registers a session for `user`, applying the duplicate policy.
+    pub fn register(
+        &self,
+        user: &UserId,
+        replace: bool,
+        queue_depth: usize,
+    ) -> Result<Registration, RegisterError> {
+        let mut map = self.lock();
+        let old = map.get_mut(user.as_str());
+        let replaced_kick = match old {
+            Some(_) if !replace => return Err(RegisterError::Duplicate),
+            Some(old) => old.kick.take(),
+            None => {
+                if map.len() >= self.max.load(Ordering::Relaxed) {
+                    return Err(RegisterError::Full);
+                }
+                None
+            }
+        };
+        let session = self.next_session.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = mpsc::channel(queue_depth.max(1));
+        let (kick_tx, kick_rx) = oneshot::channel();
+        let (alive, gone) = watch::channel(());
+        let device = Device {
+            session,
+            tx,
+            kick: Some(kick_tx),
+            gone,
+        };
+        // Replacing overwrites the slot; a fresh id has room (checked above).
+        if map.insert(user.clone(), device).is_err() {
+            return Err(RegisterError::Full);
+        }
+        drop(map);
+        if let Some(kick) = replaced_kick {
+            let _ = kick.send(Kick::Replaced);
+        }
+        Ok(Registration {
+            session,
+            rx,
+            kick: kick_rx,
+            alive,
+        })
+    }
+
+    /// Removes `user` if the entry still belongs to `session` (a replacement keeps its slot).
+    pub fn unregister(&self, user: &str, session: u64) -> bool {
+        let mut map = self.lock();
+        match map.get(user) {
+            Some(d) if d.session == session => {
+                map.swap_remove(user);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// The device's queue and liveness, if connected.
+    pub fn get(&self, user: &str) -> Option<DeviceHandle> {
+        let map = self.lock();
+        map.get(user).map(|d| DeviceHandle {
+            session: d.session,
+            tx: d.tx.clone(),
+            gone: d.gone.clone(),
+        })
+    }
+
+    /// Devices connected now.
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// True when no device is connected.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// True when the lock can be taken now: part of the watchdog self-check.
+    pub fn is_usable(&self) -> bool {
+        match self.map.try_lock() {
+            Ok(_) => true,
+            Err(std::sync::TryLockError::WouldBlock) => true,
+            Err(std::sync::TryLockError::Poisoned(_)) => false,
+        }
+    }
+}
+
+/// What a device said on an open stream.
+pub enum StreamEvent {
+    /// A correlated message, as the device sent it.
+    Message {
+        /// The device's text, as it arrived.
+        text: tokio_tungstenite::tungstenite::Utf8Bytes,
+        /// The message ends the stream.
+        is_final: bool,
+    },
+}
+
+struct Pending {
+    user: UserId,
+    session: u64,
+    tx: mpsc::Sender<StreamEvent>,
+}
+
+/// Why a stream could not be opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpenError {
+    /// The correlation id is already waiting (409).
+    InUse,
+    /// `max_pending_sends` streams are open (503).
+    Full,
+}
+
+/// The table of open `/sse/send` streams: correlation id → the device allowed to answer.
+pub struct PendingTable<const N: usize> {
+    map: Mutex<FnvIndexMap<CorrelationId, Pending, N>>,
+    max: AtomicUsize,
+}
+
+impl<const N: usize> Default for PendingTable<N> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<const N: usize> PendingTable<N> {
+    /// An empty table (const, so it can live in a `static`).
+    pub const fn new() -> Self {
+        PendingTable {
+            map: Mutex::new(FnvIndexMap::new()),
+            max: AtomicUsize::new(N),
+        }
+    }
+
+    /// Sets the runtime limit (`max_pending_sends`), capped at the capacity.
+    pub fn set_max(&self, max: usize) {
+        self.max.store(max.min(N), Ordering::Relaxed);
+    }
+
+    fn lock(&self) -> MutexGuard<'_, FnvIndexMap<CorrelationId, Pending, N>> {
+        self.map.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Checks that `id` could be opened now, without opening it (409 before 503).
+    pub fn check(&self, id: &str) -> Result<(), OpenError> {
+        let map = self.lock();
+        if map.contains_key(id) {
+            Err(OpenError::InUse)
+        } else if map.len() >= self.max.load(Ordering::Relaxed) {
+            Err(OpenError::Full)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Opens a stream for `id`, answerable only by `user`'s session `session`.
+    pub fn open(
+        &self,
+        id: &CorrelationId,
+        user: &UserId,
+        session: u64,
+        depth: usize,
+    ) -> Result<mpsc::Receiver<StreamEvent>, OpenError> {
+        let mut map = self.lock();
+        if map.contains_key(id.as_str()) {
+            return Err(OpenError::InUse);
+        }
+        if map.len() >= self.max.load(Ordering::Relaxed) {
+            return Err(OpenError::Full);
+        }
+        let (tx, rx) = mpsc::channel(depth.max(1));
+        let entry = Pending {
+            user: user.clone(),
+            session,
+            tx,
+        };
+        map.insert(id.clone(), entry).map_err(|_| OpenError::Full)?;
+        Ok(rx)
+    }
+
+    /// Frees `id`.
+    pub fn close(&self, id: &str) {
+        self.lock().swap_remove(id);
+    }
+
+    /// The stream waiting for `id`, if `user`'s session `session` may answer it.
+    pub fn route(&self, id: &str, user: &str, session: u64) -> Option<mpsc::Sender<StreamEvent>> {
+        let map = self.lock();
+        match map.get(id) {
+            Some(p) if p.session == session && p.user.as_str() == user => Some(p.tx.clone()),
+            _ => None,
+        }
+    }
+
+    /// Streams open now.
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// True when no stream is open.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn uid(s: &str) -> UserId {
+        UserId::try_from(s).unwrap()
+    }
+
+    #[test]
+    fn reject_policy_keeps_the_first_session() {
+        let t = DeviceTable::<8>::new();
+        let a = t.register(&uid("a"), false, 4).unwrap();
+        assert_eq!(
+            t.register(&uid("a"), false, 4).err(),
+            Some(RegisterError::Duplicate)
+        );
+        assert_eq!(t.get("a").unwrap().session, a.session);
+    }
+
+    #[test]
+    fn replace_policy_kicks_the_old_session_and_keeps_the_slot() {
+        let t = DeviceTable::<8>::new();
+        let mut old = t.register(&uid("a"), true, 4).unwrap();
+        let new = t.register(&uid("a"), true, 4).unwrap();
+        assert_eq!(old.kick.try_recv().ok(), Some(Kick::Replaced));
+        // The old session's late cleanup must not remove the new one.
+        assert!(!t.unregister("a", old.session));
+        assert_eq!(t.get("a").unwrap().session, new.session);
+        assert!(t.unregister("a", new.session));
+        assert!(t.is_empty());
+    }
+
+    #[test]
+    fn runtime_limit_applies_under_the_capacity() {
+        let t = DeviceTable::<8>::new();
+        t.set_max(2);
+        let _a = t.register(&uid("a"), false, 1).unwrap();
+        let _b = t.register(&uid("b"), false, 1).unwrap();
+        assert_eq!(
+            t.register(&uid("c"), false, 1).err(),
+            Some(RegisterError::Full)
+        );
+        // Replacing an existing id needs no new slot.
+        assert!(t.register(&uid("b"), true, 1).is_ok());
+    }
+
+    #[test]
+    fn gone_closes_when_the_session_drops_its_sender() {
+        let t = DeviceTable::<8>::new();
+        let reg = t.register(&uid("a"), false, 1).unwrap();
+        let h = t.get("a").unwrap();
+        assert!(h.gone.has_changed().is_ok());
+        drop(reg);
+        assert!(h.gone.has_changed().is_err());
+    }
+
+    #[test]
+    fn pending_ids_are_one_namespace_and_only_the_target_answers() {
+        let p = PendingTable::<8>::new();
+        p.set_max(2);
+        let id = CorrelationId::try_from("c1").unwrap();
+        let _rx = p.open(&id, &uid("dev"), 7, 4).unwrap();
+        assert_eq!(p.check("c1"), Err(OpenError::InUse));
+        assert_eq!(
+            p.open(&id, &uid("other"), 9, 4).err(),
+            Some(OpenError::InUse)
+        );
+        assert!(p.route("c1", "dev", 7).is_some());
+        assert!(p.route("c1", "other", 9).is_none());
+        assert!(p.route("c1", "dev", 8).is_none());
+        let id2 = CorrelationId::try_from("c2").unwrap();
+        let _rx2 = p.open(&id2, &uid("dev"), 7, 4).unwrap();
+        assert_eq!(p.check("c3"), Err(OpenError::Full));
+        p.close("c1");
+        assert_eq!(p.check("c1"), Ok(()));
+    }
+}
