@@ -61,9 +61,17 @@ nginx = subprocess.run(["dpkg-query", "-W", "-f", "${Version}", "libnginx-mod-nc
 with open(sys.argv[1], "a") as f:
     f.write(json.dumps({"scenario": "machine", "nproc": os.cpu_count(), "cpu": cpu, "kernel": platform.release(),
         "mem": mem, "arch": platform.machine(), "date": datetime.datetime.utcnow().strftime("%Y-%m-%d %H:%M UTC"),
-        "commit": commit + ("+dirty" if dirty else ""), "nchan_package": nginx or None}) + "\n")
+        "commit": commit + ("+dirty" if dirty else ""), "nchan_package": nginx or None,
+        "loadavg_start": open("/proc/loadavg").read().split()[:3]}) + "\n")
 PY
 printf '{"scenario":"binary","target":"wssed","arch":"%s","bytes":%s}\n' "$(uname -m)" "$(stat -c %s "$WSSED")" >> "$OUT"
+
+for port in $WSSED_PORT $NCHAN_PORT; do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+        echo "bench.sh: something already listens on 127.0.0.1:$port (set WSSED_PORT / NCHAN_PORT)" >&2
+        exit 1
+    fi
+done
 
 SERVER_PIDS=""
 WSSED_PID=""
@@ -152,6 +160,9 @@ for server in $SERVERS; do
     lg "$server" "$port" --scenario connect --devices 2000 --concurrency 64 --max-secs 60
     stop_server "$server"
 done
+
+# Other work on the machine skews every figure: the load average says how much there was.
+printf '{"scenario":"machine_end","loadavg_end":["%s","%s","%s"]}\n' $(cut -d' ' -f1-3 /proc/loadavg) >> "$OUT"
 
 scripts/plot_cdf.py "$OUT" "bench-results/$STAMP.png" || echo "bench.sh: no plot" >&2
 scripts/bench_report.py "$OUT" | tee "bench-results/$STAMP.md"

@@ -57,10 +57,13 @@ def main():
         return 2
     rows = load(sys.argv[1])
     m = next((r for r in rows if r.get("scenario") == "machine"), {})
+    end = next((r for r in rows if r.get("scenario") == "machine_end"), {})
     binary = next((r for r in rows if r.get("scenario") == "binary"), {})
     print(f"Run `{sys.argv[1]}`: {m.get('date', '?')}, commit {m.get('commit', '?')}")
     print(f"Machine: {m.get('nproc', '?')} cores, {m.get('cpu', '?')}, kernel {m.get('kernel', '?')}, "
           f"{m.get('mem', '?')}; server pinned to core 0, load tool to core 1.")
+    print(f"Load average (1/5/15 min) at start {' '.join(m.get('loadavg_start') or ['?'])}, "
+          f"at end {' '.join(end.get('loadavg_end') or ['?'])} (other work on the same cores skews latency).")
     print()
     print("| figure | wssed | nchan | wssed/nchan | target |")
     print("| --- | ---: | ---: | ---: | --- |")
