@@ -56,7 +56,7 @@ for line in open("/proc/meminfo"):
     if line.startswith("MemTotal"):
         mem = f"{int(line.split()[1]) // 1024} MiB RAM"; break
 commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-dirty = subprocess.run(["git", "status", "--porcelain"], capture_output=True, text=True).stdout.strip()
+dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True).stdout.strip()
 nginx = subprocess.run(["dpkg-query", "-W", "-f", "${Version}", "libnginx-mod-nchan"], capture_output=True, text=True).stdout
 with open(sys.argv[1], "a") as f:
     f.write(json.dumps({"scenario": "machine", "nproc": os.cpu_count(), "cpu": cpu, "kernel": platform.release(),
