@@ -73,19 +73,18 @@ for port in $WSSED_PORT $NCHAN_PORT; do
     fi
 done
 
-SERVER_PIDS=""
 WSSED_PID=""
-NCHAN_UP=""
+declare -A PIDS=()
 
 cleanup() {
     if [ -n "$WSSED_PID" ] && kill -0 "$WSSED_PID" 2>/dev/null; then kill -KILL "$WSSED_PID" 2>/dev/null || true; fi
-    if [ -n "$NCHAN_UP" ]; then scripts/nchan.sh stop "$NCHAN_PORT" || true; fi
+    if [ -n "${PIDS[nchan]:-}" ]; then scripts/nchan.sh stop "$NCHAN_PORT" || true; fi
 }
 trap cleanup EXIT
 
 wait_health() {
-    local url=$1 i
-    for i in $(seq 1 200); do
+    local url=$1
+    for _ in $(seq 1 200); do
         if curl -sf -o /dev/null --max-time 1 "$url"; then return 0; fi
         sleep 0.05
     done
@@ -93,18 +92,19 @@ wait_health() {
     return 1
 }
 
+port_of() { if [ "$1" = nchan ]; then echo "$NCHAN_PORT"; else echo "$WSSED_PORT"; fi; }
+
 start_server() {
     case $1 in
         wssed)
             taskset -c "$SERVER_CORE" "$WSSED" --listen "127.0.0.1:$WSSED_PORT" --max-connections 10240 \
                 --log-level warn 2>>"bench-results/$STAMP.wssed.log" &
             WSSED_PID=$!
-            SERVER_PIDS=$WSSED_PID
+            PIDS[wssed]=$WSSED_PID
             wait_health "http://127.0.0.1:$WSSED_PORT/health"
             ;;
         nchan)
-            SERVER_PIDS=$(taskset -c "$SERVER_CORE" scripts/nchan.sh start "$NCHAN_PORT")
-            NCHAN_UP=1
+            PIDS[nchan]=$(taskset -c "$SERVER_CORE" scripts/nchan.sh start "$NCHAN_PORT")
             wait_health "http://127.0.0.1:$NCHAN_PORT/nchan_status"
             ;;
     esac
@@ -114,55 +114,66 @@ stop_server() {
     case $1 in
         wssed)
             kill -TERM "$WSSED_PID" 2>/dev/null || true
-            local i
-            for i in $(seq 1 200); do kill -0 "$WSSED_PID" 2>/dev/null || break; sleep 0.05; done
+            for _ in $(seq 1 200); do kill -0 "$WSSED_PID" 2>/dev/null || break; sleep 0.05; done
             kill -KILL "$WSSED_PID" 2>/dev/null || true
             wait "$WSSED_PID" 2>/dev/null || true
             WSSED_PID=""
             ;;
         nchan)
             scripts/nchan.sh stop "$NCHAN_PORT"
-            NCHAN_UP=""
             ;;
     esac
+    PIDS[$1]=""
 }
 
-# One loadgen run: its JSON line goes to the results (an error line when it fails).
+# One loadgen run against one server: its JSON line goes to the results (an error line when it fails).
 lg() {
-    local server=$1 port=$2
-    shift 2
+    local server=$1
+    shift
     local line
-    line=$(timeout 400 taskset -c "$LOAD_CORE" "$LOADGEN" --target "$server" --url "http://127.0.0.1:$port" \
-        --server-pid "$SERVER_PIDS" "$@" 2>>"bench-results/$STAMP.loadgen.log") || true
+    line=$(timeout 400 taskset -c "$LOAD_CORE" "$LOADGEN" --target "$server" \
+        --url "http://127.0.0.1:$(port_of "$server")" --server-pid "${PIDS[$server]}" "$@" \
+        2>>"bench-results/$STAMP.loadgen.log") || true
     if [ -z "$line" ]; then
         line=$(printf '{"target":"%s","args":"%s","error":"loadgen printed nothing"}' "$server" "$*")
     fi
     echo "$line" >> "$OUT"
-    echo "$line" | python3 -c 'import json,sys; d=json.loads(sys.stdin.read()); d.pop("cdf_us",None); print(json.dumps(d)[:400])'
+    echo "$line" | python3 -c 'import json,sys; d=json.loads(sys.stdin.read()); d.pop("cdf_us",None); print(json.dumps(d)[:300])'
 }
 
-for server in $SERVERS; do
-    port=$WSSED_PORT
-    [ "$server" = nchan ] && port=$NCHAN_PORT
-    echo "== $server" >&2
-    # Each idle measurement starts from a fresh server, so "just after start" means that.
-    for n in 1000 10000; do
+# Idle footprint: a fresh server for each measurement, so "just after start" means that.
+for n in 1000 10000; do
+    for server in $SERVERS; do
+        echo "== idle $n: $server" >&2
         start_server "$server"
-        lg "$server" "$port" --scenario idle --devices "$n" --max-secs 120
+        lg "$server" --scenario idle --devices "$n" --max-secs 120
         stop_server "$server"
     done
-    start_server "$server"
-    lg "$server" "$port" --scenario push --devices 100 --connections 32 --pushes 200000 --max-secs 60
-    lg "$server" "$port" --scenario push --devices 100 --connections 32 --rate 1000 --pushes 10000 --max-secs 30
-    lg "$server" "$port" --scenario batch --devices 100 --connections 8 --batch-size 100 --batches 1000 --max-secs 60
-    lg "$server" "$port" --scenario send --devices 100 --connections 1 --requests 10000 --max-secs 30
-    lg "$server" "$port" --scenario send --devices 100 --connections 32 --requests 50000 --max-secs 30
-    lg "$server" "$port" --scenario connect --devices 2000 --concurrency 64 --max-secs 60
-    stop_server "$server"
 done
 
+# Load scenarios: both servers up (the idle one costs nothing), each scenario run against one
+# right after the other, so a change in the machine's background load hits both alike.
+for server in $SERVERS; do start_server "$server"; done
+SCENARIOS=(
+    "--scenario push --devices 100 --connections 32 --pushes 200000 --max-secs 60"
+    "--scenario push --devices 100 --connections 32 --rate 1000 --pushes 10000 --max-secs 30"
+    "--scenario batch --devices 100 --connections 8 --batch-size 100 --batches 1000 --max-secs 60"
+    "--scenario send --devices 100 --connections 1 --requests 10000 --max-secs 30"
+    "--scenario send --devices 100 --connections 32 --requests 50000 --max-secs 30"
+    "--scenario connect --devices 2000 --concurrency 64 --max-secs 60"
+)
+for args in "${SCENARIOS[@]}"; do
+    for server in $SERVERS; do
+        echo "== $server $args" >&2
+        # shellcheck disable=SC2086 # the scenario's flags are meant to split
+        lg "$server" $args
+    done
+done
+for server in $SERVERS; do stop_server "$server"; done
+
 # Other work on the machine skews every figure: the load average says how much there was.
-printf '{"scenario":"machine_end","loadavg_end":["%s","%s","%s"]}\n' $(cut -d' ' -f1-3 /proc/loadavg) >> "$OUT"
+read -r la1 la5 la15 _ < /proc/loadavg
+printf '{"scenario":"machine_end","loadavg_end":["%s","%s","%s"]}\n' "$la1" "$la5" "$la15" >> "$OUT"
 
 scripts/plot_cdf.py "$OUT" "bench-results/$STAMP.png" || echo "bench.sh: no plot" >&2
 scripts/bench_report.py "$OUT" | tee "bench-results/$STAMP.md"

@@ -15,7 +15,7 @@ MODULE=/usr/lib/nginx/modules/ngx_nchan_module.so
 usage() { echo "usage: $0 start|stop|pids PORT" >&2; exit 2; }
 [ $# -eq 2 ] || usage
 cmd=$1 port=$2
-[[ $port =~ ^[0-9]+$ ]] && [ "$port" -ge 1 ] && [ "$port" -le 65535 ] || usage
+if ! [[ $port =~ ^[0-9]+$ ]] || [ "$port" -lt 1 ] || [ "$port" -gt 65535 ]; then usage; fi
 dir="${TMPDIR:-/tmp}/wssed-nchan.$port"
 
 install_nchan() {
@@ -97,8 +97,8 @@ http {
 CONF
     nginx -t -q -p "$dir" -c "$dir/nginx.conf" -e "$dir/error.log"
     nginx -p "$dir" -c "$dir/nginx.conf" -e "$dir/error.log"
-    local i
-    for i in $(seq 1 100); do
+
+    for _ in $(seq 1 100); do
         if pids >/dev/null 2>&1 && (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
             pids
             return 0
@@ -111,11 +111,11 @@ CONF
 }
 
 stop() {
-    local master i
+    local master
     master=$(cat "$dir/nginx.pid" 2>/dev/null) || { echo "nchan.sh: not running on port $port" >&2; return 0; }
     if kill -0 "$master" 2>/dev/null; then
         kill -TERM "$master"
-        for i in $(seq 1 100); do
+        for _ in $(seq 1 100); do
             kill -0 "$master" 2>/dev/null || break
             sleep 0.05
         done
