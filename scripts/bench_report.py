@@ -15,13 +15,36 @@ def load(path):
         return [json.loads(l) for l in f if l.strip().startswith("{")]
 
 
-def pick(rows, target, scenario, **match):
-    for r in rows:
-        if r.get("target") != target or r.get("scenario") != scenario:
-            continue
-        if all(r.get(k) == v for k, v in match.items()):
-            return r
-    return None
+def pick_all(rows, target, scenario, **match):
+    return [r for r in rows if r.get("target") == target and r.get("scenario") == scenario
+            and all(r.get(k) == v for k, v in match.items())]
+
+
+def is_num(v):
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def figure(rows, target, scenario, path, match):
+    """(value, shown text): the median over rounds, with the range when there were several."""
+    found = pick_all(rows, target, scenario, **match)
+    if not found:
+        return None, MISSING
+    errors = [get(r, "error") for r in found if get(r, "error")]
+    vals = [get(r, *path) for r in found if not get(r, "error")]
+    if not vals:
+        return None, f"failed: {errors[0]}"
+    nums = sorted(v for v in vals if is_num(v))
+    if len(nums) != len(vals):
+        if all(isinstance(v, bool) for v in vals):
+            return all(vals), fmt(all(vals))
+        return vals[0], fmt(vals[0])
+    med = nums[len(nums) // 2] if len(nums) % 2 else (nums[len(nums) // 2 - 1] + nums[len(nums) // 2]) / 2
+    text = fmt(med)
+    if len(nums) > 1:
+        text += f" ({fmt(nums[0])}–{fmt(nums[-1])})"
+    if errors:
+        text += f", {len(errors)} failed"
+    return med, text
 
 
 def get(r, *path):
@@ -46,7 +69,7 @@ def fmt(v):
 
 
 def ratio(a, b):
-    if isinstance(a, (int, float)) and isinstance(b, (int, float)) and not isinstance(a, bool) and b:
+    if is_num(a) and is_num(b) and b:
         return f"{a / b:.2f}x"
     return "-"
 
@@ -65,17 +88,15 @@ def main():
     print(f"Load average (1/5/15 min) at start {' '.join(m.get('loadavg_start') or ['?'])}, "
           f"at end {' '.join(end.get('loadavg_end') or ['?'])} (other work on the same cores skews latency).")
     print()
+    print("Several rounds: median (min–max); the ratio is of the medians.")
+    print()
     print("| figure | wssed | nchan | wssed/nchan | target |")
     print("| --- | ---: | ---: | ---: | --- |")
 
     def row(label, scenario, path, match=None, target="", nchan_na=False):
         match = match or {}
-        w = get(pick(rows, "wssed", scenario, **match), *path)
-        n = "n/a" if nchan_na else get(pick(rows, "nchan", scenario, **match), *path)
-        err_w = get(pick(rows, "wssed", scenario, **match), "error")
-        err_n = None if nchan_na else get(pick(rows, "nchan", scenario, **match), "error")
-        ws = f"failed: {err_w}" if err_w else fmt(w)
-        ns = f"failed: {err_n}" if err_n else (n if nchan_na else fmt(n))
+        w, ws = figure(rows, "wssed", scenario, path, match)
+        n, ns = (None, "n/a") if nchan_na else figure(rows, "nchan", scenario, path, match)
         print(f"| {label} | {ws} | {ns} | {ratio(w, n)} | {target} |")
 
     row("idle RSS just after start (KiB)", "idle", ["idle_rss_kib"], {"devices": 1000}, "≤ 2048 KiB")

@@ -4,7 +4,7 @@
 usage: plot_cdf.py RESULTS.jsonl OUT.png
 
 Panels: push->device latency at the paced rate, push->device latency unpaced (saturation), and
-the /sse/send round trip when measured. Each JSON line carries `cdf_us`: [[percent, us], ...].
+the /sse/send round trip when measured. Every round of a scenario is drawn, one color per server. Each JSON line carries `cdf_us`: [[percent, us], ...].
 """
 import json
 import os
@@ -23,18 +23,26 @@ def load(path):
     return rows
 
 
+COLORS = {"wssed": "#9400d3", "nchan": "#009e73"}
+SEND_COLORS = {1: "#9400d3", 32: "#e69f00"}
+
+
 def panels(rows):
+    """Series are (key, label, color, cdf): rounds of one server share a key, a color and one
+    legend entry."""
     paced, unpaced, send = [], [], []
     for r in rows:
         if "cdf_us" not in r or "error" in r:
             continue
         name = r.get("target", "?")
+        color = COLORS.get(name, "#000000")
         if r.get("scenario") == "push" and r.get("rate"):
-            paced.append((f"{name} ({r['rate']}/s)", r["cdf_us"]))
+            paced.append((name, f"{name} ({r['rate']}/s)", color, r["cdf_us"]))
         elif r.get("scenario") == "push":
-            unpaced.append((f"{name} (unpaced, {r.get('connections')} conns)", r["cdf_us"]))
+            unpaced.append((name, f"{name} ({r.get('connections')} conns)", color, r["cdf_us"]))
         elif r.get("scenario") == "send":
-            send.append((f"{name} ({r.get('connections')} conn)", r["cdf_us"]))
+            conns = r.get("connections")
+            send.append((conns, f"{name} ({conns} conn)", SEND_COLORS.get(conns, "#000000"), r["cdf_us"]))
     out = []
     if paced:
         out.append(("push -> device latency, paced", paced))
@@ -69,13 +77,16 @@ def main():
         n = 0
         for title, series in groups:
             plots = []
-            for label, cdf in series:
+            seen = set()
+            for key, label, color, cdf in series:
                 dat = os.path.join(tmp, f"s{n}.dat")
                 n += 1
                 with open(dat, "w", encoding="utf-8") as f:
                     for pct, us in cdf:
                         f.write(f"{max(us, 0.1)} {pct / 100.0}\n")
-                plots.append(f"'{dat}' using 1:2 with lines lw 2 title '{label}'")
+                title = "notitle" if key in seen else f"title '{label}'"
+                seen.add(key)
+                plots.append(f"'{dat}' using 1:2 with lines lw 2 lc rgb '{color}' {title}")
             cmds.append(f"set title '{title}'")
             cmds.append("plot " + ", ".join(plots))
         cmds.append("unset multiplot")
