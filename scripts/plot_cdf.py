@@ -84,9 +84,9 @@ def main():
                 with open(dat, "w", encoding="utf-8") as f:
                     for pct, us in cdf:
                         f.write(f"{max(us, 0.1)} {pct / 100.0}\n")
-                title = "notitle" if key in seen else f"title '{label}'"
+                key_title = "notitle" if key in seen else f"title '{label}'"
                 seen.add(key)
-                plots.append(f"'{dat}' using 1:2 with lines lw 2 lc rgb '{color}' {title}")
+                plots.append(f"'{dat}' using 1:2 with lines lw 2 lc rgb '{color}' {key_title}")
             cmds.append(f"set title '{title}'")
             cmds.append("plot " + ", ".join(plots))
         cmds.append("unset multiplot")
