@@ -78,8 +78,8 @@ pub(crate) struct Conn {
     pub(crate) out: Vec<u8>,
     pub(crate) body: Vec<u8>,
     pub(crate) scratch: Vec<u8>,
-    /// Unescaped mention text, for messages whose text has JSON escapes.
-    pub(crate) text: String,
+    /// Buffers of the push path.
+    pub(crate) msg: crate::deliver::Scratch,
     pub(crate) state: Arc<State>,
     pub(crate) shutdown: watch::Receiver<bool>,
     ack: Option<Arc<AckSlot>>,
@@ -93,7 +93,7 @@ impl Conn {
             out: Vec::with_capacity(WRITE_BUFFER_BYTES),
             body: Vec::new(),
             scratch: Vec::new(),
-            text: String::new(),
+            msg: crate::deliver::Scratch::default(),
             shutdown: state.shutdown.clone(),
             state,
             ack: None,
@@ -245,7 +245,7 @@ impl Conn {
                     &self.body,
                     &self.state,
                     &ack,
-                    &mut self.text,
+                    &mut self.msg,
                     &mut self.out,
                     persist,
                 )
@@ -257,7 +257,7 @@ impl Conn {
                 let status = crate::deliver::batch(
                     &self.body,
                     &self.state,
-                    &mut self.text,
+                    &mut self.msg,
                     &mut self.out,
                     persist,
                 )

@@ -288,6 +288,14 @@ impl<const N: usize> PendingTable<N> {
         Ok(rx)
     }
 
+    /// Frees `id` if it still belongs to the stream behind `tx` (a newer stream may reuse the id).
+    pub fn close_stream(&self, id: &str, tx: &mpsc::Sender<StreamEvent>) {
+        let mut map = self.lock();
+        if map.get(id).is_some_and(|p| p.tx.same_channel(tx)) {
+            map.swap_remove(id);
+        }
+    }
+
     /// Frees `id`.
     pub fn close(&self, id: &str) {
         self.lock().swap_remove(id);
@@ -387,6 +395,21 @@ mod tests {
         let _rx2 = p.open(&id2, &uid("dev"), 7, 4).unwrap();
         assert_eq!(p.check("c3"), Err(OpenError::Full));
         p.close("c1");
+        assert_eq!(p.check("c1"), Ok(()));
+    }
+
+    #[test]
+    fn closing_a_stream_spares_a_newer_one_with_the_same_id() {
+        let p = PendingTable::<8>::new();
+        let id = CorrelationId::try_from("c1").unwrap();
+        let _old_rx = p.open(&id, &uid("dev"), 7, 4).unwrap();
+        let old_tx = p.route("c1", "dev", 7).unwrap();
+        p.close("c1");
+        let _new_rx = p.open(&id, &uid("dev"), 7, 4).unwrap();
+        p.close_stream("c1", &old_tx);
+        assert_eq!(p.check("c1"), Err(OpenError::InUse));
+        let new_tx = p.route("c1", "dev", 7).unwrap();
+        p.close_stream("c1", &new_tx);
         assert_eq!(p.check("c1"), Ok(()));
     }
 }

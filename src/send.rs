@@ -55,9 +55,9 @@ pub(crate) async fn serve(conn: &mut Conn, keep_alive: bool, version: Version) -
     // Checks in SPEC order: 422, 409, 503, then "not connected".
     let prepared = match message::parse_envelope(&conn.body) {
         Ok(env) => {
-            let target = deliver::target(&env, &conn.state, &mut conn.text);
+            let target = deliver::target(&env, &conn.state, &mut conn.msg);
             let cid = deliver::correlation_id(&env);
-            let frame = deliver::frame(&env, &cid);
+            let frame = deliver::frame(&env, &cid, &mut conn.msg);
             let event_type = env.event_type.clone();
             Ok((target, cid, frame, event_type))
         }
