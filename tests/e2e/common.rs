@@ -125,14 +125,34 @@ impl Daemon {
 
     /// `start` with extra environment variables.
     pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Daemon {
-        let mut child = Command::new(bin_path())
+        let mut command = Command::new(bin_path());
+        command.envs(env.iter().copied());
+        Daemon::spawn(command, args)
+    }
+
+    /// Starts the daemon the way systemd's socket activation does: `listener` (a descriptor
+    /// this process leaves inheritable) becomes fd 3, with `LISTEN_FDS=1` and `LISTEN_PID` set
+    /// to the daemon's own PID (the shell `exec`s it, keeping its PID).
+    pub fn start_activated(listener_fd: i32, args: &[&str], env: &[(&str, &str)]) -> Daemon {
+        let mut command = Command::new("sh");
+        command
+            .arg("-c")
+            .arg(format!(
+                "exec 3<&{listener_fd}; LISTEN_PID=$$ LISTEN_FDS=1 exec \"$0\" \"$@\""
+            ))
+            .arg(bin_path())
+            .envs(env.iter().copied());
+        Daemon::spawn(command, args)
+    }
+
+    fn spawn(mut command: Command, args: &[&str]) -> Daemon {
+        let mut child = command
             // Whatever runs the tests (systemd, a CI unit) must not leak its own sockets in.
             .env_remove("NOTIFY_SOCKET")
             .env_remove("LISTEN_FDS")
             .env_remove("LISTEN_PID")
             .env_remove("WATCHDOG_USEC")
             .env_remove("WATCHDOG_PID")
-            .envs(env.iter().copied())
             .arg("--listen")
             .arg("127.0.0.1:0")
             .args(extra_args())
