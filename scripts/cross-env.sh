@@ -8,10 +8,11 @@
 # `libstd-rust-web-dev:<arch>`, Debian's cross gcc for linking and for mimalloc's C code,
 # and qemu-user to run the result.
 #
-# The foreign-architecture package lists live in a private apt state directory: adding
-# arm64/armhf to dpkg itself would make every later `apt-get update` on the machine fail
-# whenever one foreign index is out of sync on the mirror (seen here for armhf), and the
-# multi-arch std package drags in libllvm for the foreign arch.
+# The foreign-architecture package lists live in private apt state directories, one per
+# architecture so updating one does not prune the other. Adding arm64/armhf to dpkg itself
+# would make every later `apt-get update` on the machine fail whenever one foreign index
+# is out of sync on the mirror (seen here for armhf), and installing the multi-arch std
+# package would drag in libllvm for the foreign arch.
 #
 # When the mirror does not carry the target's std at exactly the host rustc-web version,
 # the std is built from Debian's `rust-web-src` of that version (`-Zbuild-std`, enabled on
@@ -45,19 +46,25 @@ cross_apt_install() {
 cross_apt_private() {
     local tool=$1
     shift
-    local d="$CROSS_HOME/apt"
+    local d="$CROSS_HOME/apt-$CROSS_DEB_ARCH"
     "$tool" -q \
         -o Dir::State::Lists="$d/lists" -o Dir::Cache="$d/cache" -o Dir::State::status="$d/status" \
         -o APT::Architecture="$(dpkg --print-architecture)" -o APT::Architectures="$CROSS_DEB_ARCH" \
         -o APT::Sandbox::User=root "$@"
 }
 
+# Refreshes the private lists, at most once a day per architecture (a lagging mirror
+# index would otherwise be fetched again on every run).
 cross_private_update() {
-    local d="$CROSS_HOME/apt"
+    local d="$CROSS_HOME/apt-$CROSS_DEB_ARCH" stamp="$CROSS_HOME/apt-$CROSS_DEB_ARCH/updated"
+    if [ -n "$(find "$stamp" -mmin -1440 2>/dev/null)" ]; then
+        return 0
+    fi
     mkdir -p "$d/lists/partial" "$d/cache/archives/partial"
     touch "$d/status"
     cross_apt_private apt-get update >/dev/null 2>&1 ||
         cross_log "private apt-get update for $CROSS_DEB_ARCH reported errors; going on with the lists it has"
+    touch "$stamp"
 }
 
 # Succeeds when the private lists offer PACKAGE at exactly VERSION.

@@ -3,17 +3,23 @@
 # qemu-user: first `--version`, then the end-to-end suite (tests/e2e) against it.
 #
 #   scripts/cross-test.sh aarch64-unknown-linux-gnu
-#   scripts/cross-test.sh armv7-unknown-linux-gnueabihf
+#   scripts/cross-test.sh armv7-unknown-linux-gnueabihf [--unit]
+#
+# --unit also builds the library's unit tests for TARGET and runs them under qemu (slow:
+# a debug build of every dependency; worth it for 32-bit armv7, where usize is 32 bits).
 #
 # Needs root on Debian bookworm (installs rustc-web, cross gcc, qemu-user-static once; see
 # scripts/cross-env.sh). The e2e harness runs WSSED_BIN instead of the host build and
 # multiplies its timeouts by WSSED_TIMEOUT_SCALE (default here 4: emulation is slower).
 set -euo pipefail
 
-[ $# -eq 1 ] || {
-    echo "usage: $0 aarch64-unknown-linux-gnu|armv7-unknown-linux-gnueabihf" >&2
+unit=0
+if [ $# -eq 2 ] && [ "$2" = "--unit" ]; then
+    unit=1
+elif [ $# -ne 1 ]; then
+    echo "usage: $0 aarch64-unknown-linux-gnu|armv7-unknown-linux-gnueabihf [--unit]" >&2
     exit 2
-}
+fi
 cd "$(dirname "$0")/.."
 root=$(pwd)
 # shellcheck source=scripts/cross-env.sh
@@ -39,6 +45,11 @@ chmod +x "$wrapper"
 
 echo "== smoke: $CROSS_QEMU wssed --version"
 "$wrapper" --version
+
+if [ "$unit" = 1 ]; then
+    echo "== unit tests (lib) for $target under $CROSS_QEMU"
+    cross_cargo test --locked --lib
+fi
 
 # The suite is built and driven by the host toolchain; only the daemon runs emulated.
 if cargo metadata --no-deps --format-version 1 --locked |
