@@ -72,15 +72,24 @@ cross_private_has() {
     cross_apt_private apt-cache madison "$1" 2>/dev/null | awk -F'|' '{gsub(/ /,"",$2); print $2}' | grep -qxF "$2"
 }
 
-# Downloads PACKAGE=VERSION from the private lists and unpacks it into DIR.
-cross_private_unpack() {
+# Downloads PACKAGE=VERSION and unpacks it into DIR: a foreign-arch package (pkg:arch)
+# through the private lists, an arch "all" one through the machine's own lists (a failed
+# foreign index makes apt drop the whole suite from the private lists, arch "all" included).
+cross_unpack() {
     local pkg=$1 ver=$2 dir=$3 debs="$CROSS_HOME/debs"
-    mkdir -p "$debs" "$dir"
-    (cd "$debs" && cross_apt_private apt-get download "$pkg=$ver" >/dev/null 2>&1) ||
-        cross_die "apt-get download $pkg=$ver failed"
-    # pkg:arch for foreign-arch packages; the only other one used here is arch "all".
     local name=${pkg%%:*} arch=${pkg#*:}
-    [ "$arch" = "$pkg" ] && arch=all
+    mkdir -p "$debs" "$dir"
+    if [ "$arch" = "$pkg" ]; then
+        arch=all
+        if ! (cd "$debs" && apt-get -q -o APT::Sandbox::User=root download "$pkg=$ver" >/dev/null 2>&1); then
+            apt-get update -qq >/dev/null 2>&1 || cross_log "apt-get update reported errors; going on with the lists it has"
+            (cd "$debs" && apt-get -q -o APT::Sandbox::User=root download "$pkg=$ver" >/dev/null 2>&1) ||
+                cross_die "apt-get download $pkg=$ver failed"
+        fi
+    else
+        (cd "$debs" && cross_apt_private apt-get download "$pkg=$ver" >/dev/null 2>&1) ||
+            cross_die "apt-get download $pkg=$ver failed"
+    fi
     local file="$debs/${name}_${ver//:/%3a}_${arch}.deb"
     [ -f "$file" ] || cross_die "downloaded $pkg but found no $file"
     dpkg-deb -x "$file" "$dir"
@@ -105,6 +114,17 @@ cross gcc target ARMv7, so a binary linked against them would not run on ARMv6. 
 
     cross_apt_install rustc-web "gcc-$CROSS_GNU" "libc6-dev-$CROSS_DEB_ARCH-cross" qemu-user-static
     CROSS_RUST_VERSION=$(dpkg-query -W -f='${Version}' rustc-web)
+    # Dependencies raise their minimum Rust over time: keep rustc-web at the newest the
+    # machine's lists offer.
+    local candidate
+    candidate=$(apt-cache policy rustc-web 2>/dev/null | sed -n 's/^ *Candidate: //p')
+    if [ -n "$candidate" ] && [ "$candidate" != "(none)" ] &&
+        dpkg --compare-versions "$candidate" gt "$CROSS_RUST_VERSION"; then
+        cross_log "upgrading rustc-web $CROSS_RUST_VERSION -> $candidate"
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "rustc-web=$candidate" >/dev/null ||
+            cross_die "apt-get install rustc-web=$candidate failed"
+        CROSS_RUST_VERSION=$candidate
+    fi
     local host_triple sysroot tmp
     host_triple=$(/usr/bin/rustc -vV | sed -n 's/^host: //p')
     sysroot="$CROSS_HOME/rust-$CROSS_RUST_VERSION"
@@ -119,7 +139,7 @@ cross gcc target ARMv7, so a binary linked against them would not run on ARMv6. 
         if cross_private_has "$std_pkg" "$CROSS_RUST_VERSION"; then
             cross_log "unpacking $std_pkg $CROSS_RUST_VERSION"
             tmp=$(mktemp -d)
-            cross_private_unpack "$std_pkg" "$CROSS_RUST_VERSION" "$tmp"
+            cross_unpack "$std_pkg" "$CROSS_RUST_VERSION" "$tmp"
             rm -rf "${sysroot:?}/lib/rustlib/$CROSS_TARGET"
             mv "$tmp/usr/lib/rustlib/$CROSS_TARGET" "$sysroot/lib/rustlib/$CROSS_TARGET"
             rm -rf "$tmp"
@@ -130,7 +150,7 @@ cross gcc target ARMv7, so a binary linked against them would not run on ARMv6. 
     if [ "$CROSS_BUILD_STD" = 1 ] && [ ! -f "$sysroot/lib/rustlib/src/rust/library/Cargo.lock" ]; then
         cross_log "$CROSS_DEB_ARCH std $CROSS_RUST_VERSION is not on the mirror: building std from rust-web-src"
         tmp=$(mktemp -d)
-        cross_private_unpack rust-web-src "$CROSS_RUST_VERSION" "$tmp"
+        cross_unpack rust-web-src "$CROSS_RUST_VERSION" "$tmp"
         rm -rf "$sysroot/lib/rustlib/src"
         mkdir -p "$sysroot/lib/rustlib/src"
         mv "$(readlink -f "$tmp/usr/lib/rustlib/src/rust")" "$sysroot/lib/rustlib/src/rust"
