@@ -26,5 +26,7 @@ mod mentions;
 mod push;
 #[path = "e2e/send.rs"]
 mod send;
+#[path = "e2e/systemd.rs"]
+mod systemd;
 #[path = "e2e/ws.rs"]
 mod ws;
