@@ -42,15 +42,30 @@ pub async fn refuse(mut stream: TcpStream) {
     let _ = timeout(REFUSE_WRITE_TIMEOUT, stream.write_all(&out)).await;
 }
 
-/// Serves HTTP requests on `stream` until it closes or upgrades to a device session.
-pub async fn serve(stream: TcpStream, peer: SocketAddr, state: Arc<State>) {
-    let mut conn = Conn::new(stream, Arc::clone(&state));
-    if let Some(upgrade) = conn.run().await {
-        // Consumes the connection: its HTTP buffers are freed before the long-lived session.
-        let (stream, leftover) = conn.into_upgraded();
-        log::debug!("{peer}: device {} upgrading", upgrade.user_id);
-        ws::run_session(stream, leftover, upgrade, state).await;
-    }
+/// A connection that became a device session: the socket, the bytes read past the upgrade
+/// request, and the validated upgrade.
+pub struct Upgraded {
+    /// The socket.
+    pub stream: TcpStream,
+    /// Bytes already read past the upgrade request (early WebSocket frames).
+    pub leftover: Vec<u8>,
+    /// The validated upgrade.
+    pub upgrade: ws::Upgrade,
+}
+
+/// Serves HTTP requests on `stream` until it closes, or returns it upgraded to a device
+/// session. The caller runs the session as a task of its own, so the long-lived session
+/// doesn't carry this function's buffers and state.
+pub async fn serve(stream: TcpStream, peer: SocketAddr, state: Arc<State>) -> Option<Upgraded> {
+    let mut conn = Conn::new(stream, state);
+    let upgrade = conn.run().await?;
+    log::debug!("{peer}: device {} upgrading", upgrade.user_id);
+    let (stream, leftover) = conn.into_upgraded();
+    Some(Upgraded {
+        stream,
+        leftover,
+        upgrade,
+    })
 }
 
 /// What the request head said, copied out of the read buffer so the buffer can move on.

@@ -156,9 +156,14 @@ fn spawn_connection(stream: TcpStream, peer: SocketAddr, state: Arc<State>, toke
     }
     let _ = stream.set_nodelay(true);
     tokio::spawn(async move {
-        crate::conn::serve(stream, peer, state).await;
-        drop(guard);
-        drop(token);
+        if let Some(up) = crate::conn::serve(stream, peer, Arc::clone(&state)).await {
+            // A task of its own: an idle device then costs only the session's state.
+            tokio::spawn(async move {
+                crate::ws::run_session(up.stream, up.leftover, up.upgrade, state).await;
+                drop(guard);
+                drop(token);
+            });
+        }
     });
 }
 
