@@ -7,8 +7,14 @@ use crate::error::LgError;
 pub struct Snap {
     /// Sum of VmRSS, KiB.
     pub rss_kib: u64,
+    /// Sum of RssAnon (heap, stacks, .bss), KiB.
+    pub rss_anon_kib: u64,
+    /// Sum of RssFile (mapped binary and shared libraries), KiB.
+    pub rss_file_kib: u64,
     /// Sum of utime+stime, clock ticks.
     pub cpu_ticks: u64,
+    /// Sum of utime alone, clock ticks (user space: what callgrind counts).
+    pub user_ticks: u64,
     /// Sum of on-CPU time of live threads from `schedstat`, ns (finer than ticks).
     pub sched_ns: u64,
 }
@@ -24,18 +30,28 @@ fn read(pid: u32, file: &'static str) -> Result<String, LgError> {
     std::fs::read_to_string(format!("/proc/{pid}/{file}")).map_err(|_| LgError::Proc(pid, file))
 }
 
-/// VmRSS of one process, KiB.
-pub fn rss_kib(pid: u32) -> Result<u64, LgError> {
-    let s = read(pid, "status")?;
-    s.lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
+/// A `KiB` field of `/proc/PID/status`.
+fn status_kib(status: &str, pid: u32, field: &str) -> Result<u64, LgError> {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
         .and_then(|v| v.split_whitespace().next())
         .and_then(|v| v.parse().ok())
         .ok_or(LgError::Proc(pid, "status"))
 }
 
-/// utime+stime of one process (all threads), clock ticks.
-pub fn cpu_ticks(pid: u32) -> Result<u64, LgError> {
+/// VmRSS, RssAnon and RssFile of one process, KiB.
+pub fn rss_kib(pid: u32) -> Result<(u64, u64, u64), LgError> {
+    let s = read(pid, "status")?;
+    Ok((
+        status_kib(&s, pid, "VmRSS:")?,
+        status_kib(&s, pid, "RssAnon:")?,
+        status_kib(&s, pid, "RssFile:")?,
+    ))
+}
+
+/// utime+stime and utime of one process (all threads), clock ticks.
+pub fn cpu_ticks(pid: u32) -> Result<(u64, u64), LgError> {
     let s = read(pid, "stat")?;
     // The command name may hold spaces and parentheses: fields start after the last ')'.
     let rest = s
@@ -52,7 +68,7 @@ pub fn cpu_ticks(pid: u32) -> Result<u64, LgError> {
         .next()
         .and_then(|v| v.parse().ok())
         .ok_or(LgError::Proc(pid, "stat"))?;
-    Ok(utime + stime)
+    Ok((utime + stime, utime))
 }
 
 /// On-CPU ns summed over the process's live threads.
@@ -77,8 +93,13 @@ pub fn sched_ns(pid: u32) -> Result<u64, LgError> {
 pub fn snap(pids: &[u32]) -> Result<Snap, LgError> {
     let mut s = Snap::default();
     for &pid in pids {
-        s.rss_kib += rss_kib(pid)?;
-        s.cpu_ticks += cpu_ticks(pid)?;
+        let (rss, anon, file) = rss_kib(pid)?;
+        s.rss_kib += rss;
+        s.rss_anon_kib += anon;
+        s.rss_file_kib += file;
+        let (cpu, user) = cpu_ticks(pid)?;
+        s.cpu_ticks += cpu;
+        s.user_ticks += user;
         s.sched_ns += sched_ns(pid)?;
     }
     Ok(s)

@@ -115,6 +115,9 @@ fn cpu_fields(
     );
     m.insert(format!("server_cpu_us_per_{unit}"), per(cpu_us));
     m.insert(format!("server_cpu_us_per_{unit}_schedstat"), per(sched_us));
+    // User space is what callgrind counts; the rest is the kernel (syscalls, wake-ups).
+    let user_us = a.user_ticks.saturating_sub(b.user_ticks) as f64 * 1e6 / tck as f64;
+    m.insert(format!("server_user_cpu_us_per_{unit}"), per(user_us));
     m.insert("server_rss_kib".into(), json!(a.rss_kib));
     m
 }
@@ -775,7 +778,11 @@ async fn idle(a: &Args, deadline: Instant) -> Result<Value, LgError> {
         "devices": n,
         "server_pids": a.server_pids.len(),
         "idle_rss_kib": before.rss_kib,
+        "idle_rss_anon_kib": before.rss_anon_kib,
+        "idle_rss_file_kib": before.rss_file_kib,
         "rss_kib_with_devices": with.rss_kib,
+        "rss_anon_kib_with_devices": with.rss_anon_kib,
+        "rss_file_kib_with_devices": with.rss_file_kib,
         "rss_per_device_bytes": per_dev.round(),
         "registered": registered,
         "connect_s": secs(connect_s),
