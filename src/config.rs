@@ -106,8 +106,8 @@ pub const MAX_BODY_BYTES_CEILING: usize = 64 * 1024 * 1024;
 pub const MAX_MESSAGE_BYTES_CEILING: usize = 64 * 1024 * 1024;
 /// Ceiling of `queue_depth`, in frames per device.
 pub const MAX_QUEUE_DEPTH: usize = 65_536;
-/// Ceiling of `max_batch`, in items per request.
-pub const MAX_BATCH_CEILING: usize = 100_000;
+/// Ceiling of `max_batch`, in items per request: every item's errors must fit one 422 answer.
+pub const MAX_BATCH_CEILING: usize = crate::limits::MAX_BATCH_ITEMS;
 /// Most entries in `allowed_origins`.
 pub const MAX_ALLOWED_ORIGINS: usize = 64;
 /// Longest entry of `allowed_origins`, in bytes.
@@ -151,7 +151,7 @@ line (--public-accounts ci_bot,deploy_bot) and arrays of strings in the file.
   --max-body-bytes N          largest HTTP request body; at most 67108864 = 64 MiB (default 65536)
   --max-message-bytes N       largest WebSocket message or frame from a device; at most
                               67108864 = 64 MiB (default 65536)
-  --max-batch N               items in one /sse/push/batch; at most 100000 (default 1000)
+  --max-batch N               items in one /sse/push/batch; at most 1638 (default 1000)
   --max-pending-sends N       /sse/send streams open at once; at most the build's pending table
                               capacity, 4096 unless built otherwise (default 1024)
   --send-timeout-secs N       a /sse/send stream ends after this long without a reply (default 30)
@@ -1749,7 +1749,7 @@ ws_secret = \"sec\"\nallowed_origins = [\"https://a.example\"]\nlog_level = \"de
             assert!(HELP.contains(flag), "{flag}");
         }
         for bound in [
-            "86400", "67108864", "65536", "100000", "16384", "4096", "256", "1024",
+            "86400", "67108864", "65536", "1638", "16384", "4096", "256", "1024",
         ] {
             assert!(HELP.contains(bound), "{bound}");
         }

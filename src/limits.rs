@@ -28,6 +28,19 @@ pub const MAX_PUBLIC_ACCOUNTS: usize = 256;
 /// Deepest nesting accepted in a JSON document (bounds the scanner's work, not its stack).
 pub const MAX_JSON_DEPTH: usize = 128;
 
+/// Most errors one 422 answer lists. Without duplicate keys an item yields at most
+/// `MAX_FIELD_ERRORS_PER_ITEM`, so every error is listed for batches up to
+/// `MAX_VALIDATION_ERRORS / MAX_FIELD_ERRORS_PER_ITEM` items; beyond that (or with thousands of
+/// duplicate keys) the list is cut here, which bounds the answer to about 1 MiB.
+pub const MAX_VALIDATION_ERRORS: usize = 8192;
+
+/// Most field errors one envelope can produce (user_id, data or data.correlation_id, event_type,
+/// event_id, timestamp); duplicate-key errors come on top.
+pub const MAX_FIELD_ERRORS_PER_ITEM: usize = 5;
+
+/// Ceiling of the `max_batch` setting: the most items whose errors all fit one 422 answer.
+pub const MAX_BATCH_ITEMS: usize = MAX_VALIDATION_ERRORS / MAX_FIELD_ERRORS_PER_ITEM;
+
 const _: () = assert!(DEVICE_TABLE_CAPACITY.is_power_of_two() && DEVICE_TABLE_CAPACITY > 1);
 const _: () = assert!(PENDING_TABLE_CAPACITY.is_power_of_two() && PENDING_TABLE_CAPACITY > 1);
 const _: () = assert!(MAX_TARGET_BYTES < MAX_HEAD_BYTES);

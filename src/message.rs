@@ -4,17 +4,8 @@
 use crate::json::{self, Kind, UnescapeError};
 use crate::limits::{
     MAX_CORRELATION_ID_BYTES, MAX_EVENT_ID_BYTES, MAX_EVENT_TYPE_BYTES, MAX_USER_ID_BYTES,
+    MAX_VALIDATION_ERRORS,
 };
-
-/// Most errors one 422 answer lists. Without duplicate keys an item yields at most
-/// [`MAX_FIELD_ERRORS_PER_ITEM`], so every error is listed for batches up to
-/// `MAX_VALIDATION_ERRORS / MAX_FIELD_ERRORS_PER_ITEM` items; beyond that (or with thousands of
-/// duplicate keys) the list is cut here, which bounds the answer to about 1 MiB.
-pub const MAX_VALIDATION_ERRORS: usize = 8192;
-
-/// Most field errors one envelope can produce (user_id, data or data.correlation_id, event_type,
-/// event_id, timestamp); duplicate-key errors come on top.
-pub const MAX_FIELD_ERRORS_PER_ITEM: usize = 5;
 
 /// Objects with at most this many members are checked for duplicate keys pairwise, on the stack.
 const DUPLICATE_SCAN_PAIRWISE_MEMBERS: usize = 16;

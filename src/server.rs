@@ -54,6 +54,11 @@ pub async fn run(
 
     tokio::spawn(signals(shutdown_tx));
     log::info!("listening on {addr}");
+    if !addr.ip().is_loopback() && state.config.api_token.is_none() {
+        log::warn!(
+            "listening on a non-loopback address without api_token: anyone on the network can push to devices"
+        );
+    }
     on_ready(addr);
 
     accept_loop(&listener, &state, &token, shutdown_rx).await;

@@ -442,6 +442,26 @@ mod tests {
         );
     }
 
+    // On 32-bit targets the body limit refuses such sizes before the digit bound does.
+    #[cfg(target_pointer_width = "64")]
+    #[test]
+    fn digit_bound_holds_without_a_body_limit() {
+        // With no body limit to stop it first, a 17th digit (a u64 overflow) is still refused.
+        let unlimited = |input: &[u8]| decode_all(input, usize::MAX).map(|(_, d)| d);
+        assert_eq!(
+            unlimited(b"1FFFFFFFFFFFFFFFF\r\n"),
+            Err(HttpError::BadChunkSize)
+        );
+        let d = unlimited(b"FFFFFFFFFFFFFFFF\r\nab");
+        assert_eq!(
+            d,
+            Ok(Decoded {
+                consumed: 20,
+                done: false
+            })
+        );
+    }
+
     #[test]
     fn missing_crlf_after_data() {
         assert_eq!(err(b"3\r\nabcd\r\n"), HttpError::MissingChunkDelimiter);

@@ -138,4 +138,61 @@ mod tests {
             assert_eq!(drive(&[a, b]), Err(HttpError::BodyTooLarge), "cut at {cut}");
         }
     }
+
+    /// The answer as a client sees it: the requests served, or the error's status.
+    fn outcome(reads: &[&[u8]]) -> Result<Vec<Seen>, u16> {
+        drive(reads).map_err(HttpError::status)
+    }
+
+    /// Same bytes, any split: same outcome. Checked on mutants of the pipeline (bytes
+    /// changed, inserted, removed) from a fixed pseudo-random sequence.
+    #[test]
+    fn mutants_get_the_same_answer_whole_or_in_pieces() {
+        let mut seed: u64 = 0x2545_f491_4f6c_dd1d;
+        let mut next = move |bound: usize| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            usize::try_from(seed % bound.max(1) as u64).unwrap_or(0)
+        };
+        let interesting = b"\r\n :;0123456789aAfF/?%HTP.,-\x00\x7f\xff";
+        for _ in 0..400 {
+            let mut mutant = PIPELINE.to_vec();
+            for _ in 0..1 + next(3) {
+                let at = next(mutant.len());
+                let byte = interesting
+                    .get(next(interesting.len()))
+                    .copied()
+                    .unwrap_or(b'x');
+                match next(3) {
+                    0 => {
+                        if let Some(b) = mutant.get_mut(at) {
+                            *b = byte;
+                        }
+                    }
+                    1 => mutant.insert(at, byte),
+                    _ => {
+                        mutant.remove(at);
+                    }
+                }
+            }
+            let whole = outcome(&[&mutant]);
+            let bytes: Vec<&[u8]> = mutant.chunks(1).collect();
+            assert_eq!(
+                outcome(&bytes),
+                whole,
+                "byte by byte: {:?}",
+                String::from_utf8_lossy(&mutant)
+            );
+            for _ in 0..3 {
+                let (a, b) = mutant.split_at(next(mutant.len() + 1));
+                assert_eq!(
+                    outcome(&[a, b]),
+                    whole,
+                    "split: {:?}",
+                    String::from_utf8_lossy(&mutant)
+                );
+            }
+        }
+    }
 }

@@ -181,6 +181,9 @@ pub fn parse_head(buf: &[u8]) -> Result<HeadStatus<'_>, HttpError> {
 
 /// Checks what httparse cannot: the target length (414 before 431) and versions other than
 /// 1.x (505 vs 400). Returns whether the request line is complete.
+///
+/// The checks go in byte order (method, target, its length, version), as httparse's do, so
+/// that a request gets the same status whether it arrives whole or in pieces.
 fn check_request_line(window: &[u8]) -> Result<bool, HttpError> {
     let Some(start) = skip_empty_lines(window)? else {
         return Ok(false);
@@ -191,19 +194,30 @@ fn check_request_line(window: &[u8]) -> Result<bool, HttpError> {
         None => (rest, false),
     };
     let line = line.strip_suffix(b"\r").unwrap_or(line);
-    let Some((_method, after_method)) = split_at_space(line) else {
+    let Some((method, after_method)) = split_at_space(line) else {
         return if complete {
             Err(HttpError::Malformed)
         } else {
             Ok(false)
         };
     };
+    if method.is_empty() || !method.iter().all(|&b| is_tchar(b)) {
+        return Err(HttpError::Malformed);
+    }
     let (target, version) = match split_at_space(after_method) {
         Some((target, version)) => (target, Some(version)),
         None => (after_method, None),
     };
+    // httparse's target bytes: visible ASCII and any byte >= 0x80 (UTF-8 is checked below).
+    let target_byte = |b: &u8| (0x21..=0x7e).contains(b) || *b >= 0x80;
+    if !target.iter().take(MAX_TARGET_BYTES + 1).all(target_byte) {
+        return Err(HttpError::Malformed);
+    }
     if target.len() > MAX_TARGET_BYTES {
         return Err(HttpError::UriTooLong);
+    }
+    if version.is_some() && (target.is_empty() || std::str::from_utf8(target).is_err()) {
+        return Err(HttpError::Malformed);
     }
     if !complete {
         return Ok(false);
@@ -236,18 +250,13 @@ fn split_at_space(bytes: &[u8]) -> Option<(&[u8], &[u8])> {
     Some((bytes.get(..i)?, bytes.get(i + 1..)?))
 }
 
-/// `HTTP/` DIGIT+ [ `.` DIGIT+ ]: a well-formed version, supported or not.
+/// `HTTP/` DIGIT [ `.` DIGIT ]: a well-formed version (RFC 9112 §2.3), supported or not;
+/// the bare `HTTP/2` and `HTTP/3` count too.
 fn is_http_version(v: &[u8]) -> bool {
-    let Some(number) = v.strip_prefix(b"HTTP/") else {
-        return false;
-    };
-    let digits = |s: &[u8]| !s.is_empty() && s.iter().all(u8::is_ascii_digit);
-    match number.iter().position(|&b| b == b'.') {
-        Some(dot) => {
-            let (major, minor) = number.split_at(dot);
-            digits(major) && digits(minor.get(1..).unwrap_or_default())
-        }
-        None => digits(number),
+    match v.strip_prefix(b"HTTP/") {
+        Some([major]) => major.is_ascii_digit(),
+        Some([major, b'.', minor]) => major.is_ascii_digit() && minor.is_ascii_digit(),
+        _ => false,
     }
 }
 
@@ -749,7 +758,7 @@ mod tests {
 
     #[test]
     fn versions_505_or_400() {
-        for v in ["HTTP/2.0", "HTTP/1.2", "HTTP/3", "HTTP/0.9", "HTTP/10.0"] {
+        for v in ["HTTP/2.0", "HTTP/1.2", "HTTP/3", "HTTP/0.9", "HTTP/2"] {
             let buf = format!("GET / {v}\r\nHost: x\r\n\r\n");
             assert_eq!(err(buf.as_bytes()), HttpError::VersionNotSupported, "{v}");
             let line_only = format!("GET / {v}\r\n");
@@ -766,6 +775,9 @@ mod tests {
             "HTTP/1.1x",
             "HTTP/1.1 extra",
             "HTTP/",
+            "HTTP/10.0",
+            "HTTP/1.13",
+            "HTTP/2.",
         ] {
             let buf = format!("GET / {v}\r\nHost: x\r\n\r\n");
             assert_eq!(err(buf.as_bytes()), HttpError::Malformed, "{v}");
@@ -773,6 +785,33 @@ mod tests {
         assert_eq!(err(b"GET /\r\nHost: x\r\n\r\n"), HttpError::MissingVersion);
         assert_eq!(err(b"GET /\r\n"), HttpError::MissingVersion);
         assert_eq!(err(b"GET\r\n\r\n"), HttpError::Malformed);
+    }
+
+    #[test]
+    fn request_line_errors_go_in_byte_order() {
+        let mut long_bad = b"GET /\x01".to_vec();
+        long_bad.resize(6 + MAX_TARGET_BYTES, b'a');
+        assert_eq!(
+            err(&long_bad),
+            HttpError::Malformed,
+            "bad byte before the 414 evidence"
+        );
+        long_bad.extend_from_slice(b" HTTP/1.1\r\n\r\n");
+        assert_eq!(err(&long_bad), HttpError::Malformed);
+
+        assert_eq!(
+            err(b"G(T / HTTP/2.0\r\n\r\n"),
+            HttpError::Malformed,
+            "bad method first"
+        );
+        assert_eq!(
+            err(b"GET /\xff HTTP/2.0\r\n\r\n"),
+            HttpError::Malformed,
+            "bad UTF-8 first"
+        );
+        assert_eq!(err(b"GET /\xff HTTP/2"), HttpError::Malformed);
+        let h = head("GET /caf\u{e9} HTTP/1.1\r\nHost: x\r\n\r\n".as_bytes());
+        assert_eq!(h.path, "/caf\u{e9}");
     }
 
     #[test]

@@ -1,4 +1,5 @@
 use super::*;
+use crate::limits::MAX_FIELD_ERRORS_PER_ITEM;
 
 fn env(body: &str) -> Envelope<'_> {
     match parse_envelope(body.as_bytes()) {
