@@ -25,3 +25,5 @@ mod push;
 mod send;
 #[path = "e2e/ws.rs"]
 mod ws;
+#[path = "e2e/hostile.rs"]
+mod hostile;
