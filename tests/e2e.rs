@@ -27,3 +27,5 @@ mod send;
 mod ws;
 #[path = "e2e/hostile.rs"]
 mod hostile;
+#[path = "e2e/soak.rs"]
+mod soak;
