@@ -29,3 +29,5 @@ mod ws;
 mod hostile;
 #[path = "e2e/soak.rs"]
 mod soak;
+#[path = "e2e/auth.rs"]
+mod auth;
