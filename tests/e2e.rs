@@ -31,3 +31,5 @@ mod hostile;
 mod soak;
 #[path = "e2e/auth.rs"]
 mod auth;
+#[path = "e2e/memory.rs"]
+mod memory;
