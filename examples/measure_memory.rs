@@ -242,7 +242,12 @@ fn post(path: &str, body: &str) -> Vec<u8> {
 }
 
 async fn health_connections(addr: SocketAddr) -> u64 {
-    let Ok((mut s, mut got)) = request(addr, b"GET /health HTTP/1.1\r\nHost: m\r\nConnection: close\r\n\r\n").await else {
+    let Ok((mut s, mut got)) = request(
+        addr,
+        b"GET /health HTTP/1.1\r\nHost: m\r\nConnection: close\r\n\r\n",
+    )
+    .await
+    else {
         return 0;
     };
     let _ = tokio::time::timeout(STEP, s.read_to_end(&mut got)).await;
@@ -285,7 +290,9 @@ async fn stalled_device(addr: SocketAddr, user: &str) -> Result<TcpStream, Strin
         "GET /ws?user_id={user} HTTP/1.1\r\nHost: m\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
     );
-    s.write_all(up.as_bytes()).await.map_err(|e| e.to_string())?;
+    s.write_all(up.as_bytes())
+        .await
+        .map_err(|e| e.to_string())?;
     read_head(&mut s).await?;
     Ok(s)
 }
@@ -415,7 +422,9 @@ async fn run(a: Args) -> Result<(), String> {
                 "POST /sse/push HTTP/1.1\r\nHost: m\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
                 a.max_body_bytes
             );
-            s.write_all(head.as_bytes()).await.map_err(|e| e.to_string())?;
+            s.write_all(head.as_bytes())
+                .await
+                .map_err(|e| e.to_string())?;
             s.write_all(&pad.as_bytes()[..a.max_body_bytes - 1])
                 .await
                 .map_err(|e| e.to_string())?;
@@ -460,7 +469,8 @@ async fn run(a: Args) -> Result<(), String> {
     {
         // Batches drawing the largest 422 answer a max-size body can, never read.
         let (_d, pid, addr, base) = fresh(&a).await?;
-        let item = r#"{"user_id":1,"data":1,"event_type":1,"event_id":1,"timestamp":"","user_id":1}"#;
+        let item =
+            r#"{"user_id":1,"data":1,"event_type":1,"event_id":1,"timestamp":"","user_id":1}"#;
         let n = (a.max_body_bytes - 2) / (item.len() + 1);
         let batch = format!("[{}]", vec![item; n].join(","));
         let mut rejects = Vec::with_capacity(a.rejects);
@@ -640,7 +650,10 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(2);
         }
     };
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("runtime: {e}");

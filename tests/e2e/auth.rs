@@ -82,7 +82,10 @@ async fn api_token_is_required_on_every_sse_endpoint() {
     let refused = [
         String::new(),
         "Authorization: Bearer wrong\r\n".to_string(),
-        format!("Authorization: Bearer {}\r\n", &API_TOKEN[..API_TOKEN.len() - 1]),
+        format!(
+            "Authorization: Bearer {}\r\n",
+            &API_TOKEN[..API_TOKEN.len() - 1]
+        ),
         format!("Authorization: Bearer {API_TOKEN}x\r\n"),
         format!("Authorization: Bearer {}\r\n", API_TOKEN.to_lowercase()),
         format!("Authorization: Basic {API_TOKEN}\r\n"),
@@ -162,10 +165,17 @@ async fn api_token_check_runs_after_404_405_and_before_411_413_415_422() {
     d.request(format!("{h}{ok}Content-Length: 1000\r\n\r\n").as_bytes())
         .await
         .assert_detail(413);
-    d.request(format!("{h}{ok}Content-Type: text/plain\r\nContent-Length: 2\r\n\r\n{{}}").as_bytes())
-        .await
-        .assert_detail(415);
-    assert_eq!(d.request(&post_with("/sse/push", &ok, "nonsense")).await.status, 422);
+    d.request(
+        format!("{h}{ok}Content-Type: text/plain\r\nContent-Length: 2\r\n\r\n{{}}").as_bytes(),
+    )
+    .await
+    .assert_detail(415);
+    assert_eq!(
+        d.request(&post_with("/sse/push", &ok, "nonsense"))
+            .await
+            .status,
+        422
+    );
 }
 
 #[tokio::test]
@@ -209,12 +219,36 @@ async fn ws_secret_401_before_the_upgrade_without_a_valid_token() {
     let good = device_token(WS_SECRET, "dev");
     let cases = [
         ("user_id=dev".to_string(), String::new(), "no token"),
-        (format!("user_id=dev&token={other}"), String::new(), "another user's token"),
-        (format!("user_id=dev&token={wrong_key}"), String::new(), "token from another secret"),
-        (format!("user_id=dev&token={}", &good[..63]), String::new(), "token one digit short"),
-        (format!("user_id=dev&token={good}0"), String::new(), "token one digit long"),
-        ("user_id=dev&token=".to_string(), String::new(), "empty token"),
-        (format!("user_id=dev&token={}", "zz".repeat(32)), String::new(), "not hex"),
+        (
+            format!("user_id=dev&token={other}"),
+            String::new(),
+            "another user's token",
+        ),
+        (
+            format!("user_id=dev&token={wrong_key}"),
+            String::new(),
+            "token from another secret",
+        ),
+        (
+            format!("user_id=dev&token={}", &good[..63]),
+            String::new(),
+            "token one digit short",
+        ),
+        (
+            format!("user_id=dev&token={good}0"),
+            String::new(),
+            "token one digit long",
+        ),
+        (
+            "user_id=dev&token=".to_string(),
+            String::new(),
+            "empty token",
+        ),
+        (
+            format!("user_id=dev&token={}", "zz".repeat(32)),
+            String::new(),
+            "not hex",
+        ),
         (
             "user_id=dev".to_string(),
             format!("Authorization: Bearer {other}\r\n"),
@@ -244,7 +278,7 @@ async fn ws_secret_accepts_the_token_as_query_in_either_case_or_as_bearer() {
     let bearer = device_token(WS_SECRET, "dev-bearer");
     // The token signs the decoded user id.
     let spaced = device_token(WS_SECRET, "dev spaced/1");
-    let mut devices = vec![
+    let mut devices = [
         Device::connect(&d, &format!("user_id=dev-lower&token={lower}")).await,
         Device::connect(&d, &format!("token={upper}&user_id=dev-upper")).await,
         Device::connect(&d, &format!("user_id=dev%20spaced%2F1&token={spaced}")).await,
@@ -293,21 +327,32 @@ async fn ws_checks_run_user_id_then_origin_then_token() {
     assert_eq!(upgrade_status(&d, "x=1", evil).await.0, 400);
     assert_eq!(upgrade_status(&d, "user_id=dev", evil).await.0, 403);
     assert_eq!(
-        upgrade_status(&d, "user_id=dev", "Origin: http://gw.local\r\n").await.0,
+        upgrade_status(&d, "user_id=dev", "Origin: http://gw.local\r\n")
+            .await
+            .0,
         401
     );
     let token = device_token(WS_SECRET, "dev");
     let q = format!("user_id=dev&token={token}");
-    assert_eq!(upgrade_status(&d, &q, evil).await.0, 403, "a token does not excuse a foreign origin");
     assert_eq!(
-        upgrade_status(&d, &q, "Origin: http://gw.local\r\n").await.0,
+        upgrade_status(&d, &q, evil).await.0,
+        403,
+        "a token does not excuse a foreign origin"
+    );
+    assert_eq!(
+        upgrade_status(&d, &q, "Origin: http://gw.local\r\n")
+            .await
+            .0,
         101
     );
 }
 
 #[tokio::test]
 async fn allowed_origins_refuse_foreign_pages_and_accept_listed_ones() {
-    let d = Daemon::start(&["--allowed-origins", "http://gw.local,https://app.example:8443"]);
+    let d = Daemon::start(&[
+        "--allowed-origins",
+        "http://gw.local,https://app.example:8443",
+    ]);
     let refused = [
         "Origin: http://evil.example\r\n",
         "Origin: null\r\n",

@@ -37,7 +37,14 @@ const CONN_PER_BODY_KIB: f64 = 12.0;
 const EXTRA_HTTP_CONNECTIONS: f64 = 256.0;
 
 /// The worst-case RSS of docs/memory.md, KiB.
-fn budget_kib(fixed: f64, devices: f64, sends: f64, queue: f64, body_kib: f64, msg_kib: f64) -> f64 {
+fn budget_kib(
+    fixed: f64,
+    devices: f64,
+    sends: f64,
+    queue: f64,
+    body_kib: f64,
+    msg_kib: f64,
+) -> f64 {
     let device = DEVICE_KIB
         + INBOUND_PER_MESSAGE_KIB * msg_kib
         + QUEUED_PER_BODY_KIB * queue * body_kib
@@ -171,11 +178,15 @@ async fn memory_stays_within_the_budget_with_every_limit_filled() {
     }
     let answer_pad = "a".repeat(BODY_BYTES - 100);
     for (i, dev) in devices.iter_mut().enumerate().take(MAX_PENDING_SENDS) {
-        let answer = json!({"correlation_id": format!("mem-{i}"), "type": "chunk", "p": answer_pad})
-            .to_string();
+        let answer =
+            json!({"correlation_id": format!("mem-{i}"), "type": "chunk", "p": answer_pad})
+                .to_string();
         assert!(answer.len() <= BODY_BYTES);
         for _ in 0..QUEUE_DEPTH + 6 {
-            assert!(dev.send_frame(true, 1, answer.as_bytes()).await, "device m{i} answer");
+            assert!(
+                dev.send_frame(true, 1, answer.as_bytes()).await,
+                "device m{i} answer"
+            );
         }
     }
     // The other devices each hold an unfinished max-size message.

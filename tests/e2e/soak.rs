@@ -99,7 +99,12 @@ async fn connect(addr: std::net::SocketAddr, user: &str) -> Ws {
 }
 
 /// Reads until the session ends, recording every text frame. Returns the close code, if any.
-async fn read_until_end(ws: &mut Ws, user: &str, received: &Received, within: Duration) -> Option<u16> {
+async fn read_until_end(
+    ws: &mut Ws,
+    user: &str,
+    received: &Received,
+    within: Duration,
+) -> Option<u16> {
     let deadline = Instant::now() + within;
     loop {
         let next = tokio::time::timeout_at(deadline, ws.next())
@@ -236,7 +241,12 @@ async fn read_push_answer(c: &mut Http) -> (Answer, bool) {
     (answer, closes)
 }
 
-fn upstream(addr: std::net::SocketAddr, src: u64, batches: bool, stop_at: Instant) -> JoinHandle<Sent> {
+fn upstream(
+    addr: std::net::SocketAddr,
+    src: u64,
+    batches: bool,
+    stop_at: Instant,
+) -> JoinHandle<Sent> {
     tokio::spawn(async move {
         let users = user_ids();
         let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ (src + 1));
@@ -271,13 +281,11 @@ fn upstream(addr: std::net::SocketAddr, src: u64, batches: bool, stop_at: Instan
                     assert_eq!(res["user_id"], to.as_str());
                     let answer = match res["success"].as_bool() {
                         Some(true) => Answer::Delivered,
-                        Some(false) => {
-                            match res["error"].as_str() {
-                                Some("not_connected") => Answer::NotConnected,
-                                Some("queue_full") => Answer::QueueFull,
-                                _ => panic!("batch result {res}"),
-                            }
-                        }
+                        Some(false) => match res["error"].as_str() {
+                            Some("not_connected") => Answer::NotConnected,
+                            Some("queue_full") => Answer::QueueFull,
+                            _ => panic!("batch result {res}"),
+                        },
                         None => panic!("batch result {res}"),
                     };
                     sent.push((to.clone(), *n, answer));
@@ -301,16 +309,19 @@ fn upstream(addr: std::net::SocketAddr, src: u64, batches: bool, stop_at: Instan
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn soak_nothing_lost_nothing_duplicated_nothing_misrouted() {
-    let d = Daemon::start(&[
-        "--queue-depth",
-        "2",
-        "--max-connections",
-        "64",
-    ]);
+    let d = Daemon::start(&["--queue-depth", "2", "--max-connections", "64"]);
     let received: Received = Arc::new(Mutex::new(HashMap::new()));
     let stop = Arc::new(AtomicBool::new(false));
     let stable: Vec<_> = (0..STABLE)
-        .map(|i| stable_device(d.addr, format!("s{i}"), i % 4 == 0, received.clone(), stop.clone()))
+        .map(|i| {
+            stable_device(
+                d.addr,
+                format!("s{i}"),
+                i % 4 == 0,
+                received.clone(),
+                stop.clone(),
+            )
+        })
         .collect();
     wait_until(step(), "the stable devices are connected", || async {
         d.connections().await >= STABLE as u64
@@ -369,7 +380,9 @@ async fn soak_nothing_lost_nothing_duplicated_nothing_misrouted() {
         let got = received.get(&user).cloned().unwrap_or_default();
         for (src, seq, to, uid) in &got {
             if to != &user || uid != &user {
-                problems.push(format!("{user} got src {src} seq {seq} meant for {to} (user_id {uid})"));
+                problems.push(format!(
+                    "{user} got src {src} seq {seq} meant for {to} (user_id {uid})"
+                ));
             }
         }
         for src in 0..UPSTREAMS as u64 {
@@ -386,7 +399,10 @@ async fn soak_nothing_lost_nothing_duplicated_nothing_misrouted() {
                 .collect();
             delivered += want.len();
             not_delivered += answers.len() - want.len();
-            queue_full += answers.iter().filter(|(_, a)| *a == Answer::QueueFull).count();
+            queue_full += answers
+                .iter()
+                .filter(|(_, a)| *a == Answer::QueueFull)
+                .count();
             if arrived != want {
                 let extra: Vec<_> = arrived.iter().filter(|n| !want.contains(n)).collect();
                 let missing: Vec<_> = want.iter().filter(|n| !arrived.contains(n)).collect();
@@ -404,8 +420,19 @@ async fn soak_nothing_lost_nothing_duplicated_nothing_misrouted() {
         "soak: {total} messages, {delivered} delivered, {not_delivered} not delivered \
          ({queue_full} of them queue full), {sessions} churn sessions"
     );
-    assert!(problems.is_empty(), "{} problems:\n{}", problems.len(), problems.join("\n"));
+    assert!(
+        problems.is_empty(),
+        "{} problems:\n{}",
+        problems.len(),
+        problems.join("\n")
+    );
     assert!(total >= 500, "too little traffic to mean anything: {total}");
-    assert!(delivered > 0 && not_delivered > 0, "the run never hit both outcomes");
-    assert!(sessions >= 2 * CHURN, "the churn devices barely churned: {sessions}");
+    assert!(
+        delivered > 0 && not_delivered > 0,
+        "the run never hit both outcomes"
+    );
+    assert!(
+        sessions >= 2 * CHURN,
+        "the churn devices barely churned: {sessions}"
+    );
 }
