@@ -195,6 +195,46 @@ async fn slowloris_dribblers_get_408_and_never_block_a_normal_client() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_bodies_get_408_and_never_block_a_normal_client() {
+    // The body phase has its own timeout (ApiError::BodyTimeout): a body that stops arriving
+    // for header_timeout_secs is 408 and the connection closes.
+    const STALLED: usize = 100;
+    let d = Daemon::start(&["--header-timeout-secs", "1", "--idle-timeout-secs", "30"]);
+    let addr = d.addr;
+    let tasks: Vec<_> = (0..STALLED)
+        .map(|i| {
+            tokio::spawn(async move {
+                let mut c = Http::connect(addr).await;
+                let body = format!(r#"{{"user_id":"nobody","data":{{"i":{i}}}}}"#);
+                let mut req = post("/sse/push", &body);
+                // Everything but the last 5 bytes of the body.
+                req.truncate(req.len() - 5);
+                c.send(&req).await;
+                let sent = Instant::now();
+                let r = c.read_response().await;
+                let after = sent.elapsed();
+                r.assert_detail(408);
+                assert!(c.closes_within(step()).await, "stalled body {i}: left open");
+                after
+            })
+        })
+        .collect();
+    // Meanwhile a normal client is served at once.
+    for _ in 0..10 {
+        let r = tokio::time::timeout(t(1.0), d.push(&json!({"user_id": "nobody", "data": {}})))
+            .await
+            .expect("a push blocked by stalled bodies");
+        assert_eq!(r.assert_json(200), partial());
+    }
+    for (i, after) in join_all(tasks, t(10.0)).await.into_iter().enumerate() {
+        assert!(
+            after >= Duration::from_millis(900) && after <= t(4.0),
+            "stalled body {i} answered after {after:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_connections_close_silently_after_idle_timeout() {
     const EACH: usize = 50;
     let d = Daemon::start(&["--idle-timeout-secs", "1", "--header-timeout-secs", "5"]);
