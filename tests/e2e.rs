@@ -7,8 +7,8 @@
 #[path = "e2e/common.rs"]
 mod common;
 
-#[path = "e2e/auth.rs"]
-mod auth;
+#[path = "e2e/auth_hardening.rs"]
+mod auth_hardening;
 #[path = "e2e/batch.rs"]
 mod batch;
 #[path = "e2e/example.rs"]
