@@ -64,6 +64,8 @@ pub struct Config {
     pub allowed_origins: Vec<String>,
     /// Most verbose log level written.
     pub log_level: log::LevelFilter,
+    /// Runtime threads: 1 runs everything on one event loop (tokio's current-thread runtime).
+    pub worker_threads: usize,
 }
 
 impl Default for Config {
@@ -89,6 +91,7 @@ impl Default for Config {
             ws_secret: None,
             allowed_origins: Vec::new(),
             log_level: log::LevelFilter::Info,
+            worker_threads: DEFAULT_WORKER_THREADS,
         }
     }
 }
@@ -98,6 +101,10 @@ pub fn secs(n: u64) -> Duration {
     Duration::from_secs(n)
 }
 
+/// Default `worker_threads`: one event loop (see BENCHMARKS.md for the measurements behind it).
+pub const DEFAULT_WORKER_THREADS: usize = 1;
+/// Ceiling of `worker_threads`.
+pub const MAX_WORKER_THREADS: usize = 64;
 /// Longest accepted timeout or interval, in seconds (a day): more is surely a unit mistake.
 pub const MAX_TIMEOUT_SECS: u64 = 86_400;
 /// Ceiling of `max_body_bytes`.
@@ -171,6 +178,8 @@ line (--public-accounts ci_bot,deploy_bot) and arrays of strings in the file.
   --allowed-origins LIST      when non-empty, WebSocket upgrades from other Origins get 403; each
                               scheme://host[:port] or null, at most 64 (default none)
   --log-level LEVEL           error, warn, info, debug or trace (default info)
+  --worker-threads N          runtime threads; 1 runs one event loop (current-thread runtime),
+                              more a work-stealing pool; at most 64 (default 1)
 
 Exit status: 0 on success; 2 on a bad flag, setting or settings file.
 ";
@@ -420,10 +429,11 @@ enum Key {
     WsSecret,
     AllowedOrigins,
     LogLevel,
+    WorkerThreads,
 }
 
 /// Every setting, in the order of SPEC §1 (and of `to_toml`).
-const KEYS: [Key; 20] = [
+const KEYS: [Key; 21] = [
     Key::Listen,
     Key::PublicAccounts,
     Key::MaxConnections,
@@ -444,6 +454,7 @@ const KEYS: [Key; 20] = [
     Key::WsSecret,
     Key::AllowedOrigins,
     Key::LogLevel,
+    Key::WorkerThreads,
 ];
 
 const LEVEL_CHOICES: &str = "error, warn, info, debug, trace";
@@ -471,6 +482,7 @@ impl Key {
             Key::WsSecret => "ws_secret",
             Key::AllowedOrigins => "allowed_origins",
             Key::LogLevel => "log_level",
+            Key::WorkerThreads => "worker_threads",
         }
     }
 
@@ -498,6 +510,7 @@ impl Key {
             Key::MaxMessageBytes => count(MAX_MESSAGE_BYTES_CEILING),
             Key::MaxBatch => count(MAX_BATCH_CEILING),
             Key::MaxPendingSends => count(PENDING_TABLE_CAPACITY),
+            Key::WorkerThreads => count(MAX_WORKER_THREADS),
             Key::SendTimeoutSecs
             | Key::KeepaliveSecs
             | Key::PingIntervalSecs
@@ -810,6 +823,7 @@ impl Config {
             Key::MaxMessageBytes => self.max_message_bytes as u64,
             Key::MaxBatch => self.max_batch as u64,
             Key::MaxPendingSends => self.max_pending_sends as u64,
+            Key::WorkerThreads => self.worker_threads as u64,
             Key::SendTimeoutSecs => self.send_timeout_secs,
             Key::KeepaliveSecs => self.keepalive_secs,
             Key::PingIntervalSecs => self.ping_interval_secs,
@@ -832,6 +846,7 @@ impl Config {
             Key::MaxMessageBytes => self.max_message_bytes = count,
             Key::MaxBatch => self.max_batch = count,
             Key::MaxPendingSends => self.max_pending_sends = count,
+            Key::WorkerThreads => self.worker_threads = count,
             Key::SendTimeoutSecs => self.send_timeout_secs = n,
             Key::KeepaliveSecs => self.keepalive_secs = n,
             Key::PingIntervalSecs => self.ping_interval_secs = n,
@@ -953,10 +968,11 @@ struct FileSettings {
     ws_secret: Option<Spanned<Value>>,
     allowed_origins: Option<Spanned<Value>>,
     log_level: Option<Spanned<Value>>,
+    worker_threads: Option<Spanned<Value>>,
 }
 
 impl FileSettings {
-    fn entries(&self) -> [(Key, Option<&Spanned<Value>>); 20] {
+    fn entries(&self) -> [(Key, Option<&Spanned<Value>>); 21] {
         [
             (Key::Listen, self.listen.as_ref()),
             (Key::PublicAccounts, self.public_accounts.as_ref()),
@@ -981,6 +997,7 @@ impl FileSettings {
             (Key::WsSecret, self.ws_secret.as_ref()),
             (Key::AllowedOrigins, self.allowed_origins.as_ref()),
             (Key::LogLevel, self.log_level.as_ref()),
+            (Key::WorkerThreads, self.worker_threads.as_ref()),
         ]
     }
 }
@@ -1217,7 +1234,8 @@ queue_depth = 3\nmax_body_bytes = 4\nmax_message_bytes = 5\nmax_batch = 6\n\
 max_pending_sends = 7\nsend_timeout_secs = 8\nkeepalive_secs = 9\nping_interval_secs = 10\n\
 pong_timeout_secs = 11\nheader_timeout_secs = 12\nidle_timeout_secs = 13\n\
 shutdown_timeout_secs = 14\non_duplicate = \"replace\"\napi_token = \"tok\"\n\
-ws_secret = \"sec\"\nallowed_origins = [\"https://a.example\"]\nlog_level = \"debug\"\n",
+ws_secret = \"sec\"\nallowed_origins = [\"https://a.example\"]\nlog_level = \"debug\"\n\
+worker_threads = 3\n",
         );
         let from_file = run(&["--config", file.path()]);
         let from_flags = run(&[
@@ -1241,6 +1259,7 @@ ws_secret = \"sec\"\nallowed_origins = [\"https://a.example\"]\nlog_level = \"de
             "--ws-secret=sec",
             "--allowed-origins=https://a.example",
             "--log-level=debug",
+            "--worker-threads=3",
         ]);
         let expected = Config {
             listen: "127.0.0.1:1".parse().unwrap(),
@@ -1263,6 +1282,7 @@ ws_secret = \"sec\"\nallowed_origins = [\"https://a.example\"]\nlog_level = \"de
             ws_secret: Some("sec".into()),
             allowed_origins: vec!["https://a.example".into()],
             log_level: log::LevelFilter::Debug,
+            worker_threads: 3,
         };
         assert_eq!(from_file, expected);
         assert_eq!(from_flags, expected);
@@ -1312,7 +1332,7 @@ ws_secret = \"sec\"\nallowed_origins = [\"https://a.example\"]\nlog_level = \"de
 
     #[test]
     fn a_bad_flag_value_names_its_key() {
-        let cases: [(&str, &str); 20] = [
+        let cases: [(&str, &str); 21] = [
             ("listen", "localhost:8080"),
             ("public_accounts", "ok,not-ok"),
             ("max_connections", "0"),
@@ -1336,6 +1356,7 @@ ws_secret = \"sec\"\nallowed_origins = [\"https://a.example\"]\nlog_level = \"de
             ("ws_secret", ""),
             ("allowed_origins", "example.com"),
             ("log_level", "verbose"),
+            ("worker_threads", "65"),
         ];
         let names: Vec<&str> = cases.iter().map(|(k, _)| *k).collect();
         let all: Vec<&str> = KEYS.iter().map(|k| k.name()).collect();

@@ -43,15 +43,17 @@ pub async fn refuse(mut stream: TcpStream) {
 pub async fn serve(stream: TcpStream, peer: SocketAddr, state: Arc<State>) {
     let mut conn = Conn::new(stream, Arc::clone(&state));
     if let Some(upgrade) = conn.run().await {
-        let Conn { stream, buf, .. } = conn;
+        // Consumes the connection: its HTTP buffers are freed before the long-lived session.
+        let (stream, leftover) = conn.into_upgraded();
         log::debug!("{peer}: device {} upgrading", upgrade.user_id);
-        ws::run_session(stream, buf.to_vec(), upgrade, state).await;
+        ws::run_session(stream, leftover, upgrade, state).await;
     }
 }
 
 /// What the request head said, copied out of the read buffer so the buffer can move on.
 struct Facts {
     action: Result<Action, ApiError>,
+    head: bool,
     version: Version,
     keep_alive: bool,
     has_host: bool,
@@ -78,8 +80,8 @@ pub(crate) struct Conn {
     pub(crate) out: Vec<u8>,
     pub(crate) body: Vec<u8>,
     pub(crate) scratch: Vec<u8>,
-    /// Unescaped mention text, for messages whose text has JSON escapes.
-    pub(crate) text: String,
+    /// Buffers of the push path.
+    pub(crate) msg: crate::deliver::Scratch,
     pub(crate) state: Arc<State>,
     pub(crate) shutdown: watch::Receiver<bool>,
     ack: Option<Arc<AckSlot>>,
@@ -93,11 +95,16 @@ impl Conn {
             out: Vec::with_capacity(WRITE_BUFFER_BYTES),
             body: Vec::new(),
             scratch: Vec::new(),
-            text: String::new(),
+            msg: crate::deliver::Scratch::default(),
             shutdown: state.shutdown.clone(),
             state,
             ack: None,
         }
+    }
+
+    /// The socket and the bytes read past the upgrade request; every buffer is dropped.
+    fn into_upgraded(self) -> (TcpStream, Vec<u8>) {
+        (self.stream, self.buf.to_vec())
     }
 
     /// Most bytes the read buffer may hold: a head, a body, and one read's worth of slack.
@@ -162,6 +169,7 @@ impl Conn {
         };
         Facts {
             action,
+            head: head.method == parse::Method::Head,
             version: head.version,
             keep_alive: head.keep_alive,
             has_host: head.has_host,
@@ -179,7 +187,9 @@ impl Conn {
         let keep_alive = facts.keep_alive && !self.state.shutting_down();
         let version = facts.version;
         let persist = Persist::new(version, keep_alive);
-        let head_only = matches!(facts.action, Ok(Action::Head(_)));
+        // Any answer to HEAD goes without its body, errors included (a body would be read as
+        // the start of the next response on a keep-alive connection).
+        let head_only = facts.head;
         let action = match self.refusal(&mut facts) {
             Ok(action) => action,
             Err(err) => {
@@ -245,7 +255,7 @@ impl Conn {
                     &self.body,
                     &self.state,
                     &ack,
-                    &mut self.text,
+                    &mut self.msg,
                     &mut self.out,
                     persist,
                 )
@@ -257,7 +267,7 @@ impl Conn {
                 let status = crate::deliver::batch(
                     &self.body,
                     &self.state,
-                    &mut self.text,
+                    &mut self.msg,
                     &mut self.out,
                     persist,
                 )

@@ -33,6 +33,15 @@ impl Undelivered {
     }
 }
 
+/// Per-connection buffers the push path reuses, so a push allocates only its frame.
+#[derive(Default)]
+pub struct Scratch {
+    /// Unescaped mention text, for messages whose text has JSON escapes.
+    pub text: String,
+    /// Where a frame is spliced before it is copied into its own exact-size allocation.
+    pub frame: Vec<u8>,
+}
+
 /// Where a message goes: its mention target if it names a public account, else its user id.
 pub struct Target {
     /// The device the frame is queued for.
@@ -42,8 +51,8 @@ pub struct Target {
 }
 
 /// Resolves the target of `env` (SPEC §7).
-pub fn target(env: &Envelope<'_>, state: &State, scratch: &mut String) -> Target {
-    match mention::route_target(env, scratch, |name| state.is_public(name)) {
+pub fn target(env: &Envelope<'_>, state: &State, scratch: &mut Scratch) -> Target {
+    match mention::route_target(env, &mut scratch.text, |name| state.is_public(name)) {
         Some(account) => {
             METRICS.pushes_rerouted.inc();
             Target {
@@ -59,18 +68,19 @@ pub fn target(env: &Envelope<'_>, state: &State, scratch: &mut String) -> Target
 }
 
 /// The spliced frame for `env` (SPEC §3), with `correlation_id` as the id to add if absent.
-pub fn frame(env: &Envelope<'_>, correlation_id: &str) -> Utf8Bytes {
-    let mut out = Vec::with_capacity(env.data.len() + FRAME_OVERHEAD_BYTES);
-    message::write_device_frame(env, correlation_id, &mut out);
+pub fn frame(env: &Envelope<'_>, correlation_id: &str, scratch: &mut Scratch) -> Utf8Bytes {
+    scratch.frame.clear();
+    message::write_device_frame(env, correlation_id, &mut scratch.frame);
+    // An exact-size copy: `Bytes` adopts a full Vec as is, while spare capacity would cost it
+    // a second allocation for a shared header (measured by benches/push_alloc.rs).
+    let mut exact = Vec::with_capacity(scratch.frame.len());
+    exact.extend_from_slice(&scratch.frame);
     // The splice only inserts JSON text around validated UTF-8, so this never fails; if it
     // ever did, sending nothing beats sending bytes the device can't parse.
-    String::from_utf8(out)
+    String::from_utf8(exact)
         .map(Utf8Bytes::from)
         .unwrap_or_default()
 }
-
-/// Room reserved for the fields the splice adds (ids, sender, punctuation).
-const FRAME_OVERHEAD_BYTES: usize = 320;
 
 /// Queues `frame` for `user` without waiting.
 pub fn enqueue(user: &str, frame: Utf8Bytes, ack: Option<Ack>) -> Result<(), Undelivered> {
@@ -97,7 +107,7 @@ pub async fn push(
     body: &[u8],
     state: &State,
     slot: &Arc<AckSlot>,
-    scratch: &mut String,
+    scratch: &mut Scratch,
     out: &mut Vec<u8>,
     persist: Persist,
 ) -> u16 {
@@ -105,7 +115,7 @@ pub async fn push(
         Ok(env) => {
             let target = target(&env, state, scratch);
             let cid = correlation_id(&env);
-            (target, frame(&env, &cid))
+            (target, frame(&env, &cid, scratch))
         }
         Err(errors) => return refuse(ApiError::from(errors), out, persist),
     };
@@ -169,7 +179,7 @@ struct ItemResult {
 pub async fn batch(
     body: &[u8],
     state: &State,
-    scratch: &mut String,
+    scratch: &mut Scratch,
     out: &mut Vec<u8>,
     persist: Persist,
 ) -> u16 {
@@ -184,7 +194,7 @@ pub async fn batch(
     for (index, env) in envelopes.iter().enumerate() {
         let target = target(env, state, scratch);
         let cid = correlation_id(env);
-        let frame = frame(env, &cid);
+        let frame = frame(env, &cid, scratch);
         let outcome = match slot.ack(index) {
             Some(ack) => enqueue(&target.user, frame, Some(ack)),
             None => Err(Undelivered::NotConnected),

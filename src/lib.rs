@@ -24,4 +24,5 @@ pub mod send;
 pub mod server;
 pub mod sse;
 pub mod state;
+pub mod systemd;
 pub mod ws;

@@ -75,10 +75,23 @@ pub struct DeviceHandle {
 }
 
 /// The device table: user id → session, fixed capacity `N`, runtime limit `max` under it.
+///
+/// Every field starts as zero bytes, so a `static` table lands in `.bss`: neither the binary
+/// nor the resident memory pays for slots that were never used.
 pub struct DeviceTable<const N: usize> {
     map: Mutex<FnvIndexMap<UserId, Device, N>>,
+    /// The runtime limit; 0 means the capacity.
     max: AtomicUsize,
-    next_session: AtomicU64,
+    /// The last session number handed out.
+    last_session: AtomicU64,
+}
+
+/// A runtime limit stored as 0 for "the capacity", keeping the initial value all zero bytes.
+fn limit(stored: &AtomicUsize, capacity: usize) -> usize {
+    match stored.load(Ordering::Relaxed) {
+        0 => capacity,
+        max => max,
+    }
 }
 
 impl<const N: usize> Default for DeviceTable<N> {
@@ -92,8 +105,8 @@ impl<const N: usize> DeviceTable<N> {
     pub const fn new() -> Self {
         DeviceTable {
             map: Mutex::new(FnvIndexMap::new()),
-            max: AtomicUsize::new(N),
-            next_session: AtomicU64::new(1),
+            max: AtomicUsize::new(0),
+            last_session: AtomicU64::new(0),
         }
     }
 
@@ -121,13 +134,13 @@ impl<const N: usize> DeviceTable<N> {
             Some(_) if !replace => return Err(RegisterError::Duplicate),
             Some(old) => old.kick.take(),
             None => {
-                if map.len() >= self.max.load(Ordering::Relaxed) {
+                if map.len() >= limit(&self.max, N) {
                     return Err(RegisterError::Full);
                 }
                 None
             }
         };
-        let session = self.next_session.fetch_add(1, Ordering::Relaxed);
+        let session = self.last_session.fetch_add(1, Ordering::Relaxed) + 1;
         let (tx, rx) = mpsc::channel(queue_depth.max(1));
         let (kick_tx, kick_rx) = oneshot::channel();
         let (alive, gone) = watch::channel(());
@@ -224,6 +237,7 @@ pub enum OpenError {
 /// The table of open `/sse/send` streams: correlation id → the device allowed to answer.
 pub struct PendingTable<const N: usize> {
     map: Mutex<FnvIndexMap<CorrelationId, Pending, N>>,
+    /// The runtime limit; 0 means the capacity (all-zero initial value, as above).
     max: AtomicUsize,
 }
 
@@ -238,7 +252,7 @@ impl<const N: usize> PendingTable<N> {
     pub const fn new() -> Self {
         PendingTable {
             map: Mutex::new(FnvIndexMap::new()),
-            max: AtomicUsize::new(N),
+            max: AtomicUsize::new(0),
         }
     }
 
@@ -256,7 +270,7 @@ impl<const N: usize> PendingTable<N> {
         let map = self.lock();
         if map.contains_key(id) {
             Err(OpenError::InUse)
-        } else if map.len() >= self.max.load(Ordering::Relaxed) {
+        } else if map.len() >= limit(&self.max, N) {
             Err(OpenError::Full)
         } else {
             Ok(())
@@ -275,7 +289,7 @@ impl<const N: usize> PendingTable<N> {
         if map.contains_key(id.as_str()) {
             return Err(OpenError::InUse);
         }
-        if map.len() >= self.max.load(Ordering::Relaxed) {
+        if map.len() >= limit(&self.max, N) {
             return Err(OpenError::Full);
         }
         let (tx, rx) = mpsc::channel(depth.max(1));
@@ -286,6 +300,14 @@ impl<const N: usize> PendingTable<N> {
         };
         map.insert(id.clone(), entry).map_err(|_| OpenError::Full)?;
         Ok(rx)
+    }
+
+    /// Frees `id` if it still belongs to the stream behind `tx` (a newer stream may reuse the id).
+    pub fn close_stream(&self, id: &str, tx: &mpsc::Sender<StreamEvent>) {
+        let mut map = self.lock();
+        if map.get(id).is_some_and(|p| p.tx.same_channel(tx)) {
+            map.swap_remove(id);
+        }
     }
 
     /// Frees `id`.
@@ -387,6 +409,21 @@ mod tests {
         let _rx2 = p.open(&id2, &uid("dev"), 7, 4).unwrap();
         assert_eq!(p.check("c3"), Err(OpenError::Full));
         p.close("c1");
+        assert_eq!(p.check("c1"), Ok(()));
+    }
+
+    #[test]
+    fn closing_a_stream_spares_a_newer_one_with_the_same_id() {
+        let p = PendingTable::<8>::new();
+        let id = CorrelationId::try_from("c1").unwrap();
+        let _old_rx = p.open(&id, &uid("dev"), 7, 4).unwrap();
+        let old_tx = p.route("c1", "dev", 7).unwrap();
+        p.close("c1");
+        let _new_rx = p.open(&id, &uid("dev"), 7, 4).unwrap();
+        p.close_stream("c1", &old_tx);
+        assert_eq!(p.check("c1"), Err(OpenError::InUse));
+        let new_tx = p.route("c1", "dev", 7).unwrap();
+        p.close_stream("c1", &new_tx);
         assert_eq!(p.check("c1"), Ok(()));
     }
 }

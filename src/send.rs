@@ -55,9 +55,9 @@ pub(crate) async fn serve(conn: &mut Conn, keep_alive: bool, version: Version) -
     // Checks in SPEC order: 422, 409, 503, then "not connected".
     let prepared = match message::parse_envelope(&conn.body) {
         Ok(env) => {
-            let target = deliver::target(&env, &conn.state, &mut conn.text);
+            let target = deliver::target(&env, &conn.state, &mut conn.msg);
             let cid = deliver::correlation_id(&env);
-            let frame = deliver::frame(&env, &cid);
+            let frame = deliver::frame(&env, &cid, &mut conn.msg);
             let event_type = env.event_type.clone();
             Ok((target, cid, frame, event_type))
         }
@@ -98,6 +98,8 @@ pub(crate) async fn serve(conn: &mut Conn, keep_alive: bool, version: Version) -
         Ok(()) => {}
         Err(tokio::sync::mpsc::error::TrySendError::Full(_)) => {
             METRICS.pushes_queue_full.inc();
+            // Free the id before answering, so a retry right after the 503 isn't a 409.
+            drop(_guard);
             return refuse(conn, ApiError::QueueFull, refusal).await;
         }
         Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) => {
@@ -149,6 +151,10 @@ pub(crate) async fn serve(conn: &mut Conn, keep_alive: bool, version: Version) -
                 if is_final {
                     break End::Final;
                 }
+            }
+            // Sessions close because of shutdown too; the upstream should hear the real reason.
+            Step::Event(None) | Step::Gone(true) if conn.state.shutting_down() => {
+                break End::Shutdown
             }
             // The device session dropped its sender or the table entry went away.
             Step::Event(None) | Step::Gone(true) => break End::DeviceGone,

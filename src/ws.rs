@@ -14,6 +14,7 @@ use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role};
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 use tokio_tungstenite::WebSocketStream;
 
+use crate::ack::Ack;
 use crate::config::{secs, Config};
 use crate::error::ApiError;
 use crate::http::parse::{query_pairs, RequestHead};
@@ -173,7 +174,9 @@ pub async fn run_session(
     let mut ping = interval_at(Instant::now() + ping_every, ping_every);
     let mut pong_deadline: Option<Instant> = None;
     let mut shutdown = state.shutdown.clone();
-    let mut batch: Vec<Outbound> = Vec::with_capacity(WRITE_BATCH_FRAMES);
+    // Grown on first use: an idle device should cost no batch buffers.
+    let mut batch: Vec<Outbound> = Vec::new();
+    let mut acks: Vec<Ack> = Vec::new();
 
     let ending = loop {
         let far = Instant::now() + Duration::from_secs(86_400);
@@ -212,7 +215,7 @@ pub async fn run_session(
                         Err(_) => break,
                     }
                 }
-                match write_batch(&mut ws, &mut batch, pong_timeout).await {
+                match write_batch(&mut ws, &mut batch, &mut acks, pong_timeout).await {
                     Ok(()) => {}
                     Err(WriteFailed::Stalled) => break Ending::HeartbeatTimeout,
                     Err(WriteFailed::Broken) => break Ending::Dropped,
@@ -300,9 +303,14 @@ async fn on_text(
             let event = StreamEvent::Message { text, is_final };
             // Back-pressure from a slow upstream holds this device only so long; then that
             // stream is cut rather than the device's heartbeat.
-            if tx.send_timeout(event, wait).await.is_err() {
-                log::warn!("stream {cid}: upstream too slow, closing it");
-                PENDING.close(&cid);
+            match tx.send_timeout(event, wait).await {
+                Ok(()) => {}
+                // The stream ended meanwhile; its own guard frees the id.
+                Err(tokio::sync::mpsc::error::SendTimeoutError::Closed(_)) => {}
+                Err(tokio::sync::mpsc::error::SendTimeoutError::Timeout(_)) => {
+                    log::warn!("stream {cid}: upstream too slow, closing it");
+                    PENDING.close_stream(&cid, &tx);
+                }
             }
             None
         }
@@ -329,37 +337,45 @@ async fn send_one(
     }
 }
 
-/// Writes the frames, flushes once, then acknowledges them as delivered.
+/// Writes the frames, flushes once, then acknowledges them as delivered. Frames move into
+/// the messages (a `Bytes` clone would cost an allocation per frame); their acks wait in `acks`.
 async fn write_batch(
     ws: &mut WebSocketStream<TcpStream>,
     batch: &mut Vec<Outbound>,
+    acks: &mut Vec<Ack>,
     limit: Duration,
 ) -> Result<(), WriteFailed> {
+    let mut frames = 0u64;
+    let mut bytes = 0u64;
     let result = timeout(limit, async {
-        for item in batch.iter() {
-            ws.feed(Message::Text(item.frame.clone())).await?;
+        for item in batch.drain(..) {
+            frames += 1;
+            bytes += item.frame.len() as u64;
+            if let Some(ack) = item.ack {
+                acks.push(ack);
+            }
+            ws.feed(Message::Text(item.frame)).await?;
         }
         ws.flush().await
     })
     .await;
+    // Whatever was not written stays unacknowledged, which reports it as not delivered.
+    batch.clear();
     match result {
         Ok(Ok(())) => {
-            for item in batch.drain(..) {
-                METRICS.frames_out.inc();
-                METRICS.bytes_out.add(item.frame.len() as u64);
-                if let Some(ack) = item.ack {
-                    ack.delivered();
-                }
+            METRICS.frames_out.add(frames);
+            METRICS.bytes_out.add(bytes);
+            for ack in acks.drain(..) {
+                ack.delivered();
             }
             Ok(())
         }
-        // Unacknowledged frames count as not delivered when dropped.
         Ok(Err(_)) => {
-            batch.clear();
+            acks.clear();
             Err(WriteFailed::Broken)
         }
         Err(_) => {
-            batch.clear();
+            acks.clear();
             Err(WriteFailed::Stalled)
         }
     }

@@ -2,11 +2,14 @@
 //! clients. One test crate (one link) whose modules live in `tests/e2e/`.
 //!
 //! `WSSED_BIN` runs another executable (a cross build under qemu); `WSSED_TIMEOUT_SCALE`
-//! stretches every bound for slow targets.
+//! stretches every bound for slow targets; `WSSED_E2E_ARGS` adds flags to every daemon started
+//! (`WSSED_E2E_ARGS="--worker-threads 2" cargo test --test e2e` runs the suite on the pool).
 
 #[path = "e2e/common.rs"]
 mod common;
 
+#[path = "e2e/auth.rs"]
+mod auth;
 #[path = "e2e/auth_hardening.rs"]
 mod auth_hardening;
 #[path = "e2e/batch.rs"]

@@ -154,3 +154,65 @@ async fn batch_that_is_not_an_array() {
     let r = d.post("/sse/push/batch", "[{]").await;
     assert_eq!(errors_422(&r)[0].1, "json_invalid");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batch_full_queue_fails_that_item_alone() {
+    let d = Daemon::start(&STALL_FLAGS);
+    let mut fast = d.device("fast").await;
+    let _s = stall_device(&d, StallUntil::QueueFull).await;
+    let v = d
+        .batch(&json!([
+            {"user_id":"slow","data":{"n":0}},
+            {"user_id":"fast","data":{"n":1}},
+        ]))
+        .await
+        .assert_json(200);
+    assert_eq!(
+        v,
+        json!({"results":[
+            {"index":0,"user_id":"slow","success":false,"error":"queue_full"},
+            {"index":1,"user_id":"fast","success":true},
+        ]})
+    );
+    assert_eq!(fast.recv_json().await["n"], 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batch_serves_distinct_devices_concurrently() {
+    // The slow device's writes block; the fast device's item must not wait behind them.
+    let d = Daemon::start(&["--ping-interval-secs", "60", "--pong-timeout-secs", "8"]);
+    let mut fast = d.device("fast").await;
+    let _s = stall_device(&d, StallUntil::WritesBlock).await;
+    let mut c = d.http().await;
+    c.send(&post(
+        "/sse/push/batch",
+        &json!([
+            {"user_id":"slow","data":{"n":0}},
+            {"user_id":"fast","data":{"n":1}},
+        ])
+        .to_string(),
+    ))
+    .await;
+    match fast.recv(t(2.0)).await {
+        Some(Incoming::Text(text)) => assert!(text.contains("\"n\":1"), "{text}"),
+        other => panic!("the fast device waited behind the slow one: {other:?}"),
+    }
+    // The batch is answered once the slow device is dropped.
+    let r = c.read_response_within(t(15.0)).await;
+    let v = r.assert_json(200);
+    assert_eq!(
+        v["results"][1],
+        json!({"index":1,"user_id":"fast","success":true})
+    );
+    assert_eq!(v["results"][0]["index"], 0);
+}
+
+#[tokio::test]
+async fn batch_default_limit_is_1000_items() {
+    let d = Daemon::start(&[]);
+    let items = |n: usize| Value::Array((0..n).map(|_| json!({"user_id":"x","data":{}})).collect());
+    let v = d.batch(&items(1000)).await.assert_json(200);
+    assert_eq!(v["results"].as_array().map(Vec::len), Some(1000));
+    assert_eq!(v["results"][999]["index"], 999);
+    assert_422_has(&d.batch(&items(1001)).await, json!(["body"]), "too_long");
+}

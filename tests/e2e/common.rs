@@ -1,7 +1,8 @@
 //! The harness of the end-to-end tests: the daemon process, a raw HTTP/1.1 client that sends
 //! exact bytes, an SSE stream reader and WebSocket device clients (tungstenite and raw).
 //! Every wait is bounded; every bound is scaled by `WSSED_TIMEOUT_SCALE` so the same suite runs
-//! under qemu. Only 127.0.0.1 is ever contacted.
+//! under qemu. `WSSED_BIN` picks the executable, `WSSED_E2E_ARGS` adds flags to every daemon.
+//! Only 127.0.0.1 is ever contacted.
 
 use std::future::Future;
 use std::io::{BufRead, BufReader, Read};
@@ -47,6 +48,14 @@ pub fn bin_path() -> PathBuf {
         Some(p) => PathBuf::from(p),
         None => PathBuf::from(env!("CARGO_BIN_EXE_wssed")),
     }
+}
+
+/// Flags from `WSSED_E2E_ARGS` (whitespace separated) given to every daemon before the test's
+/// own, so the suite can run against another mode (`--worker-threads 2`); the test's flags win.
+pub fn extra_args() -> Vec<String> {
+    std::env::var("WSSED_E2E_ARGS")
+        .map(|s| s.split_whitespace().map(String::from).collect())
+        .unwrap_or_default()
 }
 
 /// Runs the daemon with `args` to completion (for `--help`, bad flags, `--check-config`).
@@ -111,9 +120,22 @@ fn parse_listening(line: &str) -> Option<SocketAddr> {
 impl Daemon {
     /// Starts `wssed --listen 127.0.0.1:0 ARGS` and waits for its `listening on` line.
     pub fn start(args: &[&str]) -> Daemon {
+        Daemon::start_with_env(args, &[])
+    }
+
+    /// `start` with extra environment variables.
+    pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Daemon {
         let mut child = Command::new(bin_path())
+            // Whatever runs the tests (systemd, a CI unit) must not leak its own sockets in.
+            .env_remove("NOTIFY_SOCKET")
+            .env_remove("LISTEN_FDS")
+            .env_remove("LISTEN_PID")
+            .env_remove("WATCHDOG_USEC")
+            .env_remove("WATCHDOG_PID")
+            .envs(env.iter().copied())
             .arg("--listen")
             .arg("127.0.0.1:0")
+            .args(extra_args())
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -546,7 +568,12 @@ impl Http {
 
     /// Reads one response head (status line and headers), leaving the body buffered.
     pub async fn read_head(&mut self) -> Response {
-        let deadline = Instant::now() + step();
+        self.read_head_within(step()).await
+    }
+
+    /// `read_head` with its own bound.
+    pub async fn read_head_within(&mut self, within: Duration) -> Response {
+        let deadline = Instant::now() + within;
         loop {
             let mut headers = [httparse::EMPTY_HEADER; 128];
             let mut resp = httparse::Response::new(&mut headers);
@@ -584,11 +611,23 @@ impl Http {
         self.read_response_to(false).await
     }
 
+    /// `read_response` for an answer that may take up to `within` to start.
+    pub async fn read_response_within(&mut self, within: Duration) -> Response {
+        let mut r = self.read_head_within(within).await;
+        self.read_body(&mut r, false).await;
+        r
+    }
+
     /// Reads one whole response; `head_request` means no body follows whatever the headers say.
     pub async fn read_response_to(&mut self, head_request: bool) -> Response {
         let mut r = self.read_head().await;
+        self.read_body(&mut r, head_request).await;
+        r
+    }
+
+    async fn read_body(&mut self, r: &mut Response, head_request: bool) {
         if head_request || r.status < 200 || r.status == 204 || r.status == 304 {
-            return r;
+            return;
         }
         let deadline = Instant::now() + step();
         let chunked = r
@@ -604,7 +643,6 @@ impl Http {
         } else {
             r.body = self.read_to_eof(deadline).await;
         }
-        r
     }
 
     /// Takes exactly `n` bytes.
@@ -1016,6 +1054,102 @@ impl Drop for Device {
     fn drop(&mut self) {
         self.reader.abort();
     }
+}
+
+/// Settings for tests with a stalled device: a tiny queue, and a pong timeout short enough that
+/// the daemon drops a device that stopped reading within a test's time.
+pub const STALL_FLAGS: [&str; 6] = [
+    "--queue-depth",
+    "2",
+    "--ping-interval-secs",
+    "60",
+    "--pong-timeout-secs",
+    "3",
+];
+
+/// How far `stall_device` goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StallUntil {
+    /// Until a push waits: the daemon's writes to the device are blocked.
+    WritesBlock,
+    /// Until a push is 503: the device's queue is full as well.
+    QueueFull,
+}
+
+/// A device `slow` that completed the upgrade and never reads, and the pushes sent to it.
+pub struct Stalled {
+    /// The device's connection, kept open.
+    pub _raw: RawWs,
+    /// Pushes sent but not answered yet.
+    pub waiting: Vec<Http>,
+    /// The 503 answer, with `StallUntil::QueueFull`.
+    pub full: Option<Response>,
+}
+
+impl Stalled {
+    /// The 503 answer.
+    pub fn full(&self) -> &Response {
+        self.full
+            .as_ref()
+            .expect("stalled until the queue was full")
+    }
+}
+
+/// Connects device `slow` with a small receive buffer and pushes 60 KB frames to it until
+/// `until` holds (bounded in count and time).
+pub async fn stall_device(d: &Daemon, until: StallUntil) -> Stalled {
+    let want = d.connections().await + 1;
+    let raw = RawWs::upgrade_on(
+        Http::connect_small_rcvbuf(d.addr, 4096).await,
+        "user_id=slow",
+    )
+    .await;
+    wait_until(step(), "device registered", || async {
+        d.connections().await >= want
+    })
+    .await;
+    let body = serde_json::json!({"user_id":"slow","data":{"pad":"x".repeat(60_000)}}).to_string();
+    let mut waiting: Vec<Http> = Vec::new();
+    let deadline = Instant::now() + t(20.0);
+    for _ in 0..2000 {
+        if Instant::now() > deadline {
+            break;
+        }
+        let mut c = Http::connect(d.addr).await;
+        c.send(&post("/sse/push", &body)).await;
+        // A push whose frame cannot be written yet waits; give it a moment, then move on.
+        match tokio::time::timeout(t(0.3), c.read_head()).await {
+            Err(_) => {
+                waiting.push(c);
+                if until == StallUntil::WritesBlock {
+                    return Stalled {
+                        _raw: raw,
+                        waiting,
+                        full: None,
+                    };
+                }
+            }
+            Ok(mut head) => {
+                let len: usize = head
+                    .header("content-length")
+                    .and_then(|v| v.trim().parse().ok())
+                    .unwrap_or(0);
+                head.body = c.read_exact_n(len, Instant::now() + step()).await;
+                if head.status == 503 {
+                    return Stalled {
+                        _raw: raw,
+                        waiting,
+                        full: Some(head),
+                    };
+                }
+                assert_eq!(head.status, 200, "push while filling: {}", head.text());
+            }
+        }
+    }
+    panic!(
+        "the device never stalled although it never reads ({} pushes waiting)",
+        waiting.len()
+    );
 }
 
 /// A device spoken to frame by frame over raw TCP: it answers nothing unless told to.

@@ -458,3 +458,162 @@ async fn http_error_bodies_are_json_with_detail() {
         assert!(v["detail"].is_string(), "{v}");
     }
 }
+
+#[tokio::test]
+async fn http_header_names_and_chunked_are_case_insensitive() {
+    let d = Daemon::start(&[]);
+    let mut c = d.http().await;
+    c.send(
+        format!(
+            "POST /sse/push HTTP/1.1\r\nhOsT: t\r\ncontent-type: Application/JSON\r\n\
+             TRANSFER-ENCODING: Chunked\r\n\r\n{:x}\r\n{PUSH}\r\n0\r\n\r\n",
+            PUSH.len()
+        )
+        .as_bytes(),
+    )
+    .await;
+    c.read_response().await.assert_json(200);
+    c.assert_usable().await;
+}
+
+#[tokio::test]
+async fn http_head_on_error_answers_carries_no_body() {
+    let d = Daemon::start(&[]);
+    let mut c = d.http().await;
+    c.send(b"HEAD /sse/push HTTP/1.1\r\nHost: t\r\n\r\n").await;
+    let r = c.read_response_to(true).await;
+    assert_eq!(r.status, 405);
+    assert_eq!(r.header("allow"), Some("POST, OPTIONS"));
+    c.send(b"HEAD /nope HTTP/1.1\r\nHost: t\r\n\r\n").await;
+    assert_eq!(c.read_response_to(true).await.status, 404);
+    // A body after either answer would break this parse.
+    c.assert_usable().await;
+}
+
+#[tokio::test]
+async fn http_deeply_nested_json_is_refused_without_harm() {
+    let d = Daemon::start(&[]);
+    let deep = format!(
+        r#"{{"user_id":"x","data":{{"a":{}1{}}}}}"#,
+        "[".repeat(5000),
+        "]".repeat(5000)
+    );
+    let r = d.post("/sse/push", &deep).await;
+    errors_422(&r);
+    let r = d.post("/sse/push/batch", &"[".repeat(20_000)).await;
+    errors_422(&r);
+    assert_eq!(d.health().await["status"], "healthy");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_many_concurrent_connections() {
+    let d = Daemon::start(&[]);
+    let mut conns = Vec::new();
+    for _ in 0..64 {
+        conns.push(d.http().await);
+    }
+    // Every connection is open at once; each sends its request, then all are read.
+    for c in conns.iter_mut() {
+        c.send(&post("/sse/push", PUSH)).await;
+    }
+    for c in conns.iter_mut() {
+        assert_eq!(
+            c.read_response().await.assert_json(200)["status"],
+            "partial"
+        );
+    }
+}
+
+#[tokio::test]
+async fn http_client_leaving_mid_body_does_no_harm() {
+    let d = Daemon::start(&[]);
+    for _ in 0..10 {
+        let mut c = d.http().await;
+        c.send(
+            b"POST /sse/push HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n\
+              Content-Length: 100\r\n\r\n{\"user_id\":",
+        )
+        .await;
+    }
+    assert_eq!(d.health().await["status"], "healthy");
+}
+
+// The README's decisions where the SPEC is silent: kept on the wire so they do not drift.
+
+#[tokio::test]
+async fn decision_json_suffix_content_types_are_json() {
+    let d = Daemon::start(&[]);
+    let r = d
+        .request(&post_bytes(
+            "/sse/push",
+            "application/vnd.api+json",
+            PUSH.as_bytes(),
+        ))
+        .await;
+    r.assert_json(200);
+}
+
+#[tokio::test]
+async fn decision_absolute_form_targets_are_served_by_path() {
+    let d = Daemon::start(&[]);
+    let r = d
+        .request(b"GET http://t/health HTTP/1.1\r\nHost: t\r\n\r\n")
+        .await;
+    assert_eq!(r.assert_json(200)["status"], "healthy");
+}
+
+#[tokio::test]
+async fn decision_a_stalled_body_is_408() {
+    let d = Daemon::start(&["--header-timeout-secs", "1"]);
+    let mut c = d.http().await;
+    c.send(
+        b"POST /sse/push HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n\
+          Content-Length: 100\r\n\r\n{\"user_id\":",
+    )
+    .await;
+    c.read_response().await.assert_detail(408);
+    c.expect_closed(step()).await;
+}
+
+#[tokio::test]
+async fn decision_framing_oddities_are_400() {
+    let d = Daemon::start(&[]);
+    let n = PUSH.len();
+    for req in [
+        format!("POST /sse/push HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n{n:x}\r\n{PUSH}\r\n0\r\n\r\n"),
+        "GET /health HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n".to_string(),
+        format!(
+            "POST /sse/push HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n\
+             Content-Type: text/plain\r\nContent-Length: {n}\r\n\r\n{PUSH}"
+        ),
+    ] {
+        let r = d.request(req.as_bytes()).await;
+        assert_eq!(r.status, 400, "{req:?}: {}", r.text());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn decision_connection_cap_answers_503_and_closes() {
+    // Cap: max_connections + max_pending_sends + 256 = 258 open TCP connections.
+    let d = Daemon::start(&["--max-connections", "1", "--max-pending-sends", "1"]);
+    let mut held = Vec::new();
+    for _ in 0..258 {
+        held.push(d.http().await);
+    }
+    // The last held connection is served (it is within the cap).
+    let last = held.last_mut().expect("held");
+    last.assert_usable().await;
+    let mut over = d.http().await;
+    let r = over.read_response().await;
+    r.assert_json(503);
+    assert_eq!(r.header("retry-after"), Some("1"));
+    over.expect_closed(step()).await;
+    // Room again once connections go.
+    held.truncate(200);
+    wait_until(step(), "a freed slot serves again", || async {
+        let mut c = d.http().await;
+        c.send(&get("/health")).await;
+        c.read_response().await.status == 200
+    })
+    .await;
+}

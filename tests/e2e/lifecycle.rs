@@ -141,9 +141,30 @@ fn flag_without_value_exits_2() {
     assert_eq!(err.trim().lines().count(), 1, "{err:?}");
 }
 
-fn temp_config(name: &str, text: &str) -> std::path::PathBuf {
-    let path = std::env::temp_dir().join(format!("wssed-e2e-{}-{name}.toml", std::process::id()));
-    let mut f = std::fs::File::create(&path).expect("create temp config");
+/// A file under the temp dir, removed when dropped (also when the test fails).
+struct TempPath(std::path::PathBuf);
+
+impl TempPath {
+    fn new(name: &str) -> TempPath {
+        let path = std::env::temp_dir().join(format!("wssed-e2e-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        TempPath(path)
+    }
+
+    fn str(&self) -> &str {
+        self.0.to_str().expect("utf-8 temp path")
+    }
+}
+
+impl Drop for TempPath {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+fn temp_config(name: &str, text: &str) -> TempPath {
+    let path = TempPath::new(&format!("{name}.toml"));
+    let mut f = std::fs::File::create(&path.0).expect("create temp config");
     f.write_all(text.as_bytes()).expect("write temp config");
     path
 }
@@ -207,11 +228,16 @@ fn check_config_masks_secrets() {
 #[test]
 fn check_config_flags_override_the_file_and_the_last_flag_wins() {
     let path = temp_config("override", "queue_depth = 9\nmax_batch = 5\n");
-    let p = path.to_str().expect("utf-8 temp path");
-    let t = check_config(&["--config", p, "--queue-depth", "3", "--queue-depth", "4"]);
+    let t = check_config(&[
+        "--config",
+        path.str(),
+        "--queue-depth",
+        "3",
+        "--queue-depth",
+        "4",
+    ]);
     assert_eq!(t["queue_depth"].as_integer(), Some(4));
     assert_eq!(t["max_batch"].as_integer(), Some(5));
-    let _ = std::fs::remove_file(&path);
 }
 
 #[test]
@@ -220,11 +246,10 @@ fn config_file_errors_exit_2() {
     let bad_value = temp_config("badvalue", "queue_depth = 0\n");
     let broken = temp_config("broken", "queue_depth = \n");
     for path in [&unknown, &bad_value, &broken] {
-        let p = path.to_str().expect("utf-8 temp path");
+        let p = path.str();
         let (status, _, err) = run_to_exit(&["--check-config", "--config", p]);
         assert_eq!(status.code(), Some(2), "{p}: {err}");
         assert_eq!(err.trim().lines().count(), 1, "{p}: {err:?}");
-        let _ = std::fs::remove_file(path);
     }
     let (status, _, err) = run_to_exit(&["--config", "/nonexistent/wssed.toml"]);
     assert_eq!(status.code(), Some(2), "{err}");
@@ -251,4 +276,70 @@ async fn a_flag_takes_effect() {
     let item = json!({"user_id":"x","data":{}});
     let r = d.batch(&json!([item, item, item])).await;
     assert_422_has(&r, json!(["body"]), "too_long");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_stops_accepting_and_a_second_signal_exits_at_once_with_1() {
+    // A device whose socket is full cannot take its 1001 close: the drain has to wait.
+    let mut flags = STALL_FLAGS.to_vec();
+    flags.extend(["--shutdown-timeout-secs", "30"]);
+    let mut d = Daemon::start(&flags);
+    let _s = stall_device(&d, StallUntil::QueueFull).await;
+    let addr = d.addr;
+    d.signal("TERM");
+    wait_until(t(3.0), "the listener is closed", || async {
+        tokio::net::TcpStream::connect(addr).await.is_err()
+    })
+    .await;
+    match d.wait_exit(std::time::Duration::from_millis(300)).await {
+        // The daemon gave up on the stalled device at once: a clean exit.
+        Some(status) => assert_eq!(status.code(), Some(0), "{status:?}"),
+        None => {
+            d.signal("TERM");
+            let status = d
+                .wait_exit(t(2.0))
+                .await
+                .expect("a second signal must exit at once");
+            assert_eq!(status.code(), Some(1), "{status:?}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn systemd_notify_ready_watchdog_and_stopping() {
+    let path = TempPath::new("notify.sock");
+    let sock = tokio::net::UnixDatagram::bind(&path.0).expect("bind the notify socket");
+    let p = path.str();
+    let mut d = Daemon::start_with_env(&[], &[("NOTIFY_SOCKET", p), ("WATCHDOG_USEC", "1000000")]);
+    let mut seen = String::new();
+    let mut buf = [0u8; 4096];
+    let mut recv = async |seen: &mut String, want: &str| {
+        let deadline = tokio::time::Instant::now() + t(5.0);
+        for _ in 0..1000 {
+            if seen.lines().any(|l| l == want) {
+                return;
+            }
+            let n = tokio::time::timeout_at(deadline, sock.recv(&mut buf))
+                .await
+                .unwrap_or_else(|_| panic!("no {want} on NOTIFY_SOCKET; got {seen:?}"))
+                .expect("recv");
+            seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+            seen.push('\n');
+        }
+        panic!("too many notifications without {want}");
+    };
+    recv(&mut seen, "READY=1").await;
+    assert!(
+        seen.contains("STATUS="),
+        "no STATUS= with READY=1: {seen:?}"
+    );
+    seen.clear();
+    // Half of WATCHDOG_USEC: at least two pings within two seconds.
+    recv(&mut seen, "WATCHDOG=1").await;
+    seen.clear();
+    recv(&mut seen, "WATCHDOG=1").await;
+    d.signal("TERM");
+    recv(&mut seen, "STOPPING=1").await;
+    let status = d.wait_exit(t(5.0)).await.expect("exit");
+    assert_eq!(status.code(), Some(0));
 }

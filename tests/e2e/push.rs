@@ -510,81 +510,13 @@ async fn push_query_string_does_not_change_the_route() {
         .assert_json(200);
 }
 
-/// A device that completed the upgrade and never reads, with pushes to it until one is 503.
-struct Stalled {
-    /// The device's connection, kept open.
-    _raw: RawWs,
-    /// Pushes sent but not answered yet.
-    waiting: Vec<Http>,
-    /// The 503 answer.
-    full: Response,
-}
-
-async fn stall_device(d: &Daemon) -> Stalled {
-    let raw = RawWs::upgrade_on(
-        Http::connect_small_rcvbuf(d.addr, 4096).await,
-        "user_id=slow",
-    )
-    .await;
-    wait_until(step(), "device registered", || async {
-        d.connections().await == 1
-    })
-    .await;
-    let body = json!({"user_id":"slow","data":{"pad":"x".repeat(60_000)}}).to_string();
-    let mut waiting: Vec<Http> = Vec::new();
-    let deadline = tokio::time::Instant::now() + t(20.0);
-    for _ in 0..2000 {
-        if tokio::time::Instant::now() > deadline {
-            break;
-        }
-        let mut c = d.http().await;
-        c.send(&post("/sse/push", &body)).await;
-        // A push whose frame cannot be written yet waits; give it a moment, then move on.
-        match tokio::time::timeout(t(0.3), c.read_head()).await {
-            Err(_) => waiting.push(c),
-            Ok(mut head) => {
-                let len: usize = head
-                    .header("content-length")
-                    .and_then(|v| v.trim().parse().ok())
-                    .unwrap_or(0);
-                head.body = c
-                    .read_exact_n(len, tokio::time::Instant::now() + step())
-                    .await;
-                if head.status == 503 {
-                    return Stalled {
-                        _raw: raw,
-                        waiting,
-                        full: head,
-                    };
-                }
-                assert_eq!(head.status, 200, "push while filling: {}", head.text());
-            }
-        }
-    }
-    panic!(
-        "no 503 although the device never reads ({} pushes waiting)",
-        waiting.len()
-    );
-}
-
-fn stall_flags() -> [&'static str; 6] {
-    [
-        "--queue-depth",
-        "2",
-        "--ping-interval-secs",
-        "60",
-        "--pong-timeout-secs",
-        "3",
-    ]
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn push_503_when_the_device_queue_is_full() {
-    let d = Daemon::start(&stall_flags());
-    let s = stall_device(&d).await;
-    assert_eq!(s.full.header("retry-after"), Some("1"));
+    let d = Daemon::start(&STALL_FLAGS);
+    let s = stall_device(&d, StallUntil::QueueFull).await;
+    assert_eq!(s.full().header("retry-after"), Some("1"));
     assert_eq!(
-        s.full.assert_json(503),
+        s.full().assert_json(503),
         json!({"status":"error","message":"User queue full"})
     );
     assert!(
@@ -597,12 +529,10 @@ async fn push_503_when_the_device_queue_is_full() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn push_stalled_device_is_dropped_and_waiting_pushes_answered() {
     // SPEC §4: a device that stops reading for pong_timeout_secs is disconnected; nothing hangs.
-    let d = Daemon::start(&stall_flags());
-    let mut s = stall_device(&d).await;
+    let d = Daemon::start(&STALL_FLAGS);
+    let mut s = stall_device(&d, StallUntil::QueueFull).await;
     for c in s.waiting.iter_mut() {
-        let r = tokio::time::timeout(t(10.0), c.read_response())
-            .await
-            .expect("a waiting push was never answered");
+        let r = c.read_response_within(t(10.0)).await;
         let v = r.assert_json(200);
         assert!(
             v["status"] == "partial" || v["status"] == "success",

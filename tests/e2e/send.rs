@@ -128,6 +128,12 @@ async fn send_ignores_uncorrelated_and_other_devices_messages() {
         .send_text(r#"{"correlation_id":"not-own","is_final":true}"#)
         .await;
     target.send_text(r#"{"message":"no id at all"}"#).await;
+    // The top-level id wins over the one in data.
+    target
+        .send_text(
+            r#"{"correlation_id":"not-own","data":{"correlation_id":"own"},"is_final":true}"#,
+        )
+        .await;
     let a = r#"{"correlation_id":"own","is_final":true,"from":"s1"}"#;
     target.send_text(a).await;
     let ev = s.next_event(step()).await;
@@ -430,4 +436,174 @@ async fn send_pipelined_request_waits_for_the_stream() {
     let r = s.http.read_response().await;
     assert_eq!(r.status, 200);
     assert_eq!(r.json()["status"], "healthy");
+}
+
+#[tokio::test]
+async fn send_upstream_leaving_frees_the_id_without_waiting_for_a_keepalive() {
+    // SPEC §5: freed at once; the daemon watches the streaming connection for end-of-file.
+    let d = Daemon::start(&["--keepalive-secs", "60"]);
+    let mut dev = d.device("s1").await;
+    let first = d.send(&req("s1", "eof")).await;
+    first.assert_stream_head();
+    dev.recv_json().await;
+    drop(first);
+    wait_until(t(3.0), "the id is free again", || async {
+        let mut s = d.send(&req("nobody", "eof")).await;
+        if s.head.status != 200 {
+            return false;
+        }
+        s.expect_error_end("User not connected", "eof", step())
+            .await;
+        true
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn send_503_when_the_device_queue_is_full() {
+    let d = Daemon::start(&STALL_FLAGS);
+    let _s = stall_device(&d, StallUntil::QueueFull).await;
+    let r = d.post("/sse/send", &req("slow", "qf").to_string()).await;
+    r.assert_json(503);
+    assert_eq!(r.header("retry-after"), Some("1"));
+    // The refused send left its id free.
+    let mut s = d.send(&req("nobody", "qf")).await;
+    s.assert_stream_head();
+    s.expect_error_end("User not connected", "qf", step()).await;
+}
+
+#[tokio::test]
+async fn send_stream_outlives_the_idle_timeout() {
+    let d = Daemon::start(&["--idle-timeout-secs", "1", "--keepalive-secs", "1"]);
+    let mut dev = d.device("s1").await;
+    let mut s = d.send(&req("s1", "long")).await;
+    s.assert_stream_head();
+    dev.recv_json().await;
+    // Three keepalives: the stream is well past the idle timeout.
+    for _ in 0..3 {
+        assert_eq!(s.next(t(3.0)).await, SseItem::Comment("keepalive".into()));
+    }
+    let a = r#"{"correlation_id":"long","is_final":true}"#;
+    dev.send_text(a).await;
+    assert_eq!(s.next_event(step()).await.data, a);
+    s.expect_end(step()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn send_concurrent_streams_to_one_device_get_their_own_answers() {
+    let d = Daemon::start(&[]);
+    let mut dev = d.device("s1").await;
+    let mut streams = Vec::new();
+    for i in 0..5 {
+        let s = d.send(&req("s1", &format!("cc{i}"))).await;
+        s.assert_stream_head();
+        assert_eq!(dev.recv_json().await["correlation_id"], format!("cc{i}"));
+        streams.push(s);
+    }
+    // Answers interleaved, newest first.
+    for round in 0..2 {
+        for i in (0..5).rev() {
+            let a = json!({"correlation_id": format!("cc{i}"), "round": round,
+                "is_final": round == 1})
+            .to_string();
+            dev.send_text(&a).await;
+        }
+    }
+    for (i, s) in streams.iter_mut().enumerate() {
+        for round in 0..2 {
+            let v = s.next_event(step()).await.json();
+            assert_eq!(v["correlation_id"], format!("cc{i}"));
+            assert_eq!(v["round"], round);
+        }
+        s.expect_end(step()).await;
+    }
+}
+
+#[tokio::test]
+async fn send_push_and_batch_frames_keep_request_order() {
+    let d = Daemon::start(&[]);
+    let mut dev = d.device("s1").await;
+    d.push(&json!({"user_id":"s1","data":{"n":0}}))
+        .await
+        .assert_json(200);
+    let s = d
+        .send(&json!({"user_id":"s1","data":{"n":1,"correlation_id":"o1"}}))
+        .await;
+    s.assert_stream_head();
+    d.batch(&json!([{"user_id":"s1","data":{"n":2}},{"user_id":"s1","data":{"n":3}}]))
+        .await
+        .assert_json(200);
+    d.push(&json!({"user_id":"s1","data":{"n":4}}))
+        .await
+        .assert_json(200);
+    for n in 0..5 {
+        assert_eq!(dev.recv_json().await["n"], n);
+    }
+}
+
+#[tokio::test]
+async fn send_stream_with_connection_close_closes_after_the_end() {
+    let d = Daemon::start(&[]);
+    let mut dev = d.device("s1").await;
+    let body = req("s1", "cc").to_string();
+    let mut c = d.http().await;
+    c.send(
+        format!(
+            "POST /sse/send HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\
+             Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .as_bytes(),
+    )
+    .await;
+    let mut s = SseStream::open(c).await;
+    s.assert_stream_head();
+    dev.recv_json().await;
+    dev.send_text(r#"{"correlation_id":"cc","is_final":true}"#)
+        .await;
+    s.next_event(step()).await;
+    s.expect_end(step()).await;
+    s.http.expect_closed(step()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn send_upstream_that_stops_reading_does_not_stall_the_device() {
+    // The upstream never reads its stream; the device keeps answering it. The device's session
+    // (its heartbeat, its pushes) must not be held up by the stalled stream.
+    let d = Daemon::start(&[
+        "--ping-interval-secs",
+        "1",
+        "--pong-timeout-secs",
+        "2",
+        "--queue-depth",
+        "4",
+    ]);
+    let mut dev = d.device("s1").await;
+    let mut up = Http::connect_small_rcvbuf(d.addr, 4096).await;
+    up.send(&post("/sse/send", &req("s1", "stall").to_string()))
+        .await;
+    assert_eq!(dev.recv_json().await["correlation_id"], "stall");
+    let pad = "z".repeat(30_000);
+    let started = tokio::time::Instant::now();
+    for i in 0..100 {
+        let a = json!({"correlation_id":"stall","type":"chunk","i":i,"pad":pad}).to_string();
+        dev.send_text(&a).await;
+        if started.elapsed() > t(6.0) {
+            break;
+        }
+    }
+    // Past the pong timeout: the device is still served.
+    let r = d.push(&json!({"user_id":"s1","data":{"marker":1}})).await;
+    assert_eq!(r.assert_json(200)["status"], "success");
+    let deadline = tokio::time::Instant::now() + step();
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        match dev.recv(left).await {
+            Some(Incoming::Text(t)) if t.contains("marker") => break,
+            Some(Incoming::Text(_)) => {}
+            other => panic!("device session ended behind a stalled upstream: {other:?}"),
+        }
+    }
+    assert_eq!(d.connections().await, 1);
+    drop(up);
 }

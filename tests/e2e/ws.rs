@@ -357,3 +357,164 @@ async fn ws_closed_device_frees_its_user_id() {
         other => panic!("reconnected device got {other:?}"),
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ws_any_frame_from_the_device_counts_as_life() {
+    // The device never answers a ping, but keeps sending frames.
+    let d = Daemon::start(&["--ping-interval-secs", "1", "--pong-timeout-secs", "1"]);
+    let mut raw = RawWs::upgrade(&d, "user_id=chatty").await;
+    let until = tokio::time::Instant::now() + std::time::Duration::from_millis(4000);
+    while tokio::time::Instant::now() < until {
+        assert!(raw.send_frame(true, 1, b"{}").await, "session ended");
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    }
+    assert_eq!(
+        d.connections().await,
+        1,
+        "a device that sends frames was dropped"
+    );
+}
+
+#[tokio::test]
+async fn ws_session_outlives_the_idle_timeout() {
+    let d = Daemon::start(&["--idle-timeout-secs", "1"]);
+    let mut dev = d.device("idle").await;
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    let r = d.push(&json!({"user_id":"idle","data":{"n":1}})).await;
+    assert_eq!(r.assert_json(200)["status"], "success");
+    assert_eq!(dev.recv_json().await["n"], 1);
+}
+
+#[tokio::test]
+async fn ws_frame_sent_with_the_handshake_is_not_lost() {
+    // A client may send its first frame in the same write as the upgrade request.
+    let d = Daemon::start(&[]);
+    let mut c = d.http().await;
+    let mut bytes = upgrade_request("user_id=eager");
+    let mask = [1u8, 2, 3, 4];
+    bytes.extend([0x81, 0x80 | 3]);
+    bytes.extend(mask);
+    bytes.extend(b"[1]".iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    c.send(&bytes).await;
+    let head = c.read_head().await;
+    assert_eq!(head.status, 101);
+    let mut raw = RawWs { http: c };
+    let f = raw
+        .read_frame(step())
+        .await
+        .expect("an answer to the early frame");
+    let v: serde_json::Value = serde_json::from_slice(&f.payload).expect("JSON");
+    assert_eq!(
+        v,
+        json!({"type":"error","message":"expected a JSON object"})
+    );
+}
+
+#[tokio::test]
+async fn ws_ping_from_the_device_gets_a_pong() {
+    let d = Daemon::start(&[]);
+    let mut raw = RawWs::upgrade(&d, "user_id=pinger").await;
+    assert!(raw.send_frame(true, 9, b"hello").await);
+    let f = raw.read_frame(step()).await.expect("a pong");
+    assert_eq!((f.opcode, f.payload.as_slice()), (10, &b"hello"[..]));
+}
+
+#[tokio::test]
+async fn ws_upgrade_header_forms_browsers_send() {
+    let d = Daemon::start(&[]);
+    let id64 = "d".repeat(64);
+    let mut kept: Vec<Http> = Vec::new();
+    for (i, (upgrade, connection)) in [
+        ("websocket", "keep-alive, Upgrade"),
+        ("WebSocket", "upgrade"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let user = format!("{}{i}", &id64[..63]);
+        let mut c = d.http().await;
+        c.send(
+            format!(
+                "GET /ws?user_id={user} HTTP/1.1\r\nHost: t\r\nUpgrade: {upgrade}\r\n\
+                 Connection: {connection}\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+                 Sec-WebSocket-Version: 13\r\nOrigin: http://t\r\n\r\n"
+            )
+            .as_bytes(),
+        )
+        .await;
+        let head = c.read_head().await;
+        assert_eq!(
+            head.status, 101,
+            "Upgrade: {upgrade}, Connection: {connection}"
+        );
+        kept.push(c);
+    }
+    wait_until(step(), "both 64-byte ids connected", || async {
+        d.connections().await == 2
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn ws_large_frame_reaches_the_device_intact() {
+    let d = Daemon::start(&[]);
+    let mut dev = d.device("big").await;
+    let pad = "y".repeat(60_000);
+    let r = d.push(&json!({"user_id":"big","data":{"pad": pad}})).await;
+    assert_eq!(r.assert_json(200)["status"], "success");
+    assert_eq!(dev.recv_json().await["pad"].as_str(), Some(pad.as_str()));
+}
+
+#[tokio::test]
+async fn ws_deeply_nested_device_message_does_no_harm() {
+    let d = Daemon::start(&[]);
+    let mut dev = d.device("deep").await;
+    dev.send_text(&"[".repeat(50_000)).await;
+    dev.send_text(&format!(
+        "{{\"a\":{}1{}}}",
+        "[".repeat(10_000),
+        "]".repeat(10_000)
+    ))
+    .await;
+    // Whatever the answers, the session and the daemon go on.
+    d.push(&json!({"user_id":"deep","data":{"marker":true}}))
+        .await
+        .assert_json(200);
+    for _ in 0..3 {
+        match dev.recv(step()).await {
+            Some(Incoming::Text(t)) if t.contains("marker") => return,
+            Some(Incoming::Text(_)) => {}
+            other => panic!("session ended: {other:?}"),
+        }
+    }
+    panic!("the marker never arrived");
+}
+
+// The README's decisions on close codes beyond the SPEC.
+
+#[tokio::test]
+async fn decision_invalid_utf8_text_closes_1007() {
+    let d = Daemon::start(&[]);
+    let mut raw = RawWs::upgrade(&d, "user_id=u8").await;
+    assert!(raw.send_frame(true, 1, b"{\"a\":\"\xff\"}").await);
+    assert_eq!(raw.expect_close(step()).await, Some(1007));
+}
+
+#[tokio::test]
+async fn decision_unmasked_frame_closes_1002() {
+    let d = Daemon::start(&[]);
+    let mut raw = RawWs::upgrade(&d, "user_id=nomask").await;
+    raw.http.send(&[0x81, 2, b'{', b'}']).await;
+    assert_eq!(raw.expect_close(step()).await, Some(1002));
+}
+
+#[tokio::test]
+async fn decision_table_full_close_reason() {
+    let d = Daemon::start(&["--max-connections", "1"]);
+    let _a = d.device("a").await;
+    let mut b = Device::connect(&d, "user_id=b").await;
+    assert_eq!(
+        b.expect_close(step()).await,
+        (1013, "Server at capacity, try again later".to_string())
+    );
+}
