@@ -15,24 +15,24 @@ use tokio::time::Instant;
 use crate::common::*;
 
 /// docs/memory.md: idle RSS after start, KiB, of the release and of the debug build.
-const FIXED_RELEASE_KIB: f64 = 10_240.0;
-const FIXED_DEBUG_KIB: f64 = 12_800.0;
-/// An idle device, KiB (measured 16.6 at 1000 devices, 21.5 over the first 100).
-const DEVICE_KIB: f64 = 22.0;
+const FIXED_RELEASE_KIB: f64 = 3_584.0;
+const FIXED_DEBUG_KIB: f64 = 6_144.0;
+/// An idle device, KiB (measured 10.7 at 1000 devices, 11.2 over the first 100; debug 13.2).
+const DEVICE_KIB: f64 = 14.0;
 /// An unfinished inbound message, per KiB of `max_message_bytes`.
-const INBOUND_PER_MESSAGE_KIB: f64 = 1.6;
+const INBOUND_PER_MESSAGE_KIB: f64 = 1.3;
 /// A queued frame, per KiB of `max_body_bytes`.
-const QUEUED_PER_BODY_KIB: f64 = 1.5;
+const QUEUED_PER_BODY_KIB: f64 = 1.1;
 /// Frames being written to a stalled socket: fixed KiB, and per KiB of `max_body_bytes`.
-const IN_FLIGHT_KIB: f64 = 140.0;
-const IN_FLIGHT_PER_BODY_KIB: f64 = 6.5;
+const IN_FLIGHT_KIB: f64 = 20.0;
+const IN_FLIGHT_PER_BODY_KIB: f64 = 1.5;
 /// An open `/sse/send` stream, KiB.
-const SEND_KIB: f64 = 13.0;
+const SEND_KIB: f64 = 12.0;
 /// Events a stream with a stalled upstream holds beyond `queue_depth`, in max-size messages.
 const SEND_EXTRA_MESSAGES: f64 = 6.0;
 /// The worst TCP connection (an unread 422 answer): fixed KiB, and per KiB of `max_body_bytes`.
-const CONN_KIB: f64 = 230.0;
-const CONN_PER_BODY_KIB: f64 = 12.0;
+const CONN_KIB: f64 = 10.0;
+const CONN_PER_BODY_KIB: f64 = 10.0;
 /// TCP connections allowed beyond `max_connections + max_pending_sends` (state.rs).
 const EXTRA_HTTP_CONNECTIONS: f64 = 256.0;
 
