@@ -27,6 +27,9 @@ use crate::ws;
 pub const READ_BUFFER_BYTES: usize = 4 * 1024;
 /// Response buffer allocated per connection.
 pub const WRITE_BUFFER_BYTES: usize = 1024;
+/// How long `/__fault/stall` blocks the event loop (test builds only).
+#[cfg(feature = "fault-injection")]
+pub const FAULT_STALL: Duration = Duration::from_secs(3);
 /// Time allowed for the 503 written to a connection refused at capacity.
 pub const REFUSE_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
 
@@ -280,6 +283,13 @@ impl Conn {
                     Ok(true) => Next::KeepAlive,
                     Ok(false) | Err(()) => Next::Close,
                 };
+            }
+            #[cfg(feature = "fault-injection")]
+            Action::Serve(Endpoint::FaultStall) => {
+                // A real stall: the thread running the event loop blocks.
+                std::thread::sleep(FAULT_STALL);
+                response::write_json(&mut self.out, 200, b"{}", persist, &[], false);
+                Next::done(keep_alive)
             }
             Action::Head(_) => {
                 // Upstream endpoints have no HEAD; route() answers 405 before this.

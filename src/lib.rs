@@ -25,4 +25,5 @@ pub mod server;
 pub mod sse;
 pub mod state;
 pub mod systemd;
+pub mod watchdog;
 pub mod ws;

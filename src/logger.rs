@@ -234,7 +234,8 @@ mod tests {
 
     #[test]
     fn consecutive_days_walk_the_calendar() {
-        let leap = |y: u64| (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+        let leap =
+            |y: u64| (y.is_multiple_of(4) && !y.is_multiple_of(100)) || y.is_multiple_of(400);
         let mut expected = (1970, 1, 1);
         // Through year 2517: covers 100- and 400-year leap rules.
         for days in 0..200_000 {

@@ -35,12 +35,19 @@ fn main() -> ExitCode {
 
 fn run(config: Config) -> ExitCode {
     let _ = logger::init(config.log_level);
-    let listener = match server::bind(config.listen) {
-        Ok(l) => l,
-        Err(e) => {
-            log::error!("cannot listen on {}: {e}", config.listen);
-            return ExitCode::FAILURE;
+    // Socket activation hands us a listening socket; `listen` applies only without one.
+    let listener = match wssed::systemd::listen_socket() {
+        Some(l) => {
+            log::info!("using the listening socket passed by the service manager");
+            l
         }
+        None => match server::bind(config.listen) {
+            Ok(l) => l,
+            Err(e) => {
+                log::error!("cannot listen on {}: {e}", config.listen);
+                return ExitCode::FAILURE;
+            }
+        },
     };
     // One event loop by default: no cross-thread wakeups on the push path, the smallest
     // footprint, and the watchdog's "event loop answered" check means exactly that loop.

@@ -18,6 +18,9 @@ pub enum Endpoint {
     Batch,
     /// `POST /sse/send`.
     Send,
+    /// `POST /__fault/stall`: blocks the event loop (test builds only).
+    #[cfg(feature = "fault-injection")]
+    FaultStall,
 }
 
 /// What to do with a routed request.
@@ -44,6 +47,8 @@ impl Endpoint {
             "/sse/push" => Endpoint::Push,
             "/sse/push/batch" => Endpoint::Batch,
             "/sse/send" => Endpoint::Send,
+            #[cfg(feature = "fault-injection")]
+            "/__fault/stall" => Endpoint::FaultStall,
             _ => return None,
         })
     }
@@ -53,9 +58,18 @@ impl Endpoint {
         matches!(self, Endpoint::Push | Endpoint::Batch | Endpoint::Send)
     }
 
+    /// True for endpoints served to POST.
+    pub fn is_post(self) -> bool {
+        #[cfg(feature = "fault-injection")]
+        if self == Endpoint::FaultStall {
+            return true;
+        }
+        self.is_upstream()
+    }
+
     /// The `Allow` header value for this endpoint's path.
     pub fn allow(self) -> &'static str {
-        if self.is_upstream() {
+        if self.is_post() {
             ALLOW_POST
         } else {
             ALLOW_GET
@@ -66,7 +80,7 @@ impl Endpoint {
 /// Routes a request: 404 before 405 (SPEC §10).
 pub fn route(method: Method, path: &str) -> Result<Action, ApiError> {
     let endpoint = Endpoint::at(path).ok_or(ApiError::NotFound)?;
-    match (method, endpoint.is_upstream()) {
+    match (method, endpoint.is_post()) {
         (Method::Options, _) => Ok(Action::Options(endpoint.allow())),
         (Method::Post, true) | (Method::Get, false) => Ok(Action::Serve(endpoint)),
         (Method::Head, false) => Ok(Action::Head(endpoint)),

@@ -2,7 +2,7 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,7 +11,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 
 use crate::config::{secs, Config};
-use crate::state::{State, METRICS};
+use crate::state::{State, DEVICES, METRICS};
+use crate::systemd::Notifier;
 
 /// Pending connections the kernel queues for us.
 pub const LISTEN_BACKLOG: i32 = 1024;
@@ -51,6 +52,9 @@ pub async fn run(
     let state = Arc::new(State::new(config, shutdown_rx.clone()));
     let (token_tx, mut all_done) = mpsc::channel::<()>(1);
     let token = TaskToken(token_tx);
+    let notifier = Arc::new(Notifier::from_env());
+    let accepting = Arc::new(AtomicBool::new(true));
+    let stop_watchdog = Arc::new(AtomicBool::new(false));
 
     tokio::spawn(signals(shutdown_tx));
     log::info!("listening on {addr}");
@@ -60,8 +64,25 @@ pub async fn run(
         );
     }
     on_ready(addr);
+    notifier.notify(&format!(
+        "READY=1\nSTATUS=listening on {addr}, {} devices connected",
+        DEVICES.len()
+    ));
+    if let Err(e) = crate::watchdog::spawn(
+        Arc::clone(&state),
+        tokio::runtime::Handle::current(),
+        Arc::clone(&accepting),
+        Arc::clone(&notifier),
+        Arc::clone(&stop_watchdog),
+    ) {
+        // Without the checker systemd's watchdog would kill us; better to say why now.
+        log::error!("cannot start the self-check thread: {e}");
+        return Err(e);
+    }
 
     accept_loop(&listener, &state, &token, shutdown_rx).await;
+    accepting.store(false, Ordering::Release);
+    notifier.notify("STOPPING=1\nSTATUS=shutting down");
     drop(listener);
     drop(token);
     log::info!(
@@ -73,6 +94,7 @@ pub async fn run(
         Ok(_) => log::info!("drained"),
         Err(_) => log::warn!("shutdown timeout: exiting with connections still open"),
     }
+    stop_watchdog.store(true, Ordering::Release);
     Ok(0)
 }
 

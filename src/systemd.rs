@@ -10,6 +10,7 @@ use std::net::TcpListener;
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::net::{SocketAddr, UnixDatagram};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 /// The first descriptor passed by socket activation (`SD_LISTEN_FDS_START`).
@@ -239,8 +240,12 @@ fn abstract_addr(_name: &[u8]) -> io::Result<SocketAddr> {
     Err(io::Error::from(io::ErrorKind::Unsupported))
 }
 
+/// Set once fd 3 has been taken, so a second call cannot make a second owner of it.
+static LISTEN_FD_TAKEN: AtomicBool = AtomicBool::new(false);
+
 /// The listening socket passed by socket activation (`LISTEN_PID` == our pid,
 /// `LISTEN_FDS` >= 1; fd 3; a warning when more than one), set non-blocking and close-on-exec.
+/// Only the first call can return it.
 pub fn listen_socket() -> Option<TcpListener> {
     let count = match listen_fd_count_from(
         env_str("LISTEN_PID").as_deref(),
@@ -254,16 +259,19 @@ pub fn listen_socket() -> Option<TcpListener> {
             return None;
         }
     };
+    if LISTEN_FD_TAKEN.swap(true, Ordering::SeqCst) {
+        return None;
+    }
     if count > 1 {
         log::warn!(
             "socket activation passed {count} sockets: using the first (fd 3), ignoring the rest"
         );
     }
     #[allow(unsafe_code)]
-    // SAFETY: LISTEN_PID names this process, so the service manager passed open
-    // descriptors 3..3+LISTEN_FDS to it for it to own; nothing else in the process claims
-    // fd 3 (the daemon opens files only after this call), and the env check happens once,
-    // at start, before any other code could have taken it.
+    // SAFETY: LISTEN_PID names this process, so the service manager passed it open
+    // descriptors 3..3+LISTEN_FDS to own. While fd 3 stays open no open() can be given that
+    // number, so nothing else in the process refers to it, and LISTEN_FD_TAKEN makes this
+    // the only place that ever takes ownership of it.
     let fd = unsafe { OwnedFd::from_raw_fd(LISTEN_FDS_START) };
     match adopt_listener(fd) {
         Ok(listener) => Some(listener),
@@ -300,7 +308,7 @@ pub fn adopt_listener(fd: OwnedFd) -> Result<TcpListener, AdoptError> {
 mod tests {
     use super::*;
     use std::path::PathBuf;
-    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::sync::atomic::AtomicU32;
 
     static UNIQUE: AtomicU32 = AtomicU32::new(0);
 

@@ -34,5 +34,7 @@ mod push;
 mod send;
 #[path = "e2e/soak.rs"]
 mod soak;
+#[path = "e2e/systemd.rs"]
+mod systemd;
 #[path = "e2e/ws.rs"]
 mod ws;

@@ -125,7 +125,26 @@ impl Daemon {
 
     /// `start` with extra environment variables.
     pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Daemon {
-        let mut child = Command::new(bin_path())
+        Daemon::spawn(Command::new(bin_path()), args, env)
+    }
+
+    /// Starts the daemon the way systemd's socket activation does: `listener` (a descriptor
+    /// this process leaves inheritable) becomes fd 3, with `LISTEN_FDS=1` and `LISTEN_PID` set
+    /// to the daemon's own PID (the shell `exec`s it, keeping its PID).
+    pub fn start_activated(listener_fd: i32, args: &[&str], env: &[(&str, &str)]) -> Daemon {
+        // bash, not sh: dash takes only one-digit descriptors in redirections.
+        let mut command = Command::new("bash");
+        command
+            .arg("-c")
+            .arg(format!(
+                "exec 3<&{listener_fd}; LISTEN_PID=$$ LISTEN_FDS=1 exec \"$0\" \"$@\""
+            ))
+            .arg(bin_path());
+        Daemon::spawn(command, args, env)
+    }
+
+    fn spawn(mut command: Command, args: &[&str], env: &[(&str, &str)]) -> Daemon {
+        let mut child = command
             // Whatever runs the tests (systemd, a CI unit) must not leak its own sockets in.
             .env_remove("NOTIFY_SOCKET")
             .env_remove("LISTEN_FDS")
@@ -1283,4 +1302,30 @@ fn parse_frame(b: &[u8]) -> Option<(Frame, usize)> {
         },
         at + len,
     ))
+}
+
+/// A file path in the temp directory, unique per test process and call, removed on drop.
+pub struct TempPath(pub std::path::PathBuf);
+
+impl TempPath {
+    /// A fresh path ending in `name` (nothing is created).
+    pub fn new(name: &str) -> TempPath {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let path =
+            std::env::temp_dir().join(format!("wssed-e2e-{}-{n}-{name}", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        TempPath(path)
+    }
+
+    /// The path as text.
+    pub fn str(&self) -> &str {
+        self.0.to_str().expect("utf-8 temp path")
+    }
+}
+
+impl Drop for TempPath {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
 }

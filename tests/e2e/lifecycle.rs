@@ -142,26 +142,6 @@ fn flag_without_value_exits_2() {
 }
 
 /// A file under the temp dir, removed when dropped (also when the test fails).
-struct TempPath(std::path::PathBuf);
-
-impl TempPath {
-    fn new(name: &str) -> TempPath {
-        let path = std::env::temp_dir().join(format!("wssed-e2e-{}-{name}", std::process::id()));
-        let _ = std::fs::remove_file(&path);
-        TempPath(path)
-    }
-
-    fn str(&self) -> &str {
-        self.0.to_str().expect("utf-8 temp path")
-    }
-}
-
-impl Drop for TempPath {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
-
 fn temp_config(name: &str, text: &str) -> TempPath {
     let path = TempPath::new(&format!("{name}.toml"));
     let mut f = std::fs::File::create(&path.0).expect("create temp config");
