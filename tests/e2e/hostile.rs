@@ -234,6 +234,48 @@ async fn stalled_bodies_get_408_and_never_block_a_normal_client() {
     }
 }
 
+#[tokio::test]
+async fn a_dribbled_body_gets_408_once_its_whole_deadline_passes() {
+    // Progress on every read is not enough: the whole body must arrive within
+    // header_timeout_secs of its head, or a byte every so often would hold the socket forever.
+    let d = Daemon::start(&["--header-timeout-secs", "1", "--idle-timeout-secs", "30"]);
+    let mut c = Http::connect(d.addr).await;
+    let body = r#"{"user_id":"nobody","data":{"padding":"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"}}"#;
+    let req = post("/sse/push", body);
+    let head_end = req
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a head")
+        + 4;
+    c.send(&req[..head_end]).await;
+    let sent = Instant::now();
+    // One body byte every 200 ms: every read makes progress, the body never completes in time.
+    let mut answered = None;
+    for byte in req[head_end..].iter().take(40) {
+        if !c.try_send(std::slice::from_ref(byte)).await {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        if sent.elapsed() > t(3.0) {
+            break;
+        }
+        if c.fill(Instant::now() + Duration::from_millis(1))
+            .await
+            .is_ok()
+        {
+            answered = Some(sent.elapsed());
+            break;
+        }
+    }
+    let after = answered.unwrap_or_else(|| sent.elapsed());
+    let r = c.read_response_within(t(5.0)).await;
+    r.assert_detail(408);
+    assert!(
+        after <= t(2.5),
+        "a dribbled body was still being read after {after:?}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_connections_close_silently_after_idle_timeout() {
     const EACH: usize = 50;
