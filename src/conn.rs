@@ -350,13 +350,15 @@ impl Conn {
     async fn read_body(&mut self, framing: BodyFraming) -> Result<(), ApiError> {
         self.body.clear();
         let max = self.state.config.max_body_bytes;
-        let per_read = secs(self.state.config.header_timeout_secs);
+        // One deadline for the whole body: a per-read timeout alone would let a client
+        // dribble a byte at a time and hold the connection forever.
+        let deadline = Instant::now() + secs(self.state.config.header_timeout_secs);
         match framing {
             BodyFraming::None => Ok(()),
             BodyFraming::Length(n) => {
                 let n = check_content_length(n, max)?;
                 while self.buf.len() < n {
-                    self.body_read(per_read).await?;
+                    self.body_read(deadline).await?;
                 }
                 self.body.extend_from_slice(&self.buf[..n]);
                 self.buf.advance(n);
@@ -370,14 +372,14 @@ impl Conn {
                     if decoded.done {
                         return Ok(());
                     }
-                    self.body_read(per_read).await?;
+                    self.body_read(deadline).await?;
                 }
             }
         }
     }
 
-    async fn body_read(&mut self, per_read: Duration) -> Result<(), ApiError> {
-        match self.read_more(Instant::now() + per_read, false).await {
+    async fn body_read(&mut self, deadline: Instant) -> Result<(), ApiError> {
+        match self.read_more(deadline, false).await {
             Read::Data => Ok(()),
             Read::TimedOut => Err(ApiError::BodyTimeout),
             // The peer is gone; nothing will read an answer.

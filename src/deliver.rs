@@ -9,6 +9,7 @@ use tokio_tungstenite::tungstenite::Utf8Bytes;
 use crate::ack::{Ack, AckSlot, Outcome};
 use crate::error::ApiError;
 use crate::http::response::{self, Persist};
+use crate::link::PushError;
 use crate::message::{self, Envelope};
 use crate::registry::{Outbound, UserId};
 use crate::state::{State, DEVICES, METRICS};
@@ -87,10 +88,10 @@ pub fn enqueue(user: &str, frame: Utf8Bytes, ack: Option<Ack>) -> Result<(), Und
     let Some(device) = DEVICES.get(user) else {
         return Err(Undelivered::NotConnected);
     };
-    match device.tx.try_send(Outbound { frame, ack }) {
+    match device.link.push(Outbound { frame, ack }) {
         Ok(()) => Ok(()),
-        Err(tokio::sync::mpsc::error::TrySendError::Full(_)) => Err(Undelivered::QueueFull),
-        Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) => Err(Undelivered::NotConnected),
+        Err(PushError::Full) => Err(Undelivered::QueueFull),
+        Err(PushError::Ended) => Err(Undelivered::NotConnected),
     }
 }
 

@@ -129,6 +129,15 @@ impl ApiError {
                 &[("Retry-After", "1")],
                 head_only,
             ),
+            // RFC 9110 §11.6.1: a 401 names the scheme that would be accepted.
+            ApiError::Unauthorized => response::write_error(
+                out,
+                status,
+                self.detail(),
+                persist,
+                &[("WWW-Authenticate", "Bearer")],
+                head_only,
+            ),
             _ => response::write_error(out, status, self.detail(), persist, &[], head_only),
         }
     }

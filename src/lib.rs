@@ -14,6 +14,7 @@ pub mod http;
 pub mod ids;
 pub mod json;
 pub mod limits;
+pub mod link;
 pub mod logger;
 pub mod mention;
 pub mod message;

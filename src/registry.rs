@@ -6,13 +6,14 @@
 //! daemon keeps them in `static`s, so the slots live in `.bss` and cost RSS only once touched.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use heapless::index_map::FnvIndexMap;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::mpsc;
 
 use crate::ack::Ack;
 use crate::limits::{MAX_CORRELATION_ID_BYTES, MAX_USER_ID_BYTES};
+use crate::link::DeviceLink;
 
 /// A device's user id, as the table stores it.
 pub type UserId = heapless::String<MAX_USER_ID_BYTES>;
@@ -27,32 +28,25 @@ pub struct Outbound {
     pub ack: Option<Ack>,
 }
 
-/// Why a session is told to close from outside.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kick {
-    /// A new connection took over this user id (`on_duplicate = "replace"`).
-    Replaced,
-}
-
 /// A connected device's entry.
 struct Device {
     session: u64,
-    tx: mpsc::Sender<Outbound>,
-    kick: Option<oneshot::Sender<Kick>>,
-    /// Closed (sender dropped) when the session ends; streams waiting on the device watch it.
-    gone: watch::Receiver<()>,
+    link: Arc<DeviceLink>,
 }
 
-/// What a session holds while it is registered.
+/// What a session holds while it is registered. Dropping it ends the link: queued frames
+/// are reported lost and waiting streams learn the device is gone.
 pub struct Registration {
     /// This session's number, unique within the process.
     pub session: u64,
-    /// The device's outbound queue.
-    pub rx: mpsc::Receiver<Outbound>,
-    /// Fires when another connection replaces this one.
-    pub kick: oneshot::Receiver<Kick>,
-    /// Dropped when the session ends, which tells waiting streams the device is gone.
-    pub alive: watch::Sender<()>,
+    /// The session's queue and signals.
+    pub link: Arc<DeviceLink>,
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        self.link.end();
+    }
 }
 
 /// Why a device could not be registered.
@@ -68,10 +62,8 @@ pub enum RegisterError {
 pub struct DeviceHandle {
     /// The session the handle belongs to.
     pub session: u64,
-    /// The device's outbound queue.
-    pub tx: mpsc::Sender<Outbound>,
-    /// Closes when the session ends.
-    pub gone: watch::Receiver<()>,
+    /// The session's queue and signals.
+    pub link: Arc<DeviceLink>,
 }
 
 /// The device table: user id → session, fixed capacity `N`, runtime limit `max` under it.
@@ -129,10 +121,9 @@ impl<const N: usize> DeviceTable<N> {
         queue_depth: usize,
     ) -> Result<Registration, RegisterError> {
         let mut map = self.lock();
-        let old = map.get_mut(user.as_str());
-        let replaced_kick = match old {
+        let replaced = match map.get(user.as_str()) {
             Some(_) if !replace => return Err(RegisterError::Duplicate),
-            Some(old) => old.kick.take(),
+            Some(old) => Some(Arc::clone(&old.link)),
             None => {
                 if map.len() >= limit(&self.max, N) {
                     return Err(RegisterError::Full);
@@ -141,29 +132,20 @@ impl<const N: usize> DeviceTable<N> {
             }
         };
         let session = self.last_session.fetch_add(1, Ordering::Relaxed) + 1;
-        let (tx, rx) = mpsc::channel(queue_depth.max(1));
-        let (kick_tx, kick_rx) = oneshot::channel();
-        let (alive, gone) = watch::channel(());
+        let link = Arc::new(DeviceLink::new(queue_depth));
         let device = Device {
             session,
-            tx,
-            kick: Some(kick_tx),
-            gone,
+            link: Arc::clone(&link),
         };
         // Replacing overwrites the slot; a fresh id has room (checked above).
         if map.insert(user.clone(), device).is_err() {
             return Err(RegisterError::Full);
         }
         drop(map);
-        if let Some(kick) = replaced_kick {
-            let _ = kick.send(Kick::Replaced);
+        if let Some(old) = replaced {
+            old.kick();
         }
-        Ok(Registration {
-            session,
-            rx,
-            kick: kick_rx,
-            alive,
-        })
+        Ok(Registration { session, link })
     }
 
     /// Removes `user` if the entry still belongs to `session` (a replacement keeps its slot).
@@ -183,8 +165,7 @@ impl<const N: usize> DeviceTable<N> {
         let map = self.lock();
         map.get(user).map(|d| DeviceHandle {
             session: d.session,
-            tx: d.tx.clone(),
-            gone: d.gone.clone(),
+            link: Arc::clone(&d.link),
         })
     }
 
@@ -357,9 +338,10 @@ mod tests {
     #[test]
     fn replace_policy_kicks_the_old_session_and_keeps_the_slot() {
         let t = DeviceTable::<8>::new();
-        let mut old = t.register(&uid("a"), true, 4).unwrap();
+        let old = t.register(&uid("a"), true, 4).unwrap();
         let new = t.register(&uid("a"), true, 4).unwrap();
-        assert_eq!(old.kick.try_recv().ok(), Some(Kick::Replaced));
+        assert!(old.link.is_kicked());
+        assert!(!new.link.is_kicked());
         // The old session's late cleanup must not remove the new one.
         assert!(!t.unregister("a", old.session));
         assert_eq!(t.get("a").unwrap().session, new.session);
@@ -382,13 +364,13 @@ mod tests {
     }
 
     #[test]
-    fn gone_closes_when_the_session_drops_its_sender() {
+    fn the_link_ends_when_the_session_drops_its_registration() {
         let t = DeviceTable::<8>::new();
         let reg = t.register(&uid("a"), false, 1).unwrap();
         let h = t.get("a").unwrap();
-        assert!(h.gone.has_changed().is_ok());
+        assert!(!h.link.has_ended());
         drop(reg);
-        assert!(h.gone.has_changed().is_err());
+        assert!(h.link.has_ended());
     }
 
     #[test]

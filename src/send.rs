@@ -11,6 +11,7 @@ use crate::deliver::{self, Undelivered};
 use crate::error::ApiError;
 use crate::http::parse::Version;
 use crate::http::response::{self, Persist};
+use crate::link::PushError;
 use crate::message;
 use crate::registry::{CorrelationId, OpenError, Outbound, StreamEvent};
 use crate::sse;
@@ -94,15 +95,15 @@ pub(crate) async fn serve(conn: &mut Conn, keep_alive: bool, version: Version) -
         Err(OpenError::Full) => return refuse(conn, ApiError::TooManySends, refusal).await,
     };
     let _guard = PendingGuard(cid.clone());
-    match device.tx.try_send(Outbound { frame, ack: None }) {
+    match device.link.push(Outbound { frame, ack: None }) {
         Ok(()) => {}
-        Err(tokio::sync::mpsc::error::TrySendError::Full(_)) => {
+        Err(PushError::Full) => {
             METRICS.pushes_queue_full.inc();
             // Free the id before answering, so a retry right after the 503 isn't a 409.
             drop(_guard);
             return refuse(conn, ApiError::QueueFull, refusal).await;
         }
-        Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) => {
+        Err(PushError::Ended) => {
             METRICS.sends_device_gone.inc();
             start_stream(conn, chunked, keep_alive, version);
             end_event(
@@ -125,7 +126,7 @@ pub(crate) async fn serve(conn: &mut Conn, keep_alive: bool, version: Version) -
     let write_limit = secs(config.idle_timeout_secs);
     let mut deadline = Instant::now() + send_timeout;
     let mut keepalive = interval_at(Instant::now() + keepalive_every, keepalive_every);
-    let mut gone = device.gone;
+    let link = device.link;
     let mut shutdown = conn.shutdown.clone();
     let end = loop {
         // Answers first: a final message that arrived just before the device left is relayed.
@@ -134,7 +135,7 @@ pub(crate) async fn serve(conn: &mut Conn, keep_alive: bool, version: Version) -
         let step = tokio::select! {
             biased;
             ev = events.recv() => Step::Event(ev),
-            changed = gone.changed() => Step::Gone(changed.is_err()),
+            _ = link.gone() => Step::Gone,
             _ = crate::state::stopping(&mut shutdown) => Step::End(End::Shutdown),
             _ = sleep_until(deadline) => Step::End(End::Timeout),
             _ = keepalive.tick() => Step::Keepalive,
@@ -153,12 +154,9 @@ pub(crate) async fn serve(conn: &mut Conn, keep_alive: bool, version: Version) -
                 }
             }
             // Sessions close because of shutdown too; the upstream should hear the real reason.
-            Step::Event(None) | Step::Gone(true) if conn.state.shutting_down() => {
-                break End::Shutdown
-            }
-            // The device session dropped its sender or the table entry went away.
-            Step::Event(None) | Step::Gone(true) => break End::DeviceGone,
-            Step::Gone(false) => continue,
+            Step::Event(None) | Step::Gone if conn.state.shutting_down() => break End::Shutdown,
+            // The device session ended, or the stream's table entry went away.
+            Step::Event(None) | Step::Gone => break End::DeviceGone,
             Step::End(end) => break end,
             Step::Keepalive => {
                 let mut event = std::mem::take(&mut conn.scratch);
@@ -191,7 +189,7 @@ const MAX_PIPELINED_BYTES: usize = 16 * 1024;
 
 enum Step {
     Event(Option<StreamEvent>),
-    Gone(bool),
+    Gone,
     End(End),
     Keepalive,
     Read(bool),

@@ -21,7 +21,7 @@ pub static METRICS: Metrics = Metrics::new();
 /// Read buffer tungstenite allocates per device, and the most it reads per system call.
 /// Small, because devices send little and a gateway holds thousands of them (its default is
 /// 128 KiB); a larger frame grows the buffer to the frame's size, in reads of this size.
-pub const WS_READ_BUFFER_BYTES: usize = 1024;
+pub const WS_READ_BUFFER_BYTES: usize = 512;
 /// Bytes tungstenite gathers before writing to the socket; we flush after each batch anyway.
 pub const WS_WRITE_BUFFER_BYTES: usize = 0;
 /// HTTP connections allowed beyond `max_connections + max_pending_sends` (health probes,

@@ -19,7 +19,7 @@ use crate::config::{secs, Config};
 use crate::error::ApiError;
 use crate::http::parse::{query_pairs, RequestHead};
 use crate::message::{classify_device_message, DeviceMessage};
-use crate::registry::{Kick, Outbound, RegisterError, StreamEvent, UserId};
+use crate::registry::{Outbound, RegisterError, StreamEvent, UserId};
 use crate::state::{State, CLOSE_HANDSHAKE_TIMEOUT, DEVICES, METRICS, PENDING};
 
 /// A validated upgrade request.
@@ -145,7 +145,7 @@ pub async fn run_session(
     let user = upgrade.user_id;
     let registration =
         DEVICES.register(&user, state.replace_duplicates(), state.config.queue_depth);
-    let mut reg = match registration {
+    let reg = match registration {
         Ok(reg) => reg,
         Err(RegisterError::Duplicate) => {
             METRICS.devices_refused_duplicate.inc();
@@ -206,19 +206,24 @@ pub async fn run_session(
                     None => break Ending::Dropped,
                 }
             }
-            first = reg.rx.recv() => {
-                let Some(first) = first else { break Ending::Dropped };
-                batch.push(first);
-                while batch.len() < WRITE_BATCH_FRAMES {
-                    match reg.rx.try_recv() {
-                        Ok(next) => batch.push(next),
-                        Err(_) => break,
+            _ = reg.link.woken() => {
+                if reg.link.is_kicked() {
+                    break Ending::Close(1008, "Replaced by new connection");
+                }
+                // Drain what is queued, a batch per flush; a push arriving meanwhile leaves
+                // a wake-up permit, so nothing waits for the next event.
+                let mut failed = None;
+                while reg.link.has_frames() {
+                    reg.link.take(&mut batch, WRITE_BATCH_FRAMES);
+                    if let Err(e) = write_batch(&mut ws, &mut batch, &mut acks, pong_timeout).await {
+                        failed = Some(e);
+                        break;
                     }
                 }
-                match write_batch(&mut ws, &mut batch, &mut acks, pong_timeout).await {
-                    Ok(()) => {}
-                    Err(WriteFailed::Stalled) => break Ending::HeartbeatTimeout,
-                    Err(WriteFailed::Broken) => break Ending::Dropped,
+                match failed {
+                    None => {}
+                    Some(WriteFailed::Stalled) => break Ending::HeartbeatTimeout,
+                    Some(WriteFailed::Broken) => break Ending::Dropped,
                 }
             }
             _ = ping.tick() => {
@@ -233,13 +238,6 @@ pub async fn run_session(
             }
             _ = sleep_until(pong_deadline.unwrap_or(far)), if pong_deadline.is_some() => {
                 break Ending::HeartbeatTimeout;
-            }
-            kick = &mut reg.kick => {
-                match kick {
-                    Ok(Kick::Replaced) => break Ending::Close(1008, "Replaced by new connection"),
-                    // The sender went away with the table entry: nothing to do.
-                    Err(_) => {}
-                }
             }
             _ = crate::state::stopping(&mut shutdown) => break Ending::Close(1001, "Server shutting down"),
         }

@@ -10,22 +10,30 @@ mod common;
 
 #[path = "e2e/auth.rs"]
 mod auth;
+#[path = "e2e/auth_hardening.rs"]
+mod auth_hardening;
 #[path = "e2e/batch.rs"]
 mod batch;
 #[path = "e2e/example.rs"]
 mod example;
 #[path = "e2e/health.rs"]
 mod health;
+#[path = "e2e/hostile.rs"]
+mod hostile;
 #[path = "e2e/http.rs"]
 mod http;
 #[path = "e2e/lifecycle.rs"]
 mod lifecycle;
+#[path = "e2e/memory.rs"]
+mod memory;
 #[path = "e2e/mentions.rs"]
 mod mentions;
 #[path = "e2e/push.rs"]
 mod push;
 #[path = "e2e/send.rs"]
 mod send;
+#[path = "e2e/soak.rs"]
+mod soak;
 #[path = "e2e/systemd.rs"]
 mod systemd;
 #[path = "e2e/ws.rs"]
