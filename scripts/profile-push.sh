@@ -15,6 +15,7 @@
 # RUNS runs (default 3); each prints one JSON line, all go to
 # bench-results/callgrind-<short>.jsonl, and the last run's profile stays in
 # bench-results/callgrind-<short>/ (raw dump plus callgrind_annotate, inclusive and exclusive,
+# top.md: top functions per push, inclusive and self, from scripts/callgrind_top.py;
 # and which functions make the system calls: --collect-systime=yes counts them as sysCount;
 # callgrind counts user-space instructions only, the kernel's work is not in Ir).
 #
@@ -128,6 +129,7 @@ PY
         callgrind_annotate --inclusive=no --sort=sysCount --show=sysCount --threshold=100 "$push_file" \
             > "$work/a.txt" 2>/dev/null
         grep -v '^ *\. ' "$work/a.txt" > "$out/syscalls.txt" || true
+        python3 scripts/callgrind_top.py "$push_file" "$PUSHES" 25 > "$out/top.md"
     fi
 done
 echo "profile-push: $jsonl; profile in $out" >&2
