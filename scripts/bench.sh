@@ -7,6 +7,8 @@
 #   scripts/bench.sh wssed        one server only (likewise nchan)
 #
 # Environment: WSSED_PORT (18080), NCHAN_PORT (18081). Installs gnuplot-nox and nchan if missing.
+# BENCH_CROSS=aarch64-unknown-linux-gnu also cross-builds that target (scripts/cross-env.sh; a few
+# minutes the first time) to record its stripped binary size beside x86_64's.
 # Every loadgen run is bounded (--max-secs plus timeout); the whole run takes a few minutes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -65,6 +67,16 @@ with open(sys.argv[1], "a") as f:
         "loadavg_start": open("/proc/loadavg").read().split()[:3]}) + "\n")
 PY
 printf '{"scenario":"binary","target":"wssed","arch":"%s","bytes":%s}\n' "$(uname -m)" "$(stat -c %s "$WSSED")" >> "$OUT"
+if [ -n "${BENCH_CROSS:-}" ]; then
+    (
+        # shellcheck source=scripts/cross-env.sh
+        . scripts/cross-env.sh
+        cross_setup "$BENCH_CROSS"
+        cross_cargo build --release --locked -q --bin wssed >&2
+    )
+    cross_bin=target/cross/$BENCH_CROSS/release/wssed
+    printf '{"scenario":"binary","target":"wssed","arch":"%s","bytes":%s}\n' "${BENCH_CROSS%%-*}" "$(stat -c %s "$cross_bin")" >> "$OUT"
+fi
 
 for port in $WSSED_PORT $NCHAN_PORT; do
     if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
@@ -130,13 +142,16 @@ stop_server() {
 lg() {
     local server=$1
     shift
-    local line
+    local line la
+    # The machine is shared: every figure carries the 1-minute load average at its start.
+    read -r la _ < /proc/loadavg
     line=$(timeout 400 taskset -c "$LOAD_CORE" "$LOADGEN" --target "$server" \
         --url "http://127.0.0.1:$(port_of "$server")" --server-pid "${PIDS[$server]}" "$@" \
         2>>"bench-results/$STAMP.loadgen.log") || true
     if [ -z "$line" ]; then
         line=$(printf '{"target":"%s","args":"%s","error":"loadgen printed nothing"}' "$server" "$*")
     fi
+    line=$(echo "$line" | python3 -c 'import json,sys; d=json.loads(sys.stdin.read()); d["loadavg_1min"]=float(sys.argv[1]); print(json.dumps(d))' "$la")
     echo "$line" >> "$OUT"
     echo "$line" | python3 -c 'import json,sys; d=json.loads(sys.stdin.read()); d.pop("cdf_us",None); print(json.dumps(d)[:300])'
 }

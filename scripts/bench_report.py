@@ -81,7 +81,6 @@ def main():
     rows = load(sys.argv[1])
     m = next((r for r in rows if r.get("scenario") == "machine"), {})
     end = next((r for r in rows if r.get("scenario") == "machine_end"), {})
-    binary = next((r for r in rows if r.get("scenario") == "binary"), {})
     print(f"Run `{sys.argv[1]}`: {m.get('date', '?')}, commit {m.get('commit', '?')}")
     print(f"Machine: {m.get('nproc', '?')} cores, {m.get('cpu', '?')}, kernel {m.get('kernel', '?')}, "
           f"{m.get('mem', '?')}; server pinned to core 0, load tool to core 1.")
@@ -100,6 +99,8 @@ def main():
         print(f"| {label} | {ws} | {ns} | {ratio(w, n)} | {target} |")
 
     row("idle RSS just after start (KiB)", "idle", ["idle_rss_kib"], {"devices": 1000}, "≤ 2048 KiB")
+    row("idle RSS: anonymous, RssAnon (KiB)", "idle", ["idle_rss_anon_kib"], {"devices": 1000})
+    row("idle RSS: file-backed, RssFile (KiB)", "idle", ["idle_rss_file_kib"], {"devices": 1000})
     row("RSS per idle device at 1k (bytes)", "idle", ["rss_per_device_bytes"], {"devices": 1000})
     row("RSS per idle device at 10k (bytes)", "idle", ["rss_per_device_bytes"], {"devices": 10000}, "≤ 4096 B")
     row("RSS with 10k idle devices (KiB)", "idle", ["rss_kib_with_devices"], {"devices": 10000})
@@ -107,7 +108,9 @@ def main():
     row("push throughput, unpaced (pushes/s)", "push", ["pushes_per_s"], u, "≥ nchan")
     row("server CPU per delivered push (µs)", "push", ["server_cpu_us_per_push"], u, "≤ 0.5x nchan")
     row("server CPU per push, schedstat (µs)", "push", ["server_cpu_us_per_push_schedstat"], u)
+    row("of which user space (µs)", "push", ["server_user_cpu_us_per_push"], u)
     row("every success delivered (unpaced)", "push", ["every_success_delivered"], u, "yes")
+    row("load average (1 min) at each unpaced round", "push", ["loadavg_1min"], u)
     row("delivered / missing (unpaced)", "push", ["delivered"], u)
     row("load tool CPU use, unpaced (cores)", "push", ["loadgen_cpu_util"], u)
     for q in ("p50", "p90", "p99", "max"):
@@ -117,6 +120,7 @@ def main():
         tgt = "≤ nchan" if q in ("p50", "p99") else ""
         row(f"push→device latency at 1000/s {q} (µs)", "push", ["latency_us", q], p, tgt)
     row("server CPU per push at 1000/s (µs)", "push", ["server_cpu_us_per_push"], p)
+    row("load average (1 min) at each paced round", "push", ["loadavg_1min"], p)
     row("every success delivered (1000/s)", "push", ["every_success_delivered"], p, "yes")
     row("batch throughput, 100-item batches (items/s)", "batch", ["items_per_s"], None)
     row("server CPU per batch item (µs)", "batch", ["server_cpu_us_per_item"], None)
@@ -132,8 +136,8 @@ def main():
     row("/sse/send round trip p99, 32 conns (µs)", "send", ["rtt_us", "p99"], many, nchan_na=True)
     row("device connect rate (connects/s)", "connect", ["connects_per_s"], None)
     row("server CPU per connect (µs)", "connect", ["server_cpu_us_per_connect"], None)
-    if binary:
-        print(f"| stripped release binary (bytes) | {fmt(binary.get('bytes'))} | - | - | ≤ 1,572,864 |")
+    for b in (r for r in rows if r.get("scenario") == "binary"):
+        print(f"| stripped release binary, {b.get('arch', '?')} (bytes) | {fmt(b.get('bytes'))} | - | - | ≤ 1,572,864 |")
     return 0
 
 
