@@ -55,7 +55,16 @@ fi
 if cargo metadata --no-deps --format-version 1 --locked |
     python3 -c 'import json,sys; sys.exit(0 if any(t["name"]=="e2e" and "test" in t["kind"] for p in json.load(sys.stdin)["packages"] for t in p["targets"]) else 1)'; then
     echo "== e2e suite against $target under $CROSS_QEMU"
-    WSSED_BIN="$wrapper" WSSED_TIMEOUT_SCALE="${WSSED_TIMEOUT_SCALE:-4}" cargo test --locked --test e2e
+    # Skipped under emulation, and covered by the native run of the same suite:
+    # - tests that stall a device by filling its socket: the daemon's write timeout
+    #   (pong_timeout_secs) races the slowed-down fill loop, which says nothing about ARM;
+    # - the watchdog stall test: it needs the fault hook, which release builds don't carry.
+    skips=(--skip device_queue_is_full --skip batch_full_queue_fails_that_item_alone
+           --skip slow_consumer_gets_503 --skip push_stalled_device_is_dropped
+           --skip shutdown_stops_accepting_and_a_second_signal
+           --skip a_stalled_event_loop_stops_the_watchdog)
+    WSSED_BIN="$wrapper" WSSED_TIMEOUT_SCALE="${WSSED_TIMEOUT_SCALE:-4}" \
+        cargo test --locked --test e2e -- "${skips[@]}"
 else
     echo "== no e2e test target yet (tests/e2e): ran the --version smoke only"
 fi

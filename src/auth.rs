@@ -4,6 +4,8 @@
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 
+use crate::http::parse::hex_value;
+
 /// Bytes of an HMAC-SHA256 tag.
 const TAG_BYTES: usize = 32;
 
@@ -69,15 +71,6 @@ fn mac(secret: &[u8], user_id: &str) -> Hmac<Sha256> {
 
 fn hex_digit(n: u8) -> char {
     char::from(b"0123456789abcdef"[usize::from(n & 0x0f)])
-}
-
-fn hex_value(c: u8) -> Option<u8> {
-    match c {
-        b'0'..=b'9' => Some(c - b'0'),
-        b'a'..=b'f' => Some(c - b'a' + 10),
-        b'A'..=b'F' => Some(c - b'A' + 10),
-        _ => None,
-    }
 }
 
 #[cfg(test)]

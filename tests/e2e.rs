@@ -28,6 +28,8 @@ mod lifecycle;
 mod memory;
 #[path = "e2e/mentions.rs"]
 mod mentions;
+#[path = "e2e/metrics.rs"]
+mod metrics;
 #[path = "e2e/push.rs"]
 mod push;
 #[path = "e2e/send.rs"]
