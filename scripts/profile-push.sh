@@ -16,7 +16,8 @@
 # bench-results/callgrind-<short>.jsonl, and the last run's profile stays in
 # bench-results/callgrind-<short>/ (raw dump plus callgrind_annotate, inclusive and exclusive,
 # top.md: top functions per push, inclusive and self, from scripts/callgrind_top.py;
-# and which functions make the system calls: --collect-systime=yes counts them as sysCount;
+# and which functions make the system calls: --collect-systime=yes counts them as sysCount (the
+# per-push total is exact; the per-function rows also hold the warm-up, see syscalls.txt);
 # callgrind counts user-space instructions only, the kernel's work is not in Ir).
 #
 # Environment: PUSHES (2000), WARMUP (200), RUNS (3), PORT (18090), PROFILE_CHECKOUT.
@@ -128,7 +129,12 @@ PY
         head -n 90 "$work/a.txt" > "$out/exclusive.txt"
         callgrind_annotate --inclusive=no --sort=sysCount --show=sysCount --threshold=100 "$push_file" \
             > "$work/a.txt" 2>/dev/null
-        grep -v '^ *\. ' "$work/a.txt" > "$out/syscalls.txt" || true
+        {
+            echo "# callgrind 3.19's --zero resets the sysCount total but not the per-function counts:"
+            echo "# the rows below cover the warm-up too, so divide them by WARMUP + PUSHES = $((WARMUP + PUSHES))."
+            echo "# Under valgrind clock_gettime is a real system call; natively it is the vDSO (no kernel entry)."
+            grep -v '^ *\. ' "$work/a.txt" || true
+        } > "$out/syscalls.txt"
         python3 scripts/callgrind_top.py "$push_file" "$PUSHES" 25 > "$out/top.md"
     fi
 done
