@@ -88,6 +88,19 @@ def main():
     for ir, fn in incl[:n]:
         print(f"| {ir / pushes:,.0f} | {100 * ir / total:.1f} % | `{short(fn)}` |")
     print()
+    # Groups of self cost that a single row hides: the allocator and the C library helpers.
+    groups = {
+        "allocator (mimalloc `mi_*`)": lambda f: f.startswith(("mi_", "_mi_")),
+        "`memset`": lambda f: "memset" in f,
+        "`memcpy`/`memmove`": lambda f: "memcpy" in f or "memmove" in f,
+        "clock reads (`Instant::now`, `clock_gettime`)": lambda f: "Timespec" in f or "clock_gettime" in f,
+    }
+    print("| self Ir per push | share | group |")
+    print("| ---: | ---: | --- |")
+    for label, test in groups.items():
+        ir = sum(v for f, v in selfc.items() if test(f))
+        print(f"| {ir / pushes:,.0f} | {100 * ir / total:.1f} % | {label} |")
+    print()
     print("| self Ir per push (inlined code included) | share | function |")
     print("| ---: | ---: | --- |")
     for fn, ir in sorted(selfc.items(), key=lambda kv: -kv[1])[:n]:

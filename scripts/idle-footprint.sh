@@ -51,9 +51,12 @@ for line in open(f"/proc/{pid}/smaps"):
     m = re.match(r"^(Rss|Pss):\s+(\d+) kB", line)
     if m and name:
         groups[name][m.group(1).lower() + "_kib"] += int(m.group(2))
+libs = [g for n, g in groups.items() if n.endswith(".so") or ".so." in n]
 status = {l.split(":")[0]: l.split()[1] for l in open(f"/proc/{pid}/status") if l.startswith(("VmRSS", "RssAnon", "RssFile"))}
 print(json.dumps({"scenario": "idle_footprint", "vm_rss_kib": int(status["VmRSS"]),
     "rss_anon_kib": int(status["RssAnon"]), "rss_file_kib": int(status["RssFile"]),
+    "pss_total_kib": sum(g["pss_kib"] for g in groups.values()),
+    "shared_libs_rss_kib": sum(g["rss_kib"] for g in libs), "shared_libs_pss_kib": sum(g["pss_kib"] for g in libs),
     "by_mapping": dict(sorted(groups.items(), key=lambda kv: -kv[1]["rss_kib"]))}))
 PY
     kill -TERM "$PID" 2>/dev/null || true
