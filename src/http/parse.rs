@@ -16,6 +16,11 @@
 //! - `Expect` values other than `100-continue` are ignored, as is `100-continue` from an
 //!   HTTP/1.0 client (RFC 9110 §10.1.1).
 //! - A WebSocket upgrade needs HTTP/1.1 (RFC 6455 §4.1), so `upgrade_websocket` is false for 1.0.
+//! - The request line is checked in byte order and its first violation wins, so the answer does
+//!   not depend on how the bytes were split: a bad byte before the 8193rd target byte is 400,
+//!   not 414; 505 is decided only at the line's end. `MissingVersion` needs a non-empty target
+//!   (`GET \r\n` is `Malformed`); invalid UTF-8 in the target is `Malformed` at the byte that
+//!   makes it invalid.
 
 use std::borrow::Cow;
 
@@ -141,6 +146,10 @@ pub enum HeadStatus<'b> {
 
 /// Parses one request head from the front of `buf`.
 ///
+/// The answer does not depend on how the bytes arrived: an error is returned only once every
+/// completion of `buf` gives that same error, so a caller that parses again after each read
+/// answers a request cut in pieces as it would answer it whole. Until then it is `Partial`.
+///
 /// Never asks for more than `MAX_HEAD_BYTES`: a buffer that long without the end of the head
 /// is `HeadTooLarge`. A target longer than `MAX_TARGET_BYTES` is `UriTooLong` as soon as that
 /// is certain, before any 431.
@@ -152,7 +161,11 @@ pub fn parse_head(buf: &[u8]) -> Result<HeadStatus<'_>, HttpError> {
     } else {
         Ok(HeadStatus::Partial)
     };
-    let line_complete = check_request_line(window)?;
+    // httparse stops at the first bad byte of an unfinished request line, before the bytes that
+    // would tell 400 from 414 or 505 have arrived; only a whole, valid line goes on to it.
+    if !check_request_line(window)? {
+        return incomplete;
+    }
 
     let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut fields);
@@ -172,62 +185,29 @@ pub fn parse_head(buf: &[u8]) -> Result<HeadStatus<'_>, HttpError> {
         }
         Ok(httparse::Status::Partial) => incomplete,
         Err(httparse::Error::TooManyHeaders) => Err(HttpError::TooManyHeaders),
-        // httparse knows only `HTTP/1.x`; an unfinished `HTTP/2...` waits for the line's end,
-        // where `check_request_line` tells 505 from 400.
-        Err(httparse::Error::Version) if !line_complete => incomplete,
         Err(_) => Err(HttpError::Malformed),
     }
 }
 
-/// Checks what httparse cannot: the target length (414 before 431) and versions other than
-/// 1.x (505 vs 400). Returns whether the request line is complete.
+/// Checks the request line left to right (method, target, version, line end) with httparse's
+/// byte rules, adding what httparse cannot tell: 414 for a long target, 505 for a well-formed
+/// version other than 1.0/1.1, a missing version. `Ok(true)`: a whole, valid line (HTTP/1.0 or
+/// 1.1); `Ok(false)`: the bytes so far could still end either way.
 ///
-/// The checks go in byte order (method, target, its length, version), as httparse's do, so
-/// that a request gets the same status whether it arrives whole or in pieces.
+/// Each violation is reported at the byte where it becomes certain, whatever follows, and
+/// nothing after the first violation is looked at: a later byte never changes an answer.
 fn check_request_line(window: &[u8]) -> Result<bool, HttpError> {
     let Some(start) = skip_empty_lines(window)? else {
         return Ok(false);
     };
-    let rest = window.get(start..).unwrap_or_default();
-    let (line, complete) = match rest.iter().position(|&b| b == b'\n') {
-        Some(end) => (rest.get(..end).unwrap_or_default(), true),
-        None => (rest, false),
-    };
-    let line = line.strip_suffix(b"\r").unwrap_or(line);
-    let Some((method, after_method)) = split_at_space(line) else {
-        return if complete {
-            Err(HttpError::Malformed)
-        } else {
-            Ok(false)
-        };
-    };
-    if method.is_empty() || !method.iter().all(|&b| is_tchar(b)) {
-        return Err(HttpError::Malformed);
-    }
-    let (target, version) = match split_at_space(after_method) {
-        Some((target, version)) => (target, Some(version)),
-        None => (after_method, None),
-    };
-    // httparse's target bytes: visible ASCII and any byte >= 0x80 (UTF-8 is checked below).
-    let target_byte = |b: &u8| (0x21..=0x7e).contains(b) || *b >= 0x80;
-    if !target.iter().take(MAX_TARGET_BYTES + 1).all(target_byte) {
-        return Err(HttpError::Malformed);
-    }
-    if target.len() > MAX_TARGET_BYTES {
-        return Err(HttpError::UriTooLong);
-    }
-    if version.is_some() && (target.is_empty() || std::str::from_utf8(target).is_err()) {
-        return Err(HttpError::Malformed);
-    }
-    if !complete {
+    let line = window.get(start..).unwrap_or_default();
+    let Some(after_method) = scan_method(line)? else {
         return Ok(false);
-    }
-    match version {
-        None => Err(HttpError::MissingVersion),
-        Some(b"HTTP/1.1" | b"HTTP/1.0") => Ok(true),
-        Some(other) if is_http_version(other) => Err(HttpError::VersionNotSupported),
-        Some(_) => Err(HttpError::Malformed),
-    }
+    };
+    let Some(after_target) = scan_target(after_method)? else {
+        return Ok(false);
+    };
+    scan_version(after_target)
 }
 
 /// Offset of the request line after leading empty lines; `None` when the buffer ends first.
@@ -244,19 +224,91 @@ fn skip_empty_lines(buf: &[u8]) -> Result<Option<usize>, HttpError> {
     }
 }
 
-/// Splits at the first space: the part before it and the part after it.
-fn split_at_space(bytes: &[u8]) -> Option<(&[u8], &[u8])> {
-    let i = bytes.iter().position(|&b| b == b' ')?;
-    Some((bytes.get(..i)?, bytes.get(i + 1..)?))
+/// The method: one or more `tchar`s and a space. Returns what follows the space.
+fn scan_method(line: &[u8]) -> Result<Option<&[u8]>, HttpError> {
+    match line.iter().position(|&b| !is_tchar(b)) {
+        None => Ok(None),
+        Some(end) if end > 0 && line.get(end) == Some(&b' ') => Ok(line.get(end + 1..)),
+        Some(_) => Err(HttpError::Malformed),
+    }
 }
 
-/// `HTTP/` DIGIT [ `.` DIGIT ]: a well-formed version (RFC 9112 §2.3), supported or not;
-/// the bare `HTTP/2` and `HTTP/3` count too.
-fn is_http_version(v: &[u8]) -> bool {
-    match v.strip_prefix(b"HTTP/") {
-        Some([major]) => major.is_ascii_digit(),
-        Some([major, b'.', minor]) => major.is_ascii_digit() && minor.is_ascii_digit(),
-        _ => false,
+/// The target: httparse's target bytes forming UTF-8, at most `MAX_TARGET_BYTES`, then a
+/// space. Returns what follows the space.
+///
+/// Only the first `MAX_TARGET_BYTES + 1` bytes are looked at: by then the target is too long
+/// (414) unless one of them already made the line malformed.
+fn scan_target(rest: &[u8]) -> Result<Option<&[u8]>, HttpError> {
+    let region = rest.get(..=MAX_TARGET_BYTES).unwrap_or(rest);
+    let end = region.iter().position(|&b| !is_target_byte(b));
+    let target = region
+        .get(..end.unwrap_or(region.len()))
+        .unwrap_or_default();
+    if let Err(e) = std::str::from_utf8(target) {
+        // An invalid sequence, or one cut short by the byte after the target; a sequence cut
+        // short by the end of the buffer may still be completed.
+        if e.error_len().is_some() || end.is_some() {
+            return Err(HttpError::Malformed);
+        }
+    }
+    let Some(end) = end else {
+        return if target.len() > MAX_TARGET_BYTES {
+            Err(HttpError::UriTooLong)
+        } else {
+            Ok(None)
+        };
+    };
+    if end == 0 {
+        // No target at all (or two spaces after the method): not an HTTP/0.9 line either.
+        return Err(HttpError::Malformed);
+    }
+    let after = rest.get(end + 1..).unwrap_or_default();
+    match (rest.get(end), after.first()) {
+        (Some(b' '), _) => Ok(Some(after)),
+        (Some(b'\n'), _) | (Some(b'\r'), Some(b'\n')) => Err(HttpError::MissingVersion),
+        (Some(b'\r'), None) => Ok(None),
+        _ => Err(HttpError::Malformed),
+    }
+}
+
+/// httparse's target bytes: visible ASCII and any byte >= 0x80 (UTF-8 is checked apart).
+fn is_target_byte(b: u8) -> bool {
+    (0x21..=0x7e).contains(&b) || b >= 0x80
+}
+
+/// The shapes of a version and its line end: `HTTP/` DIGIT [ `.` DIGIT ] (RFC 9112 §2.3; the
+/// bare `HTTP/2` and `HTTP/3` count too), then CRLF or a bare LF. `#` stands for a digit.
+const VERSION_SHAPES: [&[u8]; 4] = [b"HTTP/#\n", b"HTTP/#\r\n", b"HTTP/#.#\n", b"HTTP/#.#\r\n"];
+
+/// The version and the line end. `Ok(true)` for HTTP/1.0 and 1.1; another well-formed version
+/// is `VersionNotSupported`, decided only once its line has ended.
+fn scan_version(rest: &[u8]) -> Result<bool, HttpError> {
+    let mut may_fit = false;
+    for shape in VERSION_SHAPES {
+        let fits = shape
+            .iter()
+            .zip(rest)
+            .all(|(&s, &b)| s == b || (s == b'#' && b.is_ascii_digit()));
+        if !fits {
+            continue;
+        }
+        if rest.len() < shape.len() {
+            may_fit = true;
+            continue;
+        }
+        let number = shape
+            .iter()
+            .position(|&b| b == b'\r' || b == b'\n')
+            .and_then(|eol| rest.get(b"HTTP/".len()..eol));
+        return match number {
+            Some(b"1.0" | b"1.1") => Ok(true),
+            _ => Err(HttpError::VersionNotSupported),
+        };
+    }
+    if may_fit {
+        Ok(false)
+    } else {
+        Err(HttpError::Malformed)
     }
 }
 
@@ -819,6 +871,116 @@ mod tests {
         assert_eq!(parse_head(b"GET / HTTP/2"), Ok(HeadStatus::Partial));
         assert_eq!(parse_head(b"GET / HTTP/2.0\r"), Ok(HeadStatus::Partial));
         assert_eq!(err(b"GET / HTTP/2.0\r\n"), HttpError::VersionNotSupported);
+    }
+
+    /// The answer when the bytes arrive in two reads cut at `cut`, parsing after each read as
+    /// the connection driver does: an answer on the first read stands.
+    fn answer_cut_at(buf: &[u8], cut: usize) -> Result<HeadStatus<'_>, HttpError> {
+        match parse_head(buf.get(..cut).unwrap_or_default()) {
+            Ok(HeadStatus::Partial) => parse_head(buf),
+            answer => answer,
+        }
+    }
+
+    /// `buf` is answered `expected` whole and cut at any point.
+    fn assert_same_answer_at_every_cut(buf: &[u8], expected: &Result<HeadStatus<'_>, HttpError>) {
+        assert_same_answer_at_cuts(buf, expected, 0..buf.len());
+    }
+
+    /// `buf` is answered `expected` whole and cut at each of `cuts`.
+    fn assert_same_answer_at_cuts(
+        buf: &[u8],
+        expected: &Result<HeadStatus<'_>, HttpError>,
+        cuts: impl Iterator<Item = usize>,
+    ) {
+        let shown = String::from_utf8_lossy(buf.get(..80).unwrap_or(buf)).into_owned();
+        assert_eq!(&parse_head(buf), expected, "whole: {shown:?}");
+        for cut in cuts.take_while(|&cut| cut < buf.len()) {
+            assert_eq!(
+                &answer_cut_at(buf, cut),
+                expected,
+                "cut at {cut}: {shown:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn fuzz_reproducers_get_one_answer_however_cut() {
+        let cases: [(&[u8], HttpError); 4] = [
+            (
+                include_bytes!("../../fuzz/regressions/http_head/bad-method-505-vs-400"),
+                HttpError::Malformed,
+            ),
+            (
+                include_bytes!("../../fuzz/regressions/http_head/empty-method-missing-version"),
+                HttpError::Malformed,
+            ),
+            (
+                include_bytes!("../../fuzz/regressions/http_head/missing-version-vs-malformed"),
+                HttpError::MissingVersion,
+            ),
+            (
+                include_bytes!("../../fuzz/regressions/http_head/uri-too-long-vs-malformed"),
+                HttpError::Malformed,
+            ),
+        ];
+        for (buf, expected) in cases {
+            assert_same_answer_at_every_cut(buf, &Err(expected));
+        }
+    }
+
+    #[test]
+    fn request_line_answers_do_not_depend_on_the_cut() {
+        let errors: [(&[u8], HttpError); 16] = [
+            (b"GET /\r\nHost: x\r\n\r\n", HttpError::MissingVersion),
+            (b"GET /a\n", HttpError::MissingVersion),
+            (b"GET /\rX", HttpError::Malformed),
+            (b"GET \r\n", HttpError::Malformed),
+            (b"GET \n", HttpError::Malformed),
+            (b" / HTTP/1.1\r\n", HttpError::Malformed),
+            (b"GET\r\n\r\n", HttpError::Malformed),
+            (b"G\x01T / HTTP/1.1\r\n\r\n", HttpError::Malformed),
+            (b"GET / HTTP/2.0\r\n\r\n", HttpError::VersionNotSupported),
+            (b"GET / HTTP/2.0\rX", HttpError::Malformed),
+            (b"GET / HTTP/2.0 \r\n", HttpError::Malformed),
+            (b"GET / HTTP/1.1\rX: y\r\n\r\n", HttpError::Malformed),
+            (b"GET /\xc3 HTTP/1.1\r\n\r\n", HttpError::Malformed),
+            (b"GET /\xc3\r\n", HttpError::Malformed),
+            (b"GET /\xed\xa0\x80 HTTP/1.1\r\n\r\n", HttpError::Malformed),
+            (b"GET /\xff HTTP/2.0\r\n\r\n", HttpError::Malformed),
+        ];
+        for (buf, expected) in errors {
+            assert_same_answer_at_every_cut(buf, &Err(expected));
+        }
+        let valid = "\r\nGET /caf\u{e9}?q HTTP/1.0\nHost: x\n\n".as_bytes();
+        assert_same_answer_at_every_cut(valid, &parse_head(valid));
+        assert!(matches!(parse_head(valid), Ok(HeadStatus::Complete { .. })));
+    }
+
+    #[test]
+    fn a_bad_byte_at_the_target_limit_is_400_and_one_more_target_byte_is_414() {
+        // Targets of MAX_TARGET_BYTES whose last byte starts a two-byte UTF-8 sequence.
+        let mut at_limit = b"GET /".to_vec();
+        at_limit.resize(4 + MAX_TARGET_BYTES - 1, b'a');
+        at_limit.push(0xc3);
+        assert_eq!(parse_head(&at_limit), Ok(HeadStatus::Partial));
+
+        // Every cut near the limit, a sample of the others (each parse rescans the target).
+        let limit = at_limit.len();
+        let cuts = || (0..limit - 64).step_by(97).chain(limit - 64..limit + 16);
+
+        let mut cut_short = at_limit.clone();
+        cut_short.extend_from_slice(b"a HTTP/1.1\r\n\r\n");
+        assert_same_answer_at_cuts(&cut_short, &Err(HttpError::Malformed), cuts());
+
+        let mut completed = at_limit.clone();
+        completed.extend_from_slice(b"\xa9 HTTP/1.1\r\n\r\n");
+        assert_same_answer_at_cuts(&completed, &Err(HttpError::UriTooLong), cuts());
+
+        let mut ctl_after = at_limit;
+        ctl_after.pop();
+        ctl_after.extend_from_slice(b"a\x01aaaa");
+        assert_same_answer_at_cuts(&ctl_after, &Err(HttpError::Malformed), cuts());
     }
 
     #[test]
