@@ -64,17 +64,17 @@ static GLOBAL: Counting = Counting;
 fn main() {
     let (addr_tx, addr_rx) = mpsc::channel();
     std::thread::spawn(move || {
-        let config = wssed::config::Config {
+        let config = wssed::ops::settings::Config {
             listen: "127.0.0.1:0".parse().expect("literal address"),
             ..Default::default()
         };
-        let listener = wssed::server::bind(config.listen).expect("bind 127.0.0.1:0");
+        let listener = wssed::net::listener::bind(config.listen).expect("bind 127.0.0.1:0");
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .expect("runtime");
         TRACKED.with(|t| t.set(true));
-        let _ = rt.block_on(wssed::server::run(config, listener, move |addr| {
+        let _ = rt.block_on(wssed::net::listener::run(config, listener, move |addr| {
             let _ = addr_tx.send(addr);
         }));
     });

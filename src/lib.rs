@@ -1,30 +1,13 @@
 //! wssed: bridges upstream HTTP callers and WebSocket devices on one port.
 //!
-//! Protocol code is sans-IO (`http`, `json`, `message`, `mention`, `sse`); I/O lives at the
-//! edges (`server`, `conn`, `send`, `ws`).
+//! The crate is layered, and imports only go down (README "Design"):
+//! `net` (I/O) -> `app` (what each endpoint means) -> `hub` (shared state) -> `wire`
+//! (sans-IO protocol code); `net`, `app` and `hub` may read `ops` (settings, limits,
+//! the process edge), which itself imports only `wire`.
 #![deny(unsafe_code)]
 
-pub mod ack;
-pub mod auth;
-pub mod config;
-pub mod conn;
-pub mod deliver;
-pub mod error;
-pub mod http;
-pub mod ids;
-pub mod json;
-pub mod limits;
-pub mod link;
-pub mod logger;
-pub mod mention;
-pub mod message;
-pub mod metrics;
-pub mod registry;
-pub mod route;
-pub mod send;
-pub mod server;
-pub mod sse;
-pub mod state;
-pub mod systemd;
-pub mod watchdog;
-pub mod ws;
+pub mod app;
+pub mod hub;
+pub mod net;
+pub mod ops;
+pub mod wire;

@@ -2,14 +2,15 @@
 
 use std::process::ExitCode;
 
-use wssed::config::{self, Command, Config};
-use wssed::{logger, server};
+use wssed::net::listener;
+use wssed::ops::settings::{self, Command, Config};
+use wssed::ops::{logger, systemd};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
-    let command = match config::parse_args(std::env::args().skip(1)) {
+    let command = match settings::parse_args(std::env::args().skip(1)) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("wssed: {e}");
@@ -18,7 +19,7 @@ fn main() -> ExitCode {
     };
     match command {
         Command::Help => {
-            print!("{}", config::HELP);
+            print!("{}", settings::HELP);
             ExitCode::SUCCESS
         }
         Command::Version => {
@@ -36,12 +37,12 @@ fn main() -> ExitCode {
 fn run(config: Config) -> ExitCode {
     let _ = logger::init(config.log_level);
     // Socket activation hands us a listening socket; `listen` applies only without one.
-    let listener = match wssed::systemd::listen_socket() {
+    let listener = match systemd::listen_socket() {
         Some(l) => {
             log::info!("using the listening socket passed by the service manager");
             l
         }
-        None => match server::bind(config.listen) {
+        None => match listener::bind(config.listen) {
             Ok(l) => l,
             Err(e) => {
                 log::error!("cannot listen on {}: {e}", config.listen);
@@ -65,7 +66,7 @@ fn run(config: Config) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(server::run(config, listener, |_| {})) {
+    match runtime.block_on(listener::run(config, listener, |_| {})) {
         Ok(code) => ExitCode::from(code as u8),
         Err(e) => {
             log::error!("{e}");

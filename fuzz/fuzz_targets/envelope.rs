@@ -17,9 +17,9 @@ use std::collections::BTreeMap;
 use libfuzzer_sys::fuzz_target;
 use serde_json::value::RawValue;
 use serde_json::Value;
-use wssed::json::{self, Kind};
-use wssed::limits::{MAX_CORRELATION_ID_BYTES, MAX_JSON_DEPTH};
-use wssed::message::{
+use wssed::wire::json::{self, Kind};
+use wssed::wire::limits::{MAX_CORRELATION_ID_BYTES, MAX_JSON_DEPTH};
+use wssed::wire::envelope::{
     classify_device_message, parse_batch, parse_envelope, write_device_frame, DeviceMessage,
     Envelope, ValidationErrors,
 };

@@ -14,8 +14,8 @@
 use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
-use wssed::http::{parse_head, BodyFraming, HeadStatus, Method, Version};
-use wssed::limits::{MAX_HEAD_BYTES, MAX_TARGET_BYTES};
+use wssed::wire::http::{parse_head, BodyFraming, HeadStatus, Method, Version};
+use wssed::wire::limits::{MAX_HEAD_BYTES, MAX_TARGET_BYTES};
 use wssed_fuzz::{drive, random_pieces, Phase, Rng};
 
 /// Inputs up to this size are also fed one byte per read (every prefix is parsed).

@@ -7,8 +7,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use wssed::mention::{first_mention, route_target, MAX_ACCOUNT_NAME_BYTES};
-use wssed::message::parse_envelope;
+use wssed::wire::mention::{first_mention, route_target, MAX_ACCOUNT_NAME_BYTES};
+use wssed::wire::envelope::parse_envelope;
 
 const LISTED: [&str; 7] = ["ci_bot", "deploy_bot", "x", "a", "_", "A9", "Bot_2"];
 

@@ -14,7 +14,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use wssed::sse::{decode_events, write_error_data, write_event, write_keepalive, DecodedEvent};
+use wssed::wire::sse::{decode_events, write_error_data, write_event, write_keepalive, DecodedEvent};
 
 fuzz_target!(|data: &[u8]| {
     let (event_type, payload) = match data.iter().position(|&b| b == 0xff) {

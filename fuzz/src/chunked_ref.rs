@@ -5,8 +5,8 @@
 //! It reports the error the documented rules give at the earliest offending byte, so it must
 //! agree with `ChunkedDecoder` on the kind of error too, not only on the payload.
 
-use wssed::http::body::{MAX_CHUNK_EXT_BYTES, MAX_CHUNK_SIZE_DIGITS, MAX_TRAILER_BYTES};
-use wssed::http::HttpError;
+use wssed::wire::http::body::{MAX_CHUNK_EXT_BYTES, MAX_CHUNK_SIZE_DIGITS, MAX_TRAILER_BYTES};
+use wssed::wire::http::HttpError;
 
 /// The result of decoding a whole input.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -4,7 +4,7 @@
 //! Split points come from a PRNG seeded with a hash of the input, so a fuzz input is just the
 //! bytes a peer sends (seed files are real requests) and every crash replays exactly.
 
-use wssed::http::{
+use wssed::wire::http::{
     check_content_length, parse_head, BodyFraming, ChunkedDecoder, HeadStatus, HttpError,
 };
 

@@ -1,0 +1,195 @@
+//! Every refusal the daemon can answer with, each mapped to exactly one status and body.
+
+use crate::wire::envelope::ValidationErrors;
+use crate::wire::http::error::HttpError;
+use crate::wire::http::response::{self, Persist};
+use crate::wire::upgrade::Refusal;
+
+/// A refused request. `write` renders its one answer on the wire.
+#[derive(Debug)]
+pub enum ApiError {
+    /// A framing or head error found by the parser (400, 413, 414, 431, 505).
+    Http(HttpError),
+    /// HTTP/1.1 request without `Host` (400; the connection stays open).
+    MissingHost,
+    /// A well-framed request the route cannot use (400), e.g. an upgrade without a key.
+    BadRequest(&'static str),
+    /// Missing or wrong bearer token or device token (401).
+    Unauthorized,
+    /// Upgrade from an origin not in `allowed_origins` (403).
+    OriginRefused,
+    /// Unknown path (404).
+    NotFound,
+    /// Known path, wrong method (405); carries the path's `Allow` list.
+    MethodNotAllowed(&'static str),
+    /// A request head not complete within `header_timeout_secs` (408).
+    HeadTimeout,
+    /// A request body that stopped arriving (408).
+    BodyTimeout,
+    /// `/sse/send` with a correlation id already waiting (409).
+    CorrelationInUse,
+    /// POST without `Content-Length` or chunked framing (411).
+    LengthRequired,
+    /// A body whose `Content-Type` is not JSON (415).
+    UnsupportedMediaType,
+    /// An invalid message (422); carries the FastAPI-shaped body, rendered when found.
+    Invalid(Vec<u8>),
+    /// `/ws` without a WebSocket upgrade (426).
+    UpgradeRequired,
+    /// `/ws` upgrade with a `Sec-WebSocket-Version` other than 13 (426).
+    WebSocketVersion,
+    /// The target device's outbound queue is full (503).
+    QueueFull,
+    /// `max_pending_sends` streams are open (503).
+    TooManySends,
+    /// Too many TCP connections are open (503).
+    TooManyConnections,
+}
+
+impl ApiError {
+    /// The status code of the answer.
+    pub fn status(&self) -> u16 {
+        match self {
+            ApiError::Http(e) => e.status(),
+            ApiError::MissingHost | ApiError::BadRequest(_) => 400,
+            ApiError::Unauthorized => 401,
+            ApiError::OriginRefused => 403,
+            ApiError::NotFound => 404,
+            ApiError::MethodNotAllowed(_) => 405,
+            ApiError::HeadTimeout | ApiError::BodyTimeout => 408,
+            ApiError::CorrelationInUse => 409,
+            ApiError::LengthRequired => 411,
+            ApiError::UnsupportedMediaType => 415,
+            ApiError::Invalid(_) => 422,
+            ApiError::UpgradeRequired | ApiError::WebSocketVersion => 426,
+            ApiError::QueueFull | ApiError::TooManySends | ApiError::TooManyConnections => 503,
+        }
+    }
+
+    /// True when the connection must close after the answer (its framing can't be trusted).
+    pub fn closes_connection(&self) -> bool {
+        match self {
+            ApiError::Http(e) => e.closes_connection(),
+            ApiError::HeadTimeout
+            | ApiError::BodyTimeout
+            | ApiError::LengthRequired
+            | ApiError::TooManyConnections => true,
+            _ => false,
+        }
+    }
+
+    /// Appends the whole response; `head_only` for an answer to HEAD.
+    pub fn write(&self, out: &mut Vec<u8>, persist: Persist, head_only: bool) {
+        let persist = if self.closes_connection() {
+            Persist::Close
+        } else {
+            persist
+        };
+        let status = self.status();
+        match self {
+            ApiError::Invalid(body) => {
+                response::write_json(out, status, body, persist, &[], head_only);
+            }
+            ApiError::QueueFull => response::write_json(
+                out,
+                status,
+                br#"{"status":"error","message":"User queue full"}"#,
+                persist,
+                &[("Retry-After", "1")],
+                head_only,
+            ),
+            ApiError::MethodNotAllowed(allow) => response::write_error(
+                out,
+                status,
+                "Method Not Allowed",
+                persist,
+                &[("Allow", allow)],
+                head_only,
+            ),
+            ApiError::UpgradeRequired => response::write_error(
+                out,
+                status,
+                "WebSocket upgrade required",
+                persist,
+                &[("Upgrade", "websocket"), ("Connection", "Upgrade")],
+                head_only,
+            ),
+            ApiError::WebSocketVersion => response::write_error(
+                out,
+                status,
+                "Unsupported WebSocket version",
+                persist,
+                &[("Sec-WebSocket-Version", "13")],
+                head_only,
+            ),
+            ApiError::TooManySends | ApiError::TooManyConnections => response::write_error(
+                out,
+                status,
+                self.detail(),
+                persist,
+                &[("Retry-After", "1")],
+                head_only,
+            ),
+            // RFC 9110 §11.6.1: a 401 names the scheme that would be accepted.
+            ApiError::Unauthorized => response::write_error(
+                out,
+                status,
+                self.detail(),
+                persist,
+                &[("WWW-Authenticate", "Bearer")],
+                head_only,
+            ),
+            _ => response::write_error(out, status, self.detail(), persist, &[], head_only),
+        }
+    }
+
+    /// The human text of a `{"detail": ...}` answer.
+    pub fn detail(&self) -> &'static str {
+        match self {
+            ApiError::Http(e) => e.detail(),
+            ApiError::MissingHost => "Missing Host header",
+            ApiError::BadRequest(why) => why,
+            ApiError::Unauthorized => "Not authenticated",
+            ApiError::OriginRefused => "Origin not allowed",
+            ApiError::NotFound => "Not Found",
+            ApiError::MethodNotAllowed(_) => "Method Not Allowed",
+            ApiError::HeadTimeout => "Request head timed out",
+            ApiError::BodyTimeout => "Request body timed out",
+            ApiError::CorrelationInUse => "Correlation id already in use",
+            ApiError::LengthRequired => "Length Required",
+            ApiError::UnsupportedMediaType => "Content-Type must be application/json",
+            ApiError::Invalid(_) => "Invalid message",
+            ApiError::UpgradeRequired => "WebSocket upgrade required",
+            ApiError::WebSocketVersion => "Unsupported WebSocket version",
+            ApiError::QueueFull => "User queue full",
+            ApiError::TooManySends => "Too many open send streams",
+            ApiError::TooManyConnections => "Too many connections",
+        }
+    }
+}
+
+impl From<ValidationErrors<'_>> for ApiError {
+    fn from(errors: ValidationErrors<'_>) -> Self {
+        let mut body = Vec::with_capacity(128);
+        errors.write_json(&mut body);
+        ApiError::Invalid(body)
+    }
+}
+
+impl From<HttpError> for ApiError {
+    fn from(e: HttpError) -> Self {
+        ApiError::Http(e)
+    }
+}
+
+impl From<Refusal> for ApiError {
+    fn from(refusal: Refusal) -> Self {
+        match refusal {
+            Refusal::NotAnUpgrade => ApiError::UpgradeRequired,
+            Refusal::Version => ApiError::WebSocketVersion,
+            Refusal::BadRequest(why) => ApiError::BadRequest(why),
+            Refusal::Origin => ApiError::OriginRefused,
+            Refusal::Unauthorized => ApiError::Unauthorized,
+        }
+    }
+}

@@ -1,0 +1,11 @@
+//! Layer 3, what each endpoint means: may import `hub` and `wire`, and read `ops` for settings; never `net`.
+//!
+//! Routing and the refusals decided from a head, the one type of refusal answers, and the
+//! meaning of push, batch, send, health and metrics. No sockets: the `net` layer reads and
+//! writes the bytes these functions take and produce.
+
+pub mod error;
+pub mod push;
+pub mod route;
+pub mod send;
+pub mod status;

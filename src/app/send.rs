@@ -1,0 +1,263 @@
+//! `/sse/send`: forward a request to a device and stream its correlated answers back as
+//! Server-Sent Events until a final one, a timeout, the device leaving, the upstream leaving
+//! or shutdown (SPEC §5). This is what the endpoint means: the checks, the stream's table
+//! entry and the bytes of its events. `net::stream` drives it over the socket.
+
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
+
+use super::error::ApiError;
+use super::push::{self, Scratch, Undelivered};
+use crate::hub::link::{DeviceLink, Outbound, PushError};
+use crate::hub::streams::{OpenError, StreamEvent};
+use crate::hub::{Hub, Streams};
+use crate::wire::envelope::{self, CorrelationId};
+use crate::wire::http::parse::Version;
+use crate::wire::http::response::{self, Persist};
+use crate::wire::limits::MAX_EVENT_TYPE_BYTES;
+use crate::wire::sse;
+
+/// The `event_type` every event of a stream carries.
+pub type EventType = Option<heapless::String<MAX_EVENT_TYPE_BYTES>>;
+
+/// How a `/sse/send` request begins.
+pub enum Start {
+    /// Refused before any stream: answered as an ordinary error.
+    Refused(ApiError),
+    /// Nobody to ask: a stream whose only event says why.
+    Undelivered {
+        /// The request's correlation id.
+        cid: CorrelationId,
+        /// The request's `event_type`.
+        event_type: EventType,
+        /// Why the request reached no device.
+        why: Undelivered,
+    },
+    /// The request is queued for the device; its answers come on `events`.
+    Open(Open),
+}
+
+/// A stream whose request is on its way to the device.
+pub struct Open {
+    /// The request's correlation id.
+    pub cid: CorrelationId,
+    /// The request's `event_type`.
+    pub event_type: EventType,
+    /// The device's correlated answers.
+    pub events: mpsc::Receiver<StreamEvent>,
+    /// The device session: its end ends the stream.
+    pub link: Arc<DeviceLink>,
+    /// Frees the correlation id however the stream ends.
+    _entry: Entry,
+}
+
+impl Open {
+    /// Ends the stream: frees the correlation id and stops taking answers; returns what the
+    /// closing event still needs.
+    pub fn close(self) -> (CorrelationId, EventType) {
+        let Open {
+            cid, event_type, ..
+        } = self;
+        (cid, event_type)
+    }
+}
+
+/// Frees the correlation id however the stream ends, including when its task is dropped.
+struct Entry {
+    cid: CorrelationId,
+    streams: &'static Streams,
+}
+
+impl Drop for Entry {
+    fn drop(&mut self) {
+        self.streams.close(&self.cid);
+    }
+}
+
+/// Validates `body`, checks the stream table and queues the request for its device, in SPEC
+/// order: 422, 409, 503, then "not connected".
+pub fn start(body: &[u8], hub: &Hub, scratch: &mut Scratch) -> Start {
+    let env = match envelope::parse_envelope(body) {
+        Ok(env) => env,
+        Err(errors) => return Start::Refused(ApiError::from(errors)),
+    };
+    let target = push::target(&env, hub, scratch);
+    let cid = push::correlation_id(&env);
+    let frame = push::frame(&env, &cid, scratch);
+    let event_type = env.event_type.clone();
+    drop(env);
+    if let Err(e) = hub.streams.check(&cid) {
+        return Start::Refused(open_refusal(e));
+    }
+    let Some(device) = hub.devices.get(&target.user) else {
+        return Start::Undelivered {
+            cid,
+            event_type,
+            why: Undelivered::NotConnected,
+        };
+    };
+    let events = match hub
+        .streams
+        .open(&cid, &target.user, device.session, hub.config.queue_depth)
+    {
+        Ok(rx) => rx,
+        Err(e) => return Start::Refused(open_refusal(e)),
+    };
+    let entry = Entry {
+        cid: cid.clone(),
+        streams: hub.streams,
+    };
+    match device.link.push(Outbound { frame, ack: None }) {
+        Ok(()) => Start::Open(Open {
+            cid,
+            event_type,
+            events,
+            link: device.link,
+            _entry: entry,
+        }),
+        Err(PushError::Full) => {
+            hub.metrics.pushes_queue_full.inc();
+            // Free the id before answering, so a retry right after the 503 isn't a 409.
+            drop(entry);
+            Start::Refused(ApiError::QueueFull)
+        }
+        Err(PushError::Ended) => Start::Undelivered {
+            cid,
+            event_type,
+            why: Undelivered::NotConnected,
+        },
+    }
+}
+
+fn open_refusal(e: OpenError) -> ApiError {
+    match e {
+        OpenError::InUse => ApiError::CorrelationInUse,
+        OpenError::Full => ApiError::TooManySends,
+    }
+}
+
+/// Why a stream ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum End {
+    /// The device sent its final answer.
+    Final,
+    /// `send_timeout_secs` passed without an answer.
+    Timeout,
+    /// The device session ended, or was never there.
+    DeviceGone,
+    /// The upstream closed its side or stopped reading.
+    UpstreamGone,
+    /// The daemon is shutting down.
+    Shutdown,
+}
+
+impl End {
+    /// The error text of the stream's last event, when the stream ends with one.
+    pub fn error_text(self) -> Option<&'static str> {
+        match self {
+            End::Timeout => Some("Timeout waiting for response"),
+            End::DeviceGone => Some("User disconnected"),
+            End::Shutdown => Some("Server shutting down"),
+            End::Final | End::UpstreamGone => None,
+        }
+    }
+
+    /// Counts the ending in the metrics.
+    pub fn count(self, hub: &Hub) {
+        let m = hub.metrics;
+        match self {
+            End::Final => m.sends_final.inc(),
+            End::Timeout => m.sends_timeout.inc(),
+            End::DeviceGone => m.sends_device_gone.inc(),
+            End::UpstreamGone => m.sends_upstream_gone.inc(),
+            End::Shutdown => m.sends_shutdown.inc(),
+        }
+    }
+}
+
+/// How the events of one stream go on the wire.
+#[derive(Debug, Clone, Copy)]
+pub struct Framing {
+    /// HTTP/1.1: chunked. HTTP/1.0 has no chunked encoding: its stream ends with the connection.
+    pub chunked: bool,
+    /// The connection stays open after the stream.
+    pub keep_alive: bool,
+}
+
+impl Framing {
+    /// The framing for a request of `version` whose client wants `keep_alive`.
+    pub fn new(version: Version, keep_alive: bool) -> Framing {
+        let chunked = version == Version::Http11;
+        Framing {
+            chunked,
+            keep_alive: keep_alive && chunked,
+        }
+    }
+
+    /// Appends the stream's response head.
+    pub fn write_head(self, out: &mut Vec<u8>, version: Version) {
+        let persist = Persist::new(version, self.keep_alive);
+        let headers: &[(&str, &str)] = if self.chunked {
+            &[
+                ("Cache-Control", "no-cache"),
+                ("X-Accel-Buffering", "no"),
+                ("Transfer-Encoding", "chunked"),
+            ]
+        } else {
+            &[("Cache-Control", "no-cache"), ("X-Accel-Buffering", "no")]
+        };
+        response::write_head(out, 200, Some("text/event-stream"), None, persist, headers);
+    }
+
+    /// Appends one event carrying `data`; `event` is scratch space.
+    pub fn write_event(
+        self,
+        out: &mut Vec<u8>,
+        event: &mut Vec<u8>,
+        event_type: Option<&str>,
+        data: &[u8],
+    ) {
+        event.clear();
+        sse::write_event(event, event_type, data);
+        self.write_bytes(out, event);
+    }
+
+    /// Appends the keepalive comment.
+    pub fn write_keepalive(self, out: &mut Vec<u8>, event: &mut Vec<u8>) {
+        event.clear();
+        sse::write_keepalive(event);
+        self.write_bytes(out, event);
+    }
+
+    /// Appends the closing error event `{"error": TEXT, "correlation_id": ID}`; `data` and
+    /// `event` are scratch space.
+    pub fn write_error(
+        self,
+        out: &mut Vec<u8>,
+        scratch: (&mut Vec<u8>, &mut Vec<u8>),
+        event_type: Option<&str>,
+        error: &str,
+        cid: &str,
+    ) {
+        let (data, event) = scratch;
+        data.clear();
+        sse::write_error_data(data, error, cid);
+        self.write_event(out, event, event_type, data);
+    }
+
+    /// Appends the end of the stream's body (the last chunk, when chunked).
+    pub fn write_end(self, out: &mut Vec<u8>) {
+        if self.chunked {
+            response::write_last_chunk(out);
+        }
+    }
+
+    fn write_bytes(self, out: &mut Vec<u8>, bytes: &[u8]) {
+        if self.chunked {
+            response::write_chunk(out, bytes);
+        } else {
+            out.extend_from_slice(bytes);
+        }
+    }
+}

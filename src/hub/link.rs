@@ -1,0 +1,220 @@
+//! What a device session shares with everyone who delivers to it or waits on it: its bounded
+//! outbound queue, the "replaced" kick, and the "session ended" signal, in one small
+//! allocation. A gateway holds thousands of idle devices, so an idle link must cost little:
+//! the queue's storage grows on first use (tokio's mpsc allocates a 32-slot block up front,
+//! about 2 KB per device).
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, MutexGuard};
+
+use tokio::sync::Notify;
+use tokio_tungstenite::tungstenite::Utf8Bytes;
+
+use super::ack::Ack;
+
+/// One frame waiting for a device's socket.
+pub struct Outbound {
+    /// The text frame, already spliced.
+    pub frame: Utf8Bytes,
+    /// Told whether the frame reached the socket; dropping it unreported means "not delivered".
+    pub ack: Option<Ack>,
+}
+
+/// Why a frame was not queued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PushError {
+    /// `queue_depth` frames are waiting.
+    Full,
+    /// The session has ended.
+    Ended,
+}
+
+/// One device session's queue and signals.
+pub struct DeviceLink {
+    frames: Mutex<Frames>,
+    /// Most frames waiting at once (`queue_depth`).
+    depth: usize,
+    /// Wakes the session: a frame arrived, or it was kicked.
+    wake: Notify,
+    kicked: AtomicBool,
+    /// Wakes streams waiting on the device once the session has ended.
+    gone: Notify,
+    ended: AtomicBool,
+}
+
+struct Frames {
+    queue: VecDeque<Outbound>,
+    ended: bool,
+}
+
+impl DeviceLink {
+    /// A link whose queue holds at most `depth` frames.
+    pub fn new(depth: usize) -> DeviceLink {
+        DeviceLink {
+            frames: Mutex::new(Frames {
+                queue: VecDeque::new(),
+                ended: false,
+            }),
+            depth: depth.max(1),
+            wake: Notify::new(),
+            kicked: AtomicBool::new(false),
+            gone: Notify::new(),
+            ended: AtomicBool::new(false),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Frames> {
+        // Critical sections only move items in and out; a poisoned queue is still consistent.
+        self.frames.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Queues a frame for the session. On error the frame is dropped, which reports its
+    /// acknowledgement as not delivered.
+    pub fn push(&self, item: Outbound) -> Result<(), PushError> {
+        let mut frames = self.lock();
+        if frames.ended {
+            return Err(PushError::Ended);
+        }
+        if frames.queue.len() >= self.depth {
+            return Err(PushError::Full);
+        }
+        frames.queue.push_back(item);
+        drop(frames);
+        // Stores a permit if the session is busy, so the frame is never missed.
+        self.wake.notify_one();
+        Ok(())
+    }
+
+    /// Takes up to `max` queued frames into `batch`, in order.
+    pub fn take(&self, batch: &mut Vec<Outbound>, max: usize) {
+        let mut frames = self.lock();
+        let n = frames.queue.len().min(max);
+        batch.extend(frames.queue.drain(..n));
+    }
+
+    /// True when frames are waiting.
+    pub fn has_frames(&self) -> bool {
+        !self.lock().queue.is_empty()
+    }
+
+    /// Resolves when a frame may be waiting or the session was kicked.
+    pub async fn woken(&self) {
+        self.wake.notified().await;
+    }
+
+    /// Tells the session another connection replaced it.
+    pub fn kick(&self) {
+        self.kicked.store(true, Ordering::Release);
+        self.wake.notify_one();
+    }
+
+    /// True once the session was kicked.
+    pub fn is_kicked(&self) -> bool {
+        self.kicked.load(Ordering::Acquire)
+    }
+
+    /// Ends the session: refuses new frames, drops the waiting ones (reported as not
+    /// delivered) and wakes every stream waiting on the device.
+    pub fn end(&self) {
+        let dropped = {
+            let mut frames = self.lock();
+            frames.ended = true;
+            std::mem::take(&mut frames.queue)
+        };
+        // Acks resolve outside the lock.
+        drop(dropped);
+        self.ended.store(true, Ordering::Release);
+        self.gone.notify_waiters();
+    }
+
+    /// True once the session has ended.
+    pub fn has_ended(&self) -> bool {
+        self.ended.load(Ordering::Acquire)
+    }
+
+    /// Resolves once the session has ended.
+    pub async fn gone(&self) {
+        loop {
+            let notified = self.gone.notified();
+            tokio::pin!(notified);
+            // Registered before the check, so an `end` between the two is not missed.
+            notified.as_mut().enable();
+            if self.has_ended() {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hub::ack::{AckSlot, Outcome};
+    use std::time::Duration;
+
+    fn frame(text: &str) -> Outbound {
+        Outbound {
+            frame: text.to_owned().into(),
+            ack: None,
+        }
+    }
+
+    #[test]
+    fn a_bounded_fifo_that_allocates_nothing_until_used() {
+        let link = DeviceLink::new(2);
+        assert_eq!(link.lock().queue.capacity(), 0);
+        link.push(frame("a")).unwrap();
+        link.push(frame("b")).unwrap();
+        assert_eq!(link.push(frame("c")), Err(PushError::Full));
+        let mut batch = Vec::new();
+        link.take(&mut batch, 10);
+        let texts: Vec<&str> = batch.iter().map(|o| o.frame.as_str()).collect();
+        assert_eq!(texts, ["a", "b"]);
+        assert!(!link.has_frames());
+    }
+
+    #[tokio::test]
+    async fn ending_refuses_frames_reports_queued_ones_lost_and_wakes_waiters() {
+        let link = std::sync::Arc::new(DeviceLink::new(4));
+        let slot = AckSlot::new(1);
+        link.push(Outbound {
+            frame: "x".to_owned().into(),
+            ack: slot.ack(0),
+        })
+        .unwrap();
+        let waiter = {
+            let link = std::sync::Arc::clone(&link);
+            tokio::spawn(async move { link.gone().await })
+        };
+        link.end();
+        tokio::time::timeout(Duration::from_secs(5), waiter)
+            .await
+            .unwrap()
+            .unwrap();
+        tokio::time::timeout(Duration::from_secs(5), slot.wait())
+            .await
+            .unwrap();
+        assert_eq!(slot.outcome(0), Outcome::Lost);
+        assert_eq!(link.push(frame("y")), Err(PushError::Ended));
+        // A waiter that arrives after the end returns at once.
+        tokio::time::timeout(Duration::from_secs(5), link.gone())
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_push_or_kick_while_the_session_is_busy_is_not_missed() {
+        let link = DeviceLink::new(4);
+        link.push(frame("a")).unwrap();
+        tokio::time::timeout(Duration::from_secs(5), link.woken())
+            .await
+            .unwrap();
+        link.kick();
+        tokio::time::timeout(Duration::from_secs(5), link.woken())
+            .await
+            .unwrap();
+        assert!(link.is_kicked());
+    }
+}

@@ -1,0 +1,343 @@
+//! Process-wide counters behind `/metrics` (seed JSON plus counters, SPEC §8).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// One monotonically increasing counter.
+#[derive(Default)]
+pub struct Counter(AtomicU64);
+
+impl Counter {
+    /// A counter at zero (const, for `static`s).
+    pub const fn new() -> Self {
+        Counter(AtomicU64::new(0))
+    }
+    /// Adds one.
+    pub fn inc(&self) {
+        self.0.fetch_add(1, Ordering::Relaxed);
+    }
+    /// Adds `n`.
+    pub fn add(&self, n: u64) {
+        self.0.fetch_add(n, Ordering::Relaxed);
+    }
+    /// The current value.
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// Every counter the daemon keeps.
+#[derive(Default)]
+pub struct Metrics {
+    /// TCP connections accepted.
+    pub connections_accepted: Counter,
+    /// TCP connections refused at once because too many were open.
+    pub connections_refused: Counter,
+    /// WebSocket sessions registered.
+    pub devices_connected: Counter,
+    /// Upgrades closed with 1008 because the user id was connected.
+    pub devices_refused_duplicate: Counter,
+    /// Upgrades closed with 1013 because the table was full.
+    pub devices_refused_full: Counter,
+    /// Sessions ended because no pong came in time (or a write stalled).
+    pub heartbeat_timeouts: Counter,
+    /// Push frames written to a device's socket.
+    pub pushes_delivered: Counter,
+    /// Pushes answered `partial`: the device was not connected or left first.
+    pub pushes_not_connected: Counter,
+    /// Pushes refused with 503 because the device's queue was full.
+    pub pushes_queue_full: Counter,
+    /// Pushes rerouted by an `@mention`.
+    pub pushes_rerouted: Counter,
+    /// Text frames received from devices.
+    pub frames_in: Counter,
+    /// Bytes of text frames received from devices.
+    pub bytes_in: Counter,
+    /// Frames written to devices.
+    pub frames_out: Counter,
+    /// Bytes of frames written to devices.
+    pub bytes_out: Counter,
+    /// `/sse/send` streams opened.
+    pub sends_opened: Counter,
+    /// Streams ended by a final message.
+    pub sends_final: Counter,
+    /// Streams ended by `send_timeout_secs`.
+    pub sends_timeout: Counter,
+    /// Streams ended because the device left or was never there.
+    pub sends_device_gone: Counter,
+    /// Streams ended because the upstream left.
+    pub sends_upstream_gone: Counter,
+    /// Streams ended by shutdown.
+    pub sends_shutdown: Counter,
+    /// HTTP responses by status class (index 0 = 1xx … 4 = 5xx).
+    pub http_responses: [Counter; 5],
+}
+
+impl Metrics {
+    /// All counters at zero (const, for `static`s).
+    pub const fn new() -> Self {
+        Metrics {
+            connections_accepted: Counter::new(),
+            connections_refused: Counter::new(),
+            devices_connected: Counter::new(),
+            devices_refused_duplicate: Counter::new(),
+            devices_refused_full: Counter::new(),
+            heartbeat_timeouts: Counter::new(),
+            pushes_delivered: Counter::new(),
+            pushes_not_connected: Counter::new(),
+            pushes_queue_full: Counter::new(),
+            pushes_rerouted: Counter::new(),
+            frames_in: Counter::new(),
+            bytes_in: Counter::new(),
+            frames_out: Counter::new(),
+            bytes_out: Counter::new(),
+            sends_opened: Counter::new(),
+            sends_final: Counter::new(),
+            sends_timeout: Counter::new(),
+            sends_device_gone: Counter::new(),
+            sends_upstream_gone: Counter::new(),
+            sends_shutdown: Counter::new(),
+            http_responses: [
+                Counter::new(),
+                Counter::new(),
+                Counter::new(),
+                Counter::new(),
+                Counter::new(),
+            ],
+        }
+    }
+
+    /// Counts one response with `status`.
+    pub fn response(&self, status: u16) {
+        let class = usize::from(status / 100).saturating_sub(1);
+        if let Some(c) = self.http_responses.get(class) {
+            c.inc();
+        }
+    }
+
+    /// The counters as `(json_name, value)` pairs, in a stable order.
+    pub fn counters(&self) -> [(&'static str, u64); 20] {
+        [
+            ("connections_accepted", self.connections_accepted.get()),
+            ("connections_refused", self.connections_refused.get()),
+            ("devices_connected_total", self.devices_connected.get()),
+            (
+                "devices_refused_duplicate",
+                self.devices_refused_duplicate.get(),
+            ),
+            ("devices_refused_full", self.devices_refused_full.get()),
+            ("heartbeat_timeouts", self.heartbeat_timeouts.get()),
+            ("pushes_delivered", self.pushes_delivered.get()),
+            ("pushes_not_connected", self.pushes_not_connected.get()),
+            ("pushes_queue_full", self.pushes_queue_full.get()),
+            ("pushes_rerouted", self.pushes_rerouted.get()),
+            ("frames_in", self.frames_in.get()),
+            ("bytes_in", self.bytes_in.get()),
+            ("frames_out", self.frames_out.get()),
+            ("bytes_out", self.bytes_out.get()),
+            ("sends_opened", self.sends_opened.get()),
+            ("sends_final", self.sends_final.get()),
+            ("sends_timeout", self.sends_timeout.get()),
+            ("sends_device_gone", self.sends_device_gone.get()),
+            ("sends_upstream_gone", self.sends_upstream_gone.get()),
+            ("sends_shutdown", self.sends_shutdown.get()),
+        ]
+    }
+}
+
+/// Appends the `/metrics` JSON: the seed's fields, then every counter.
+pub fn write_json(out: &mut Vec<u8>, m: &Metrics, active: usize, pending: usize, uptime_secs: u64) {
+    use std::io::Write;
+    let _ = write!(
+        out,
+        "{{\"active_connections\":{active},\"service\":\"websocket-sse-server\",\"pending_sends\":{pending},\"uptime_seconds\":{uptime_secs}"
+    );
+    for (name, value) in m.counters() {
+        let _ = write!(out, ",\"{name}\":{value}");
+    }
+    let _ = write!(out, ",\"http_responses\":{{");
+    for (i, c) in m.http_responses.iter().enumerate() {
+        let sep = if i == 0 { "" } else { "," };
+        let _ = write!(out, "{sep}\"{}xx\":{}", i + 1, c.get());
+    }
+    out.extend_from_slice(b"}}");
+}
+
+/// `Content-Type` of the Prometheus text exposition format.
+pub const PROMETHEUS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// A counter family: name, help, label name, and (label value, counter) series.
+type Family<'m> = (
+    &'static str,
+    &'static str,
+    &'static str,
+    &'m [(&'static str, &'m Counter)],
+);
+
+/// Appends the Prometheus text exposition of every counter.
+pub fn write_prometheus(
+    out: &mut Vec<u8>,
+    m: &Metrics,
+    active: usize,
+    pending: usize,
+    uptime_secs: u64,
+) {
+    use std::io::Write;
+    let gauge = |out: &mut Vec<u8>, name: &str, help: &str, value: u64| {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
+        );
+    };
+    gauge(
+        out,
+        "wssed_devices_connected",
+        "Devices connected now.",
+        active as u64,
+    );
+    gauge(
+        out,
+        "wssed_send_streams_open",
+        "/sse/send streams open now.",
+        pending as u64,
+    );
+    gauge(
+        out,
+        "wssed_uptime_seconds",
+        "Seconds since the daemon started.",
+        uptime_secs,
+    );
+    if let Some(rss) = resident_bytes() {
+        gauge(
+            out,
+            "wssed_resident_memory_bytes",
+            "Resident set size of the process.",
+            rss,
+        );
+    }
+    let families: [Family<'_>; 10] = [
+        (
+            "wssed_connections_accepted_total",
+            "TCP connections accepted.",
+            "",
+            &[("", &m.connections_accepted)],
+        ),
+        (
+            "wssed_connections_refused_total",
+            "Connections or upgrades refused, by reason.",
+            "reason",
+            &[
+                ("too_many_connections", &m.connections_refused),
+                ("duplicate_user", &m.devices_refused_duplicate),
+                ("table_full", &m.devices_refused_full),
+            ],
+        ),
+        (
+            "wssed_device_sessions_total",
+            "WebSocket sessions registered.",
+            "",
+            &[("", &m.devices_connected)],
+        ),
+        (
+            "wssed_pushes_total",
+            "Push frames by outcome.",
+            "outcome",
+            &[
+                ("delivered", &m.pushes_delivered),
+                ("not_connected", &m.pushes_not_connected),
+                ("queue_full", &m.pushes_queue_full),
+            ],
+        ),
+        (
+            "wssed_queue_full_total",
+            "Deliveries refused because a device's queue was full.",
+            "",
+            &[("", &m.pushes_queue_full)],
+        ),
+        (
+            "wssed_pushes_rerouted_total",
+            "Messages rerouted by an @mention.",
+            "",
+            &[("", &m.pushes_rerouted)],
+        ),
+        (
+            "wssed_frames_total",
+            "WebSocket text frames by direction.",
+            "direction",
+            &[("in", &m.frames_in), ("out", &m.frames_out)],
+        ),
+        (
+            "wssed_frame_bytes_total",
+            "Bytes of WebSocket text frames by direction.",
+            "direction",
+            &[("in", &m.bytes_in), ("out", &m.bytes_out)],
+        ),
+        (
+            "wssed_send_streams_ended_total",
+            "/sse/send streams ended, by reason.",
+            "reason",
+            &[
+                ("final", &m.sends_final),
+                ("timeout", &m.sends_timeout),
+                ("device_gone", &m.sends_device_gone),
+                ("upstream_gone", &m.sends_upstream_gone),
+                ("shutdown", &m.sends_shutdown),
+            ],
+        ),
+        (
+            "wssed_heartbeat_timeouts_total",
+            "Sessions ended by a missing pong or a stalled write.",
+            "",
+            &[("", &m.heartbeat_timeouts)],
+        ),
+    ];
+    for (name, help, label, series) in families {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+        for (value_label, counter) in series {
+            if label.is_empty() {
+                let _ = writeln!(out, "{name} {}", counter.get());
+            } else {
+                let _ = writeln!(out, "{name}{{{label}=\"{value_label}\"}} {}", counter.get());
+            }
+        }
+    }
+    let _ = writeln!(out, "# HELP wssed_send_streams_opened_total /sse/send streams opened.\n# TYPE wssed_send_streams_opened_total counter\nwssed_send_streams_opened_total {}", m.sends_opened.get());
+    let _ = writeln!(out, "# HELP wssed_http_responses_total HTTP responses by status class.\n# TYPE wssed_http_responses_total counter");
+    for (i, c) in m.http_responses.iter().enumerate() {
+        let _ = writeln!(
+            out,
+            "wssed_http_responses_total{{class=\"{}xx\"}} {}",
+            i + 1,
+            c.get()
+        );
+    }
+}
+
+/// Resident set size from `/proc/self/statm`, when the system has it.
+fn resident_bytes() -> Option<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    Some(pages * PAGE_BYTES)
+}
+
+/// Page size assumed for `/proc/self/statm` (4 KiB on every board we ship for).
+const PAGE_BYTES: u64 = 4096;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_has_the_seed_fields_and_counters() {
+        let m = Metrics::new();
+        m.pushes_delivered.add(3);
+        m.response(404);
+        let mut out = Vec::new();
+        write_json(&mut out, &m, 2, 1, 9);
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["active_connections"], 2);
+        assert_eq!(v["service"], "websocket-sse-server");
+        assert_eq!(v["pushes_delivered"], 3);
+        assert_eq!(v["http_responses"]["4xx"], 1);
+        assert_eq!(v["uptime_seconds"], 9);
+    }
+}

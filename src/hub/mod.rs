@@ -1,0 +1,105 @@
+//! Layer 2, shared state: may import `wire` and read `ops` for settings and limits; never `app` or `net`.
+//!
+//! Everything connection tasks share sits behind one [`Hub`]: the device table (each device's
+//! bounded queue and signals), the table of open `/sse/send` streams, the delivery
+//! acknowledgements, the counters and the shutdown signal. The hub holds queues, never sockets.
+
+pub mod ack;
+pub mod devices;
+pub mod ids;
+pub mod link;
+pub mod metrics;
+pub mod streams;
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Instant;
+
+use tokio::sync::watch;
+
+use crate::ops::limits::{DEVICE_TABLE_CAPACITY, PENDING_TABLE_CAPACITY};
+use crate::ops::settings::{Config, OnDuplicate};
+use devices::DeviceTable;
+use metrics::Metrics;
+use streams::PendingTable;
+
+/// The device table. A `static` so its slots sit in `.bss` and cost RSS only when used.
+static DEVICES: DeviceTable<DEVICE_TABLE_CAPACITY> = DeviceTable::new();
+/// The table of open `/sse/send` streams.
+static STREAMS: PendingTable<PENDING_TABLE_CAPACITY> = PendingTable::new();
+/// The process's counters.
+static METRICS: Metrics = Metrics::new();
+
+/// The device table of this build.
+pub type Devices = DeviceTable<DEVICE_TABLE_CAPACITY>;
+/// The stream table of this build.
+pub type Streams = PendingTable<PENDING_TABLE_CAPACITY>;
+
+/// Shared by all tasks of one daemon.
+pub struct Hub {
+    /// Effective settings.
+    pub config: Config,
+    /// Connected devices.
+    pub devices: &'static Devices,
+    /// Open `/sse/send` streams.
+    pub streams: &'static Streams,
+    /// The counters behind `/metrics`.
+    pub metrics: &'static Metrics,
+    /// When the daemon started.
+    pub started: Instant,
+    /// Flips to `true` once, when shutdown begins.
+    pub shutdown: watch::Receiver<bool>,
+    /// TCP connections open now (HTTP and WebSocket).
+    pub open_connections: AtomicUsize,
+    /// Outcome of the latest self-check (watchdog and `/health`).
+    pub healthy: AtomicBool,
+}
+
+impl Hub {
+    /// The process's hub for `config`, with the tables' runtime limits applied. The tables
+    /// are the process's own, so a process runs one hub.
+    pub fn new(config: Config, shutdown: watch::Receiver<bool>) -> Hub {
+        DEVICES.set_max(config.max_connections);
+        STREAMS.set_max(config.max_pending_sends);
+        Hub {
+            config,
+            devices: &DEVICES,
+            streams: &STREAMS,
+            metrics: &METRICS,
+            started: Instant::now(),
+            shutdown,
+            open_connections: AtomicUsize::new(0),
+            healthy: AtomicBool::new(true),
+        }
+    }
+
+    /// True once shutdown has begun.
+    pub fn shutting_down(&self) -> bool {
+        *self.shutdown.borrow()
+    }
+
+    /// Whole seconds since start.
+    pub fn uptime_secs(&self) -> u64 {
+        self.started.elapsed().as_secs()
+    }
+
+    /// True when `name` is a configured public account.
+    pub fn is_public(&self, name: &str) -> bool {
+        self.config.public_accounts.iter().any(|a| a == name)
+    }
+
+    /// True when a new user id should replace a connected one.
+    pub fn replace_duplicates(&self) -> bool {
+        self.config.on_duplicate == OnDuplicate::Replace
+    }
+
+    /// Whether the self-check passed last time.
+    pub fn is_healthy(&self) -> bool {
+        self.healthy.load(Ordering::Relaxed)
+    }
+}
+
+/// Resolves once shutdown has begun (or the signal task is gone, which also means stop).
+pub async fn stopping(shutdown: &mut watch::Receiver<bool>) {
+    // The returned `Ref` is dropped here: it is not `Send` and must not live across an await.
+    let _ = shutdown.wait_for(|stop| *stop).await;
+}

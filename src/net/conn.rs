@@ -1,0 +1,361 @@
+//! The I/O shell of one upstream connection: read, let the framer cut the bytes into
+//! requests, let `app` decide and answer, write. Every phase has a timeout (SPEC §10
+//! "Connection phases"); the buffers are allocated once per connection and reused for every
+//! request on it.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+#[cfg(feature = "fault-injection")]
+use std::time::Duration;
+
+use bytes::Buf;
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+use tokio::time::{timeout, Instant};
+
+use super::io::{Io, Read, READ_BUFFER_BYTES};
+use crate::app::error::ApiError;
+use crate::app::route::{Action, Endpoint, Request};
+use crate::app::{push, status};
+use crate::hub::ack::AckSlot;
+use crate::hub::Hub;
+use crate::ops::settings::secs;
+use crate::wire::http::framer::{Framer, Interim, Step};
+use crate::wire::http::response::{self, Persist, CONTINUE_100};
+use crate::wire::http::HttpError;
+use crate::wire::limits::MAX_HEAD_BYTES;
+use crate::wire::upgrade::{self, Upgrade};
+
+/// How long `/__fault/stall` blocks the event loop (test builds only).
+#[cfg(feature = "fault-injection")]
+pub(crate) const FAULT_STALL: Duration = Duration::from_secs(3);
+/// Time allowed for the 503 written to a connection refused at capacity.
+pub(crate) const REFUSE_WRITE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Answers a connection over the limit with 503 and closes it.
+pub(crate) async fn refuse(hub: &Hub, mut stream: TcpStream) {
+    use tokio::io::AsyncWriteExt;
+    let mut out = Vec::with_capacity(256);
+    let err = ApiError::TooManyConnections;
+    hub.metrics.response(err.status());
+    err.write(&mut out, Persist::Close, false);
+    let _ = timeout(REFUSE_WRITE_TIMEOUT, stream.write_all(&out)).await;
+}
+
+/// A connection that became a device session: the socket, the bytes read past the upgrade
+/// request, and the validated upgrade.
+pub(crate) struct Upgraded {
+    /// The socket.
+    pub(crate) stream: TcpStream,
+    /// Bytes already read past the upgrade request (early WebSocket frames).
+    pub(crate) leftover: Vec<u8>,
+    /// The validated upgrade.
+    pub(crate) upgrade: Upgrade,
+}
+
+/// Serves HTTP requests on `stream` until it closes, or returns it upgraded to a device
+/// session. The caller runs the session as a task of its own, so the long-lived session
+/// doesn't carry this function's buffers and state.
+pub(crate) async fn serve(stream: TcpStream, peer: SocketAddr, hub: Arc<Hub>) -> Option<Upgraded> {
+    let mut conn = Conn::new(stream, hub);
+    let upgrade = conn.run().await?;
+    log::debug!("{peer}: device {} upgrading", upgrade.user_id);
+    Some(Upgraded {
+        stream: conn.io.stream,
+        leftover: conn.io.buf.to_vec(),
+        upgrade,
+    })
+}
+
+/// The request whose body is being read, and what becomes of it once it is in.
+enum Pending {
+    /// Serve it.
+    Serve(Request, Action),
+    /// Answer it with this refusal; its body is read only to reach the next request.
+    Refuse(Request, ApiError),
+}
+
+/// One connection's socket, buffers and framing state.
+pub(crate) struct Conn {
+    pub(crate) io: Io,
+    framer: Framer,
+    /// The current request's body.
+    pub(crate) body: Vec<u8>,
+    /// Where answers and events are put together before they go into `io.out`.
+    pub(crate) scratch: Vec<u8>,
+    /// Buffers of the push path.
+    pub(crate) msg: push::Scratch,
+    pub(crate) hub: Arc<Hub>,
+    pub(crate) shutdown: watch::Receiver<bool>,
+    /// Reused by every push on this connection.
+    ack: Option<Arc<AckSlot>>,
+}
+
+/// What the connection does after a request.
+pub(crate) enum Next {
+    /// Serve the next request.
+    KeepAlive,
+    /// Close.
+    Close,
+    /// Hand the socket to a device session.
+    Upgrade(Upgrade),
+}
+
+impl Next {
+    pub(crate) fn done(keep_alive: bool) -> Next {
+        if keep_alive {
+            Next::KeepAlive
+        } else {
+            Next::Close
+        }
+    }
+}
+
+impl Conn {
+    fn new(stream: TcpStream, hub: Arc<Hub>) -> Conn {
+        let config = &hub.config;
+        // A head, one read's worth of slack, and a send stream's pipelined requests.
+        let buffer_limit = MAX_HEAD_BYTES + super::stream::MAX_PIPELINED_BYTES + READ_BUFFER_BYTES;
+        Conn {
+            io: Io::new(stream, buffer_limit, secs(config.idle_timeout_secs)),
+            framer: Framer::new(config.max_body_bytes),
+            body: Vec::new(),
+            scratch: Vec::new(),
+            msg: push::Scratch::default(),
+            shutdown: hub.shutdown.clone(),
+            hub,
+            ack: None,
+        }
+    }
+
+    /// The request loop, driven by the framer's steps; returns the upgrade when the
+    /// connection becomes a device session.
+    async fn run(&mut self) -> Option<Upgrade> {
+        let config = &self.hub.config;
+        let (idle, header, body) = (
+            secs(config.idle_timeout_secs),
+            secs(config.header_timeout_secs),
+            secs(config.header_timeout_secs),
+        );
+        let mut pending: Option<Pending> = None;
+        // The current phase's deadline; `None` between requests.
+        let mut deadline: Option<Instant> = None;
+        loop {
+            let step = self.framer.step(&self.io.buf, &mut self.body);
+            let next = match step {
+                Err(e) => {
+                    self.abort(pending.take(), ApiError::Http(e)).await;
+                    return None;
+                }
+                Ok(Step::Head { head, consumed }) => {
+                    let request = Request::new(&head, &self.hub.config);
+                    self.io.buf.advance(consumed);
+                    self.body.clear();
+                    // One deadline for the whole body: a per-read timeout alone would let a
+                    // client dribble a byte at a time and hold the connection forever.
+                    deadline = Some(Instant::now() + body);
+                    let keep_alive = request.keep_alive && !self.hub.shutting_down();
+                    match self.admit(request, keep_alive).await {
+                        Ok(p) => {
+                            pending = Some(p);
+                            continue;
+                        }
+                        Err(next) => next,
+                    }
+                }
+                Ok(Step::BodyDone { consumed }) => {
+                    self.io.buf.advance(consumed);
+                    deadline = None;
+                    match pending.take() {
+                        Some(Pending::Serve(request, action)) => self.handle(request, action).await,
+                        Some(Pending::Refuse(request, err)) => {
+                            let keep = request.keep_alive && !self.hub.shutting_down();
+                            self.respond_error(&err, &request, keep).await
+                        }
+                        None => continue,
+                    }
+                }
+                Ok(Step::NeedMore { consumed }) => {
+                    self.io.buf.advance(consumed);
+                    let in_body = self.framer.in_body();
+                    let idle_now = !in_body && self.io.buf.is_empty() && deadline.is_none();
+                    let until = match deadline {
+                        _ if idle_now => Instant::now() + idle,
+                        Some(d) => d,
+                        None => *deadline.insert(Instant::now() + header),
+                    };
+                    // Shutdown ends a connection between requests or inside a head, never
+                    // while a body is arriving: that request is answered.
+                    let shutdown = (!in_body).then_some(&mut self.shutdown);
+                    match self.io.read_more(until, shutdown).await {
+                        Read::Data => continue,
+                        Read::TimedOut if in_body => {
+                            self.abort(pending.take(), ApiError::BodyTimeout).await;
+                            return None;
+                        }
+                        Read::TimedOut if !idle_now => {
+                            self.fail(ApiError::HeadTimeout).await;
+                            return None;
+                        }
+                        Read::Closed if in_body => {
+                            // The peer is gone; an answer is tried, nothing will read it.
+                            let gone = ApiError::Http(HttpError::Malformed);
+                            self.abort(pending.take(), gone).await;
+                            return None;
+                        }
+                        Read::TimedOut | Read::Closed | Read::ShuttingDown => return None,
+                    }
+                }
+            };
+            match next {
+                Next::KeepAlive => {}
+                Next::Close => return None,
+                Next::Upgrade(u) => return Some(u),
+            }
+        }
+    }
+
+    /// Decides a request from its head: what its body is read for, or the answer it gets
+    /// at once when its body cannot be read.
+    async fn admit(&mut self, mut request: Request, keep_alive: bool) -> Result<Pending, Next> {
+        match request.admit(self.hub.config.max_body_bytes) {
+            Ok(action) => match self.framer.read_body() {
+                Ok(Interim::None) => Ok(Pending::Serve(request, action)),
+                Ok(Interim::Continue) => match self.io.write_now(CONTINUE_100).await {
+                    Ok(()) => Ok(Pending::Serve(request, action)),
+                    Err(_) => Err(Next::Close),
+                },
+                Err(e) => Err(self
+                    .respond_error(&ApiError::Http(e), &request, false)
+                    .await),
+            },
+            // A well-framed refused request keeps the connection if its body can be skipped.
+            Err(err) if keep_alive && !err.closes_connection() && self.framer.skip_body() => {
+                Ok(Pending::Refuse(request, err))
+            }
+            Err(err) => Err(self.respond_error(&err, &request, false).await),
+        }
+    }
+
+    /// Serves one request whose body is in `self.body`.
+    async fn handle(&mut self, request: Request, action: Action) -> Next {
+        let keep_alive = request.keep_alive && !self.hub.shutting_down();
+        let persist = Persist::new(request.version, keep_alive);
+        let head_only = request.head_only;
+        let hub = Arc::clone(&self.hub);
+        self.io.out.clear();
+        let status = match action {
+            Action::Options(allow) => {
+                response::write_head(
+                    &mut self.io.out,
+                    204,
+                    None,
+                    None,
+                    persist,
+                    &[("Allow", allow)],
+                );
+                204
+            }
+            Action::Serve(Endpoint::Health) | Action::Head(Endpoint::Health) => status::health(
+                &hub,
+                &mut self.scratch,
+                &mut self.io.out,
+                persist,
+                head_only,
+            ),
+            Action::Serve(Endpoint::Metrics) | Action::Head(Endpoint::Metrics) => status::metrics(
+                &hub,
+                request.prometheus,
+                &mut self.scratch,
+                &mut self.io.out,
+                persist,
+                head_only,
+            ),
+            Action::Serve(Endpoint::Ws) | Action::Head(Endpoint::Ws) => {
+                return self.upgrade(request, keep_alive).await;
+            }
+            Action::Serve(Endpoint::Push) => {
+                let ack = Arc::clone(self.ack.get_or_insert_with(|| AckSlot::new(1)));
+                push::push(
+                    &self.body,
+                    &hub,
+                    &ack,
+                    &mut self.msg,
+                    &mut self.io.out,
+                    persist,
+                )
+                .await
+            }
+            Action::Serve(Endpoint::Batch) => {
+                push::batch(&self.body, &hub, &mut self.msg, &mut self.io.out, persist).await
+            }
+            Action::Serve(Endpoint::Send) => {
+                return super::stream::serve(self, request.version, keep_alive).await;
+            }
+            #[cfg(feature = "fault-injection")]
+            Action::Serve(Endpoint::FaultStall) => {
+                // A real stall: the thread running the event loop blocks.
+                std::thread::sleep(FAULT_STALL);
+                response::write_json(&mut self.io.out, 200, b"{}", persist, &[], false);
+                200
+            }
+            Action::Head(_) => {
+                // Upstream endpoints have no HEAD; route() answers 405 before this.
+                let err = ApiError::MethodNotAllowed("");
+                return self.respond_error(&err, &request, keep_alive).await;
+            }
+        };
+        hub.metrics.response(status);
+        match self.io.flush().await {
+            Ok(()) => Next::done(keep_alive),
+            Err(_) => Next::Close,
+        }
+    }
+
+    /// `/ws`: the 101 and the hand-over, or the upgrade's refusal.
+    async fn upgrade(&mut self, mut request: Request, keep_alive: bool) -> Next {
+        match request.upgrade.take() {
+            Some(Ok(upgrade)) if !request.head_only => {
+                upgrade::write_switching_protocols(&mut self.io.out, &upgrade);
+                self.hub.metrics.response(101);
+                match self.io.flush().await {
+                    Ok(()) => Next::Upgrade(upgrade),
+                    Err(_) => Next::Close,
+                }
+            }
+            Some(Err(err)) => self.respond_error(&err, &request, keep_alive).await,
+            _ => {
+                self.respond_error(&ApiError::UpgradeRequired, &request, keep_alive)
+                    .await
+            }
+        }
+    }
+
+    async fn respond_error(&mut self, err: &ApiError, request: &Request, keep_alive: bool) -> Next {
+        let persist = Persist::new(request.version, keep_alive);
+        match self
+            .io
+            .refuse(&self.hub, err, persist, request.head_only)
+            .await
+        {
+            Ok(keep) => Next::done(keep),
+            Err(_) => Next::Close,
+        }
+    }
+
+    /// Ends the connection when a body cannot be read to its end: a refused request gets its
+    /// refusal, a served one `cause`.
+    async fn abort(&mut self, pending: Option<Pending>, cause: ApiError) {
+        let (request, err) = match pending {
+            Some(Pending::Refuse(request, refusal)) => (request, refusal),
+            Some(Pending::Serve(request, _)) => (request, cause),
+            None => return self.fail(cause).await,
+        };
+        self.respond_error(&err, &request, false).await;
+    }
+
+    /// Writes an error that ends the connection.
+    async fn fail(&mut self, err: ApiError) {
+        let _ = self.io.refuse(&self.hub, &err, Persist::Close, false).await;
+    }
+}

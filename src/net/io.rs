@@ -1,0 +1,120 @@
+//! One upstream connection's socket and buffers, with the bounded reads and writes every
+//! HTTP answer goes through (the request loop's and the SSE stream's alike).
+
+use std::time::Duration;
+
+use bytes::BytesMut;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+use tokio::time::{timeout, timeout_at, Instant};
+
+use crate::app::error::ApiError;
+use crate::hub::{self, Hub};
+use crate::wire::http::response::Persist;
+
+/// Read buffer allocated per connection, and the most one read takes.
+pub(crate) const READ_BUFFER_BYTES: usize = 4 * 1024;
+/// Response buffer allocated per connection.
+pub(crate) const WRITE_BUFFER_BYTES: usize = 1024;
+
+/// The peer is gone or stopped reading: nothing more can be said on this connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Closed;
+
+/// How a read ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Read {
+    /// Bytes arrived.
+    Data,
+    /// End of stream, a read error, or a buffer full of what we cannot serve.
+    Closed,
+    /// The deadline passed.
+    TimedOut,
+    /// Shutdown began while waiting.
+    ShuttingDown,
+}
+
+/// A connection's socket, its read buffer (bytes not consumed yet) and its answer buffer.
+pub(crate) struct Io {
+    pub(crate) stream: TcpStream,
+    pub(crate) buf: BytesMut,
+    pub(crate) out: Vec<u8>,
+    /// Most bytes `buf` may hold before the peer counts as one we cannot serve.
+    buffer_limit: usize,
+    /// Bound of every write: a peer that stops reading cannot pin the connection.
+    write_timeout: Duration,
+}
+
+impl Io {
+    /// Buffers for `stream`, allocated once and reused for every request on it.
+    pub(crate) fn new(stream: TcpStream, buffer_limit: usize, write_timeout: Duration) -> Io {
+        Io {
+            stream,
+            buf: BytesMut::with_capacity(READ_BUFFER_BYTES),
+            out: Vec::with_capacity(WRITE_BUFFER_BYTES),
+            buffer_limit,
+            write_timeout,
+        }
+    }
+
+    /// Reads more bytes into `buf` before `deadline`; with `shutdown`, gives up when it begins.
+    pub(crate) async fn read_more(
+        &mut self,
+        deadline: Instant,
+        shutdown: Option<&mut watch::Receiver<bool>>,
+    ) -> Read {
+        if self.buf.len() >= self.buffer_limit {
+            // The framer refuses heads past MAX_HEAD_BYTES and bodies past max_body_bytes and
+            // consumes bodies as they come, so a full buffer means a peer we can't serve.
+            return Read::Closed;
+        }
+        self.buf.reserve(READ_BUFFER_BYTES);
+        let read = match shutdown {
+            Some(shutdown) => tokio::select! {
+                r = timeout_at(deadline, self.stream.read_buf(&mut self.buf)) => r,
+                _ = hub::stopping(shutdown) => return Read::ShuttingDown,
+            },
+            None => timeout_at(deadline, self.stream.read_buf(&mut self.buf)).await,
+        };
+        match read {
+            Ok(Ok(0) | Err(_)) => Read::Closed,
+            Ok(Ok(_)) => Read::Data,
+            Err(_) => Read::TimedOut,
+        }
+    }
+
+    /// Writes and clears `out`.
+    pub(crate) async fn flush(&mut self) -> Result<(), Closed> {
+        let r = timeout(self.write_timeout, self.stream.write_all(&self.out)).await;
+        self.out.clear();
+        match r {
+            Ok(Ok(())) => Ok(()),
+            _ => Err(Closed),
+        }
+    }
+
+    /// Writes `bytes` at once, past whatever `out` holds (interim answers).
+    pub(crate) async fn write_now(&mut self, bytes: &[u8]) -> Result<(), Closed> {
+        match timeout(self.write_timeout, self.stream.write_all(bytes)).await {
+            Ok(Ok(())) => Ok(()),
+            _ => Err(Closed),
+        }
+    }
+
+    /// Answers `err` and flushes; true when the connection may serve another request.
+    pub(crate) async fn refuse(
+        &mut self,
+        hub: &Hub,
+        err: &ApiError,
+        persist: Persist,
+        head_only: bool,
+    ) -> Result<bool, Closed> {
+        let keep = persist.keeps_alive() && !err.closes_connection();
+        self.out.clear();
+        err.write(&mut self.out, persist, head_only);
+        hub.metrics.response(err.status());
+        self.flush().await?;
+        Ok(keep)
+    }
+}

@@ -1,0 +1,350 @@
+//! The device session (SPEC §6): tokio-tungstenite on the TCP stream our parser upgraded,
+//! registered in the device table for as long as it lives.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use tokio::net::TcpStream;
+use tokio::time::{interval_at, sleep_until, timeout, Instant};
+use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError, ProtocolError};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
+use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
+use tokio_tungstenite::WebSocketStream;
+
+use crate::hub::ack::Ack;
+use crate::hub::devices::RegisterError;
+use crate::hub::link::Outbound;
+use crate::hub::streams::StreamEvent;
+use crate::hub::{self, Devices, Hub};
+use crate::ops::settings::{secs, Config};
+use crate::wire::envelope::{classify_device_message, DeviceMessage, UserId};
+use crate::wire::upgrade::Upgrade;
+
+/// Frames taken from the queue and written before one flush.
+pub(crate) const WRITE_BATCH_FRAMES: usize = 32;
+/// Read buffer tungstenite allocates per device, and the most it reads per system call.
+/// Small, because devices send little and a gateway holds thousands of them (its default is
+/// 128 KiB); a larger frame grows the buffer to the frame's size, in reads of this size.
+pub(crate) const WS_READ_BUFFER_BYTES: usize = 512;
+/// Bytes tungstenite gathers before writing to the socket; we flush after each batch anyway.
+pub(crate) const WS_WRITE_BUFFER_BYTES: usize = 0;
+/// How long a close handshake may take before the socket is dropped.
+pub(crate) const CLOSE_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// tungstenite's settings, every size explicit (its defaults suit servers with memory to spare).
+fn ws_config(config: &Config) -> WebSocketConfig {
+    let max = config.max_message_bytes;
+    WebSocketConfig::default()
+        .read_buffer_size(WS_READ_BUFFER_BYTES)
+        .write_buffer_size(WS_WRITE_BUFFER_BYTES)
+        // A queue's worth of frames may sit in the write buffer while a flush is pending.
+        .max_write_buffer_size(
+            config
+                .max_body_bytes
+                .saturating_mul(2)
+                .saturating_add(64 * 1024),
+        )
+        .max_message_size(Some(max))
+        .max_frame_size(Some(max))
+        .accept_unmasked_frames(false)
+}
+
+/// Why a session ended, and the close frame it sends (if any).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ending {
+    /// The device closed; the close reply is owed.
+    PeerClosed,
+    /// The connection failed or the device vanished: no close frame.
+    Dropped,
+    /// No pong (or a stalled write) within `pong_timeout_secs`.
+    HeartbeatTimeout,
+    /// Close with this code and reason.
+    Close(u16, &'static str),
+}
+
+/// Runs a device session on an upgraded stream; `leftover` holds bytes read past the head.
+pub(crate) async fn run(stream: TcpStream, leftover: Vec<u8>, upgrade: Upgrade, hub: Arc<Hub>) {
+    let config = ws_config(&hub.config);
+    let mut ws =
+        WebSocketStream::from_partially_read(stream, leftover, Role::Server, Some(config)).await;
+    let user = upgrade.user_id;
+    let registration =
+        hub.devices
+            .register(&user, hub.replace_duplicates(), hub.config.queue_depth);
+    let reg = match registration {
+        Ok(reg) => reg,
+        Err(RegisterError::Duplicate) => {
+            hub.metrics.devices_refused_duplicate.inc();
+            log::info!("device {user}: refused, already connected");
+            close(&mut ws, 1008, "User already connected").await;
+            return;
+        }
+        Err(RegisterError::Full) => {
+            hub.metrics.devices_refused_full.inc();
+            log::warn!("device {user}: refused, table full");
+            close(&mut ws, 1013, "Server at capacity, try again later").await;
+            return;
+        }
+    };
+    hub.metrics.devices_connected.inc();
+    log::info!("device {user}: connected (session {})", reg.session);
+    let session = reg.session;
+    let mut guard = Registered {
+        devices: hub.devices,
+        user: user.clone(),
+        session,
+        active: true,
+    };
+
+    let ping_every = secs(hub.config.ping_interval_secs);
+    // Also bounds every write to the device: one that stopped reading is as dead as one
+    // that stopped answering pings.
+    let pong_timeout = secs(hub.config.pong_timeout_secs);
+    let mut ping = interval_at(Instant::now() + ping_every, ping_every);
+    let mut pong_deadline: Option<Instant> = None;
+    let mut shutdown = hub.shutdown.clone();
+    // Grown on first use: an idle device should cost no batch buffers.
+    let mut batch: Vec<Outbound> = Vec::new();
+    let mut acks: Vec<Ack> = Vec::new();
+
+    let ending = loop {
+        let far = Instant::now() + Duration::from_secs(86_400);
+        tokio::select! {
+            incoming = ws.next() => {
+                // Any frame from the device is a sign of life.
+                pong_deadline = None;
+                match incoming {
+                    Some(Ok(Message::Text(text))) => {
+                        hub.metrics.frames_in.inc();
+                        hub.metrics.bytes_in.add(text.len() as u64);
+                        if let Some(reply) = on_text(&hub, &user, session, text, pong_timeout).await {
+                            if send_one(&mut ws, Message::text(reply), pong_timeout).await.is_err() {
+                                break Ending::Dropped;
+                            }
+                        }
+                    }
+                    Some(Ok(Message::Binary(_))) => break Ending::Close(1003, "Binary frames are not accepted"),
+                    Some(Ok(Message::Close(_))) => break Ending::PeerClosed,
+                    Some(Ok(_)) => {
+                        // Ping (tungstenite queues the pong), Pong, raw frames.
+                        if timeout(pong_timeout, ws.flush()).await.map_or(true, |r| r.is_err()) {
+                            break Ending::Dropped;
+                        }
+                    }
+                    Some(Err(e)) => break ending_for(&e),
+                    None => break Ending::Dropped,
+                }
+            }
+            _ = reg.link.woken() => {
+                if reg.link.is_kicked() {
+                    break Ending::Close(1008, "Replaced by new connection");
+                }
+                // Drain what is queued, a batch per flush; a push arriving meanwhile leaves
+                // a wake-up permit, so nothing waits for the next event.
+                let mut failed = None;
+                while reg.link.has_frames() {
+                    reg.link.take(&mut batch, WRITE_BATCH_FRAMES);
+                    if let Err(e) = write_batch(&hub, &mut ws, &mut batch, &mut acks, pong_timeout).await {
+                        failed = Some(e);
+                        break;
+                    }
+                }
+                match failed {
+                    None => {}
+                    Some(WriteFailed::Stalled) => break Ending::HeartbeatTimeout,
+                    Some(WriteFailed::Broken) => break Ending::Dropped,
+                }
+            }
+            _ = ping.tick() => {
+                if pong_deadline.is_none() {
+                    pong_deadline = Some(Instant::now() + pong_timeout);
+                }
+                match send_one(&mut ws, Message::Ping(Default::default()), pong_timeout).await {
+                    Ok(()) => {}
+                    Err(WriteFailed::Stalled) => break Ending::HeartbeatTimeout,
+                    Err(WriteFailed::Broken) => break Ending::Dropped,
+                }
+            }
+            _ = sleep_until(pong_deadline.unwrap_or(far)), if pong_deadline.is_some() => {
+                break Ending::HeartbeatTimeout;
+            }
+            () = hub::stopping(&mut shutdown) => break Ending::Close(1001, "Server shutting down"),
+        }
+    };
+
+    // Leave the table before the close handshake completes, so `/health` already counts the
+    // device out when the device sees its close answered (SPEC §6).
+    guard.release();
+    drop(reg);
+    log::info!("device {user}: {}", describe(ending));
+    match ending {
+        Ending::PeerClosed => {
+            let _ = timeout(CLOSE_HANDSHAKE_TIMEOUT, async {
+                while let Some(Ok(_)) = ws.next().await {}
+            })
+            .await;
+        }
+        Ending::Close(code, reason) => close(&mut ws, code, reason).await,
+        Ending::HeartbeatTimeout => hub.metrics.heartbeat_timeouts.inc(),
+        Ending::Dropped => {}
+    }
+}
+
+fn describe(ending: Ending) -> &'static str {
+    match ending {
+        Ending::PeerClosed => "closed by the device",
+        Ending::Dropped => "connection lost",
+        Ending::HeartbeatTimeout => "heartbeat timeout",
+        Ending::Close(_, reason) => reason,
+    }
+}
+
+/// The close a read error calls for (RFC 6455 §7.4.1).
+fn ending_for(e: &WsError) -> Ending {
+    match e {
+        WsError::Capacity(CapacityError::MessageTooLong { .. }) => {
+            Ending::Close(1009, "Message too big")
+        }
+        WsError::Utf8(_) => Ending::Close(1007, "Invalid UTF-8"),
+        WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake) => Ending::Dropped,
+        WsError::Protocol(_) => Ending::Close(1002, "Protocol error"),
+        _ => Ending::Dropped,
+    }
+}
+
+/// Handles a device's text frame; returns the error frame to send back, if any.
+async fn on_text(
+    hub: &Hub,
+    user: &UserId,
+    session: u64,
+    text: Utf8Bytes,
+    wait: Duration,
+) -> Option<&'static str> {
+    match classify_device_message(text.as_bytes()) {
+        DeviceMessage::Invalid => Some(r#"{"type":"error","message":"invalid JSON"}"#),
+        DeviceMessage::NotObject => Some(r#"{"type":"error","message":"expected a JSON object"}"#),
+        DeviceMessage::Object {
+            correlation_id: Some(cid),
+            is_final,
+        } => {
+            let tx = hub.streams.route(&cid, user, session)?;
+            let event = StreamEvent::Message { text, is_final };
+            // Back-pressure from a slow upstream holds this device only so long; then that
+            // stream is cut rather than the device's heartbeat.
+            match tx.send_timeout(event, wait).await {
+                Ok(()) => {}
+                // The stream ended meanwhile; its own guard frees the id.
+                Err(tokio::sync::mpsc::error::SendTimeoutError::Closed(_)) => {}
+                Err(tokio::sync::mpsc::error::SendTimeoutError::Timeout(_)) => {
+                    log::warn!("stream {cid}: upstream too slow, closing it");
+                    hub.streams.close_stream(&cid, &tx);
+                }
+            }
+            None
+        }
+        DeviceMessage::Object { .. } => None,
+    }
+}
+
+enum WriteFailed {
+    /// The write did not finish in time: the device stopped reading.
+    Stalled,
+    /// The connection failed.
+    Broken,
+}
+
+async fn send_one(
+    ws: &mut WebSocketStream<TcpStream>,
+    msg: Message,
+    limit: Duration,
+) -> Result<(), WriteFailed> {
+    match timeout(limit, ws.send(msg)).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(_)) => Err(WriteFailed::Broken),
+        Err(_) => Err(WriteFailed::Stalled),
+    }
+}
+
+/// Writes the frames, flushes once, then acknowledges them as delivered. Frames move into
+/// the messages (a `Bytes` clone would cost an allocation per frame); their acks wait in `acks`.
+async fn write_batch(
+    hub: &Hub,
+    ws: &mut WebSocketStream<TcpStream>,
+    batch: &mut Vec<Outbound>,
+    acks: &mut Vec<Ack>,
+    limit: Duration,
+) -> Result<(), WriteFailed> {
+    let mut frames = 0u64;
+    let mut bytes = 0u64;
+    let result = timeout(limit, async {
+        for item in batch.drain(..) {
+            frames += 1;
+            bytes += item.frame.len() as u64;
+            if let Some(ack) = item.ack {
+                acks.push(ack);
+            }
+            ws.feed(Message::Text(item.frame)).await?;
+        }
+        ws.flush().await
+    })
+    .await;
+    // Whatever was not written stays unacknowledged, which reports it as not delivered.
+    batch.clear();
+    match result {
+        Ok(Ok(())) => {
+            hub.metrics.frames_out.add(frames);
+            hub.metrics.bytes_out.add(bytes);
+            for ack in acks.drain(..) {
+                ack.delivered();
+            }
+            Ok(())
+        }
+        Ok(Err(_)) => {
+            acks.clear();
+            Err(WriteFailed::Broken)
+        }
+        Err(_) => {
+            acks.clear();
+            Err(WriteFailed::Stalled)
+        }
+    }
+}
+
+/// Sends a close frame and waits (bounded) for the device's answer.
+async fn close(ws: &mut WebSocketStream<TcpStream>, code: u16, reason: &'static str) {
+    let frame = CloseFrame {
+        code: CloseCode::from(code),
+        reason: reason.into(),
+    };
+    let _ = timeout(CLOSE_HANDSHAKE_TIMEOUT, async {
+        if ws.close(Some(frame)).await.is_ok() {
+            while let Some(Ok(_)) = ws.next().await {}
+        }
+    })
+    .await;
+}
+
+/// Keeps the table entry tied to the session: removed on `release` or however the task ends.
+struct Registered {
+    devices: &'static Devices,
+    user: UserId,
+    session: u64,
+    active: bool,
+}
+
+impl Registered {
+    fn release(&mut self) {
+        if self.active {
+            self.active = false;
+            self.devices.unregister(&self.user, self.session);
+        }
+    }
+}
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        self.release();
+    }
+}

@@ -1,0 +1,39 @@
+//! Build capacities: the fixed sizes of this build's tables. Runtime settings
+//! (`ops::settings`) must stay at or under them; boards set them through `board/<board>/env`.
+
+/// Slots in the device table. A power of two (heapless index maps require it).
+/// Boards override it at build time with `WSSED_DEVICE_TABLE_CAPACITY`.
+pub const DEVICE_TABLE_CAPACITY: usize =
+    parse_usize_or(option_env!("WSSED_DEVICE_TABLE_CAPACITY"), 16384);
+
+/// Slots in the table of open `/sse/send` streams (correlation ids waiting for answers).
+pub const PENDING_TABLE_CAPACITY: usize =
+    parse_usize_or(option_env!("WSSED_PENDING_TABLE_CAPACITY"), 4096);
+
+/// Most public accounts (`@mention` targets) in the configuration.
+pub const MAX_PUBLIC_ACCOUNTS: usize = 256;
+
+const _: () = assert!(DEVICE_TABLE_CAPACITY.is_power_of_two() && DEVICE_TABLE_CAPACITY > 1);
+const _: () = assert!(PENDING_TABLE_CAPACITY.is_power_of_two() && PENDING_TABLE_CAPACITY > 1);
+
+/// Parses a decimal build-time override, falling back to `default` when unset.
+/// A malformed value stops the build (a const panic), never a silent default.
+const fn parse_usize_or(value: Option<&str>, default: usize) -> usize {
+    let bytes = match value {
+        Some(v) => v.as_bytes(),
+        None => return default,
+    };
+    assert!(!bytes.is_empty(), "capacity override is empty");
+    let mut n: usize = 0;
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        assert!(
+            b.is_ascii_digit(),
+            "capacity override is not a decimal number"
+        );
+        n = n * 10 + (b - b'0') as usize;
+        i += 1;
+    }
+    n
+}

@@ -1,0 +1,12 @@
+//! Layer 0, the process edge: may import `wire` only; every other layer may read it.
+//!
+//! Settings (the one table), build capacities, the systemd protocols (notify, watchdog,
+//! socket activation), the logger and signals: what the process needs from and says to the
+//! machine it runs on.
+
+pub mod limits;
+pub mod logger;
+pub mod settings;
+pub mod signals;
+pub mod systemd;
+pub mod watchdog;
