@@ -1,4 +1,4 @@
-//! Layer 3, what each endpoint means: may import `hub` and `wire`, and read `ops` for settings; never `net`.
+//! What each endpoint means: imports `hub` and `wire`, reads `ops` for settings; never `net`.
 //!
 //! Routing and the refusals decided from a head, the one type of refusal answers, and the
 //! meaning of push, batch, send, health and metrics. No sockets: the `net` layer reads and

@@ -1,4 +1,4 @@
-//! Layer 2, shared state: may import `wire` and read `ops` for settings and limits; never `app` or `net`.
+//! Shared state: imports `wire`, reads `ops` for settings and limits; never `app` or `net`.
 //!
 //! Everything connection tasks share sits behind one [`Hub`]: the device table (each device's
 //! bounded queue and signals), the table of open `/sse/send` streams, the delivery

@@ -13,7 +13,7 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::{timeout, Instant};
 
-use super::io::{Io, Read, READ_BUFFER_BYTES};
+use super::io::{Io, Next, Read, Scratch, MAX_PIPELINED_BYTES, READ_BUFFER_BYTES};
 use crate::app::error::ApiError;
 use crate::app::route::{Action, Endpoint, Request};
 use crate::app::{push, status};
@@ -76,52 +76,28 @@ enum Pending {
 }
 
 /// One connection's socket, buffers and framing state.
-pub(crate) struct Conn {
-    pub(crate) io: Io,
+struct Conn {
+    io: Io,
     framer: Framer,
     /// The current request's body.
-    pub(crate) body: Vec<u8>,
-    /// Where answers and events are put together before they go into `io.out`.
-    pub(crate) scratch: Vec<u8>,
-    /// Buffers of the push path.
-    pub(crate) msg: push::Scratch,
-    pub(crate) hub: Arc<Hub>,
-    pub(crate) shutdown: watch::Receiver<bool>,
+    body: Vec<u8>,
+    scratch: Scratch,
+    hub: Arc<Hub>,
+    shutdown: watch::Receiver<bool>,
     /// Reused by every push on this connection.
     ack: Option<Arc<AckSlot>>,
-}
-
-/// What the connection does after a request.
-pub(crate) enum Next {
-    /// Serve the next request.
-    KeepAlive,
-    /// Close.
-    Close,
-    /// Hand the socket to a device session.
-    Upgrade(Upgrade),
-}
-
-impl Next {
-    pub(crate) fn done(keep_alive: bool) -> Next {
-        if keep_alive {
-            Next::KeepAlive
-        } else {
-            Next::Close
-        }
-    }
 }
 
 impl Conn {
     fn new(stream: TcpStream, hub: Arc<Hub>) -> Conn {
         let config = &hub.config;
         // A head, one read's worth of slack, and a send stream's pipelined requests.
-        let buffer_limit = MAX_HEAD_BYTES + super::stream::MAX_PIPELINED_BYTES + READ_BUFFER_BYTES;
+        let buffer_limit = MAX_HEAD_BYTES + MAX_PIPELINED_BYTES + READ_BUFFER_BYTES;
         Conn {
             io: Io::new(stream, buffer_limit, secs(config.idle_timeout_secs)),
             framer: Framer::new(config.max_body_bytes),
             body: Vec::new(),
-            scratch: Vec::new(),
-            msg: push::Scratch::default(),
+            scratch: Scratch::default(),
             shutdown: hub.shutdown.clone(),
             hub,
             ack: None,
@@ -258,7 +234,7 @@ impl Conn {
             }
             Action::Serve(Endpoint::Health) | Action::Head(Endpoint::Health) => status::health(
                 &hub,
-                &mut self.scratch,
+                &mut self.scratch.text,
                 &mut self.io.out,
                 persist,
                 head_only,
@@ -266,7 +242,7 @@ impl Conn {
             Action::Serve(Endpoint::Metrics) | Action::Head(Endpoint::Metrics) => status::metrics(
                 &hub,
                 request.prometheus,
-                &mut self.scratch,
+                &mut self.scratch.text,
                 &mut self.io.out,
                 persist,
                 head_only,
@@ -280,17 +256,36 @@ impl Conn {
                     &self.body,
                     &hub,
                     &ack,
-                    &mut self.msg,
+                    &mut self.scratch.push,
                     &mut self.io.out,
                     persist,
                 )
                 .await
             }
             Action::Serve(Endpoint::Batch) => {
-                push::batch(&self.body, &hub, &mut self.msg, &mut self.io.out, persist).await
+                push::batch(
+                    &self.body,
+                    &hub,
+                    &mut self.scratch.push,
+                    &mut self.io.out,
+                    persist,
+                )
+                .await
             }
             Action::Serve(Endpoint::Send) => {
-                return super::stream::serve(self, request.version, keep_alive).await;
+                let request = super::stream::Request {
+                    body: &self.body,
+                    version: request.version,
+                    keep_alive,
+                };
+                return super::stream::serve(
+                    &mut self.io,
+                    &hub,
+                    &self.shutdown,
+                    request,
+                    &mut self.scratch,
+                )
+                .await;
             }
             #[cfg(feature = "fault-injection")]
             Action::Serve(Endpoint::FaultStall) => {

@@ -10,13 +10,49 @@ use tokio::sync::watch;
 use tokio::time::{timeout, timeout_at, Instant};
 
 use crate::app::error::ApiError;
+use crate::app::push;
 use crate::hub::{self, Hub};
 use crate::wire::http::response::Persist;
+use crate::wire::upgrade::Upgrade;
 
 /// Read buffer allocated per connection, and the most one read takes.
 pub(crate) const READ_BUFFER_BYTES: usize = 4 * 1024;
 /// Response buffer allocated per connection.
 pub(crate) const WRITE_BUFFER_BYTES: usize = 1024;
+
+/// Bytes of pipelined requests buffered while a send stream is open; past it the stream
+/// stops reading (and so stops noticing EOF until the next keepalive write fails).
+pub(crate) const MAX_PIPELINED_BYTES: usize = 16 * 1024;
+
+/// What the connection does after a request.
+pub(crate) enum Next {
+    /// Serve the next request.
+    KeepAlive,
+    /// Close.
+    Close,
+    /// Hand the socket to a device session.
+    Upgrade(Upgrade),
+}
+
+impl Next {
+    /// `KeepAlive` when the connection may serve another request, else `Close`.
+    pub(crate) fn done(keep_alive: bool) -> Next {
+        if keep_alive {
+            Next::KeepAlive
+        } else {
+            Next::Close
+        }
+    }
+}
+
+/// A connection's scratch buffers, reused by every request on it.
+#[derive(Default)]
+pub(crate) struct Scratch {
+    /// Where an answer's body or an event is put together before it goes into `out`.
+    pub(crate) text: Vec<u8>,
+    /// Buffers of the push path.
+    pub(crate) push: push::Scratch,
+}
 
 /// The peer is gone or stopped reading: nothing more can be said on this connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

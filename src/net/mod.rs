@@ -1,4 +1,4 @@
-//! The I/O layer: may import every other layer (`app`, `hub`, `wire`, `ops`); nothing imports it but `main.rs`.
+//! I/O: imports `app`, `hub`, `wire` and `ops`; nothing in the crate imports it (only `main.rs`).
 //!
 //! Sockets live here and only here: the listener and its accept loop, the connection driver
 //! around the framer, the SSE stream driver, and the device's WebSocket session.

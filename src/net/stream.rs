@@ -2,9 +2,10 @@
 //! socket until the stream ends (SPEC §5). What the stream means is `app::send`'s.
 
 use tokio::io::AsyncReadExt;
+use tokio::sync::watch;
 use tokio::time::{interval_at, sleep_until, Instant};
 
-use super::conn::{Conn, Next};
+use super::io::{Io, Next, Scratch, MAX_PIPELINED_BYTES};
 use crate::app::send::{self, End, Framing, Open, Start};
 use crate::hub::streams::StreamEvent;
 use crate::hub::{self, Hub};
@@ -12,21 +13,38 @@ use crate::ops::settings::secs;
 use crate::wire::http::parse::Version;
 use crate::wire::http::response::Persist;
 
-/// Bytes of pipelined requests buffered while a stream is open; past it we stop reading
-/// (and so stop noticing EOF until the next keepalive write fails).
-pub(crate) const MAX_PIPELINED_BYTES: usize = 16 * 1024;
 /// Bytes reserved in the read buffer for each read while a stream is open.
 const STREAM_READ_BYTES: usize = 512;
 
-/// Serves one `/sse/send` request whose body is in `conn.body`.
-pub(crate) async fn serve(conn: &mut Conn, version: Version, keep_alive: bool) -> Next {
-    let hub = std::sync::Arc::clone(&conn.hub);
+/// A `/sse/send` request, read.
+pub(crate) struct Request<'b> {
+    /// Its body.
+    pub(crate) body: &'b [u8],
+    /// Its HTTP version.
+    pub(crate) version: Version,
+    /// The connection may stay open after it.
+    pub(crate) keep_alive: bool,
+}
+
+/// Serves one `/sse/send` request.
+pub(crate) async fn serve(
+    io: &mut Io,
+    hub: &Hub,
+    shutdown: &watch::Receiver<bool>,
+    request: Request<'_>,
+    scratch: &mut Scratch,
+) -> Next {
+    let Request {
+        body,
+        version,
+        keep_alive,
+    } = request;
     let framing = Framing::new(version, keep_alive);
-    match send::start(&conn.body, &hub, &mut conn.msg) {
+    match send::start(body, hub, &mut scratch.push) {
         // A refusal keeps the connection as the request asked; a stream may not (HTTP/1.0).
         Start::Refused(err) => {
             let persist = Persist::new(version, keep_alive);
-            match conn.io.refuse(&hub, &err, persist, false).await {
+            match io.refuse(hub, &err, persist, false).await {
                 Ok(keep) => Next::done(keep),
                 Err(_) => Next::Close,
             }
@@ -37,50 +55,54 @@ pub(crate) async fn serve(conn: &mut Conn, version: Version, keep_alive: bool) -
             why,
         } => {
             hub.metrics.sends_device_gone.inc();
-            begin(conn, &hub, framing, version);
-            let scratch = (&mut conn.body, &mut conn.scratch);
+            begin(io, hub, framing, version);
+            let buffers = (&mut scratch.push.frame, &mut scratch.text);
             framing.write_error(
-                &mut conn.io.out,
-                scratch,
+                &mut io.out,
+                buffers,
                 event_type.as_deref(),
                 why.text(),
                 &cid,
             );
-            finish(conn, framing, framing.keep_alive).await
+            finish(io, framing, framing.keep_alive).await
         }
         Start::Open(open) => {
             hub.metrics.sends_opened.inc();
-            begin(conn, &hub, framing, version);
-            if conn.io.flush().await.is_err() {
-                End::UpstreamGone.count(&hub);
+            begin(io, hub, framing, version);
+            if io.flush().await.is_err() {
+                End::UpstreamGone.count(hub);
                 return Next::Close;
             }
-            relay(conn, &hub, framing, open).await
+            relay(io, hub, shutdown.clone(), framing, open, scratch).await
         }
     }
 }
 
-fn begin(conn: &mut Conn, hub: &Hub, framing: Framing, version: Version) {
-    framing.write_head(&mut conn.io.out, version);
+fn begin(io: &mut Io, hub: &Hub, framing: Framing, version: Version) {
+    framing.write_head(&mut io.out, version);
     hub.metrics.response(200);
 }
 
 /// Waits on the device's answers, the session ending, the timeout, keepalives, shutdown and
 /// the upstream's end of file, and writes each event as it comes.
-async fn relay(conn: &mut Conn, hub: &Hub, framing: Framing, mut open: Open) -> Next {
+async fn relay(
+    io: &mut Io,
+    hub: &Hub,
+    mut shutdown: watch::Receiver<bool>,
+    framing: Framing,
+    mut open: Open,
+    scratch: &mut Scratch,
+) -> Next {
     let config = &hub.config;
     let send_timeout = secs(config.send_timeout_secs);
     let keepalive_every = secs(config.keepalive_secs);
     let mut deadline = Instant::now() + send_timeout;
     let mut keepalive = interval_at(Instant::now() + keepalive_every, keepalive_every);
-    let mut shutdown = conn.shutdown.clone();
     let event_type = open.event_type.as_deref();
     let end = loop {
         // Answers first: a final message that arrived just before the device left is relayed.
-        let can_read = conn.io.buf.len() < MAX_PIPELINED_BYTES;
-        conn.io
-            .buf
-            .reserve(if can_read { STREAM_READ_BYTES } else { 0 });
+        let can_read = io.buf.len() < MAX_PIPELINED_BYTES;
+        io.buf.reserve(if can_read { STREAM_READ_BYTES } else { 0 });
         let step = tokio::select! {
             biased;
             ev = open.events.recv() => Wake::Event(ev),
@@ -88,17 +110,12 @@ async fn relay(conn: &mut Conn, hub: &Hub, framing: Framing, mut open: Open) -> 
             () = hub::stopping(&mut shutdown) => Wake::End(End::Shutdown),
             () = sleep_until(deadline) => Wake::End(End::Timeout),
             _ = keepalive.tick() => Wake::Keepalive,
-            r = conn.io.stream.read_buf(&mut conn.io.buf), if can_read => Wake::Read(matches!(r, Ok(n) if n > 0)),
+            r = io.stream.read_buf(&mut io.buf), if can_read => Wake::Read(matches!(r, Ok(n) if n > 0)),
         };
         match step {
             Wake::Event(Some(StreamEvent::Message { text, is_final })) => {
                 deadline = Instant::now() + send_timeout;
-                framing.write_event(
-                    &mut conn.io.out,
-                    &mut conn.scratch,
-                    event_type,
-                    text.as_bytes(),
-                );
+                framing.write_event(&mut io.out, &mut scratch.text, event_type, text.as_bytes());
                 if is_final {
                     break End::Final;
                 }
@@ -108,11 +125,11 @@ async fn relay(conn: &mut Conn, hub: &Hub, framing: Framing, mut open: Open) -> 
             // The device session ended, or the stream's table entry went away.
             Wake::Event(None) | Wake::Gone => break End::DeviceGone,
             Wake::End(end) => break end,
-            Wake::Keepalive => framing.write_keepalive(&mut conn.io.out, &mut conn.scratch),
+            Wake::Keepalive => framing.write_keepalive(&mut io.out, &mut scratch.text),
             Wake::Read(true) => continue,
             Wake::Read(false) => break End::UpstreamGone,
         }
-        if !conn.io.out.is_empty() && conn.io.flush().await.is_err() {
+        if !io.out.is_empty() && io.flush().await.is_err() {
             break End::UpstreamGone;
         }
     };
@@ -123,10 +140,10 @@ async fn relay(conn: &mut Conn, hub: &Hub, framing: Framing, mut open: Open) -> 
         return Next::Close;
     }
     if let Some(text) = end.error_text() {
-        let scratch = (&mut conn.body, &mut conn.scratch);
-        framing.write_error(&mut conn.io.out, scratch, event_type.as_deref(), text, &cid);
+        let buffers = (&mut scratch.push.frame, &mut scratch.text);
+        framing.write_error(&mut io.out, buffers, event_type.as_deref(), text, &cid);
     }
-    finish(conn, framing, framing.keep_alive && end != End::Shutdown).await
+    finish(io, framing, framing.keep_alive && end != End::Shutdown).await
 }
 
 /// What woke the relay.
@@ -138,9 +155,9 @@ enum Wake {
     Read(bool),
 }
 
-async fn finish(conn: &mut Conn, framing: Framing, keep_alive: bool) -> Next {
-    framing.write_end(&mut conn.io.out);
-    match conn.io.flush().await {
+async fn finish(io: &mut Io, framing: Framing, keep_alive: bool) -> Next {
+    framing.write_end(&mut io.out);
+    match io.flush().await {
         Ok(()) => Next::done(keep_alive),
         Err(_) => Next::Close,
     }

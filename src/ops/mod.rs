@@ -1,4 +1,4 @@
-//! Layer 0, the process edge: may import `wire` only; every other layer may read it.
+//! The process edge: imports only `wire`; `net`, `app` and `hub` read it for settings and limits.
 //!
 //! Settings (the one table), build capacities, the systemd protocols (notify, watchdog,
 //! socket activation), the logger and signals: what the process needs from and says to the

@@ -1,4 +1,4 @@
-//! Layer 1, sans-IO protocol code: bytes in, values or typed errors out. Imports nothing of the crate above `wire`.
+//! Sans-IO protocol code, the bottom layer: imports nothing of the crate outside `wire`.
 //!
 //! No tokio, no sockets, no shared state: everything here is a pure function of its input or
 //! a state machine the caller drives, so it is unit-tested at every split point and fuzzed.
