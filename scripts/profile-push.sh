@@ -13,9 +13,10 @@
 # only: no start-up, no handshake, no warm-up.
 #
 # RUNS runs (default 3); each prints one JSON line, all go to
-# bench-results/callgrind-<short>.jsonl, and the last run's profile stays in
-# bench-results/callgrind-<short>/ (raw dump plus callgrind_annotate, inclusive and exclusive,
-# top.md: top functions per push, inclusive and self, from scripts/callgrind_top.py;
+# bench-results/callgrind-<short>.jsonl, and the last run's summary goes to
+# bench-results/callgrind-<short>/top.md (top functions per push, inclusive and self, from
+# scripts/callgrind_top.py). The raw dumps and callgrind_annotate's reports stay out of the
+# repository, in target/profile/callgrind-<short>/ (inclusive.txt, exclusive.txt,
 # and which functions make the system calls: --collect-systime=yes counts them as sysCount (the
 # per-push total is exact; the per-function rows also hold the warm-up, see syscalls.txt);
 # callgrind counts user-space instructions only, the kernel's work is not in Ir).
@@ -63,6 +64,7 @@ if (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; then
 fi
 
 out=$root/bench-results/callgrind-$short
+raw=$root/target/profile/callgrind-$short
 mkdir -p "$out"
 jsonl=$root/bench-results/callgrind-$short.jsonl
 work=$(mktemp -d)
@@ -120,13 +122,14 @@ PY
     tail -n1 "$jsonl"
 
     if [ "$run" = "$RUNS" ]; then
-        cp "$push_file" "$out/callgrind.out.push"
-        cp "$idle_file" "$out/callgrind.out.idle"
+        mkdir -p "$raw"
+        cp "$push_file" "$raw/callgrind.out.push"
+        cp "$idle_file" "$raw/callgrind.out.idle"
         # Whole reports to a file first: `| head` under pipefail would fail on SIGPIPE.
         callgrind_annotate --inclusive=yes --threshold=99 "$push_file" > "$work/a.txt" 2>/dev/null
-        head -n 90 "$work/a.txt" > "$out/inclusive.txt"
+        head -n 90 "$work/a.txt" > "$raw/inclusive.txt"
         callgrind_annotate --inclusive=no --threshold=99 "$push_file" > "$work/a.txt" 2>/dev/null
-        head -n 90 "$work/a.txt" > "$out/exclusive.txt"
+        head -n 90 "$work/a.txt" > "$raw/exclusive.txt"
         callgrind_annotate --inclusive=no --sort=sysCount --show=sysCount --threshold=100 "$push_file" \
             > "$work/a.txt" 2>/dev/null
         {
@@ -134,8 +137,8 @@ PY
             echo "# the rows below cover the warm-up too, so divide them by WARMUP + PUSHES = $((WARMUP + PUSHES))."
             echo "# Under valgrind clock_gettime is a real system call; natively it is the vDSO (no kernel entry)."
             grep -v '^ *\. ' "$work/a.txt" || true
-        } > "$out/syscalls.txt"
+        } > "$raw/syscalls.txt"
         python3 scripts/callgrind_top.py "$push_file" "$PUSHES" 25 > "$out/top.md"
     fi
 done
-echo "profile-push: $jsonl; profile in $out" >&2
+echo "profile-push: $jsonl; summary in $out/top.md; raw profile in $raw" >&2
