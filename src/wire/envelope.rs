@@ -184,28 +184,22 @@ impl ErrorKind {
             ErrorKind::FloatType => "Input should be a valid number",
             ErrorKind::ListType => "Input should be a valid list",
             ErrorKind::StringTooShort { min } => {
-                out.extend_from_slice(b"String should have at least ");
-                push_count(out, min, "character");
-                return;
+                return push_bound(out, b"String should have at least ", min, "character", None)
             }
             ErrorKind::StringTooLong { max } => {
-                out.extend_from_slice(b"String should have at most ");
-                push_count(out, max, "character");
-                return;
+                return push_bound(out, b"String should have at most ", max, "character", None)
             }
             ErrorKind::TooShort { min, actual } => {
-                out.extend_from_slice(b"List should have at least ");
-                push_count(out, min, "item");
-                out.extend_from_slice(b" after validation, not ");
-                push_decimal(out, actual as u64);
-                return;
+                return push_bound(
+                    out,
+                    b"List should have at least ",
+                    min,
+                    "item",
+                    Some(actual),
+                )
             }
             ErrorKind::TooLong { max, actual } => {
-                out.extend_from_slice(b"List should have at most ");
-                push_count(out, max, "item");
-                out.extend_from_slice(b" after validation, not ");
-                push_decimal(out, actual as u64);
-                return;
+                return push_bound(out, b"List should have at most ", max, "item", Some(actual))
             }
             ErrorKind::Value(reason) => {
                 out.extend_from_slice(b"Value error, ");
@@ -345,6 +339,16 @@ impl<'a> ValidationErrors<'a> {
 }
 
 /// `N noun` with pydantic's plural rule ("1 character", "64 characters").
+/// A length bound's message: `what N nouns`, and for lists pydantic's `after validation, not M`.
+fn push_bound(out: &mut Vec<u8>, what: &[u8], n: usize, noun: &str, actual: Option<usize>) {
+    out.extend_from_slice(what);
+    push_count(out, n, noun);
+    if let Some(actual) = actual {
+        out.extend_from_slice(b" after validation, not ");
+        push_decimal(out, actual as u64);
+    }
+}
+
 fn push_count(out: &mut Vec<u8>, n: usize, noun: &str) {
     push_decimal(out, n as u64);
     out.push(b' ');

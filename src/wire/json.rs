@@ -351,11 +351,23 @@ pub struct Members<'a> {
 /// Members of an object already known valid (`object` is the value, whitespace around allowed),
 /// in input order, duplicates included. Anything else yields nothing or stops early.
 pub fn members(object: &[u8]) -> Members<'_> {
-    let p = skip_ws(object, 0);
-    let ok = object.get(p) == Some(&b'{');
-    let p = skip_ws(object, p + 1);
-    let done = !ok || object.get(p) == Some(&b'}');
+    let (p, done) = first_item(object, b'{', b'}');
     Members { b: object, p, done }
+}
+
+/// Where the first item of a container opened by `open` starts, and whether there is none
+/// (the container is empty, or `bytes` is not such a container).
+fn first_item(bytes: &[u8], open: u8, close: u8) -> (usize, bool) {
+    let p = skip_ws(bytes, 0);
+    let ok = bytes.get(p) == Some(&open);
+    let p = skip_ws(bytes, p + 1);
+    (p, !ok || bytes.get(p) == Some(&close))
+}
+
+/// Where the next item starts when a comma follows the item that ended at `end`.
+fn next_item(bytes: &[u8], end: usize) -> Option<usize> {
+    let after = skip_ws(bytes, end);
+    (bytes.get(after) == Some(&b',')).then(|| skip_ws(bytes, after + 1))
 }
 
 impl<'a> Iterator for Members<'a> {
@@ -378,9 +390,8 @@ impl<'a> Iterator for Members<'a> {
         }
         let value_start = skip_ws(b, colon + 1);
         let (value_end, kind) = skip_value(b, value_start)?;
-        let after = skip_ws(b, value_end);
-        if b.get(after) == Some(&b',') {
-            self.p = skip_ws(b, after + 1);
+        if let Some(next) = next_item(b, value_end) {
+            self.p = next;
             self.done = false;
         }
         Some(Member {
@@ -410,10 +421,7 @@ pub struct Elements<'a> {
 
 /// Elements of an array already known valid, in order. Anything else yields nothing or stops early.
 pub fn elements(array: &[u8]) -> Elements<'_> {
-    let p = skip_ws(array, 0);
-    let ok = array.get(p) == Some(&b'[');
-    let p = skip_ws(array, p + 1);
-    let done = !ok || array.get(p) == Some(&b']');
+    let (p, done) = first_item(array, b'[', b']');
     Elements { b: array, p, done }
 }
 
@@ -428,9 +436,8 @@ impl<'a> Iterator for Elements<'a> {
         let b = self.b;
         let start = self.p;
         let (end, kind) = skip_value(b, start)?;
-        let after = skip_ws(b, end);
-        if b.get(after) == Some(&b',') {
-            self.p = skip_ws(b, after + 1);
+        if let Some(next) = next_item(b, end) {
+            self.p = next;
             self.done = false;
         }
         Some(Element {
