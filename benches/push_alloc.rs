@@ -6,6 +6,10 @@
 //!
 //! `cargo bench --bench push_alloc` prints one JSON line.
 
+// Test and tool code: a failed unwrap or expect is a failed run, and test futures need not be
+// small (the daemon's own are checked by clippy::large_futures).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::large_futures)]
+
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::io::{Read, Write};

@@ -13,6 +13,10 @@
 //! largest 422 answer, which they never read; `--stalled` devices that stopped reading, each
 //! with a full queue of max-size frames and its waiting pushes. Prints one `name value` line per constant (KiB), then the settings used.
 
+// Test and tool code: a failed unwrap or expect is a failed run, and test futures need not be
+// small (the daemon's own are checked by clippy::large_futures).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::large_futures)]
+
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
@@ -502,7 +506,7 @@ async fn run(a: Args) -> Result<(), String> {
         wait_connections(addr, a.stalled as u64).await?;
         let base = settled_rss(pid).await;
         let m = a.max_body_bytes;
-        for s in held.iter_mut() {
+        for s in &mut held {
             let mut frame = vec![0x81u8, 0x80 | 127];
             frame.extend_from_slice(&(m as u64).to_be_bytes());
             frame.extend_from_slice(&[0, 0, 0, 0]);

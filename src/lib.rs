@@ -6,8 +6,8 @@
 //! the process edge), which itself imports only `wire`.
 #![deny(unsafe_code)]
 
-pub mod app;
-pub mod hub;
+pub(crate) mod app;
+pub(crate) mod hub;
 pub mod net;
 pub mod ops;
 pub mod wire;

@@ -5,6 +5,16 @@
 //! stretches every bound for slow targets; `WSSED_E2E_ARGS` adds flags to every daemon started
 //! (`WSSED_E2E_ARGS="--worker-threads 2" cargo test --test e2e` runs the suite on the pool).
 
+// Test and tool code: a failed unwrap or expect is a failed run, and test futures need not be
+// small (the daemon's own are checked by clippy::large_futures).
+// Helpers take `json!` values by value so that call sites stay one line.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::large_futures,
+    clippy::needless_pass_by_value
+)]
+
 #[path = "e2e/common.rs"]
 mod common;
 

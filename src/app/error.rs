@@ -7,7 +7,7 @@ use crate::wire::upgrade::Refusal;
 
 /// A refused request. `write` renders its one answer on the wire.
 #[derive(Debug)]
-pub enum ApiError {
+pub(crate) enum ApiError {
     /// A framing or head error found by the parser (400, 413, 414, 431, 505).
     Http(HttpError),
     /// HTTP/1.1 request without `Host` (400; the connection stays open).
@@ -48,7 +48,7 @@ pub enum ApiError {
 
 impl ApiError {
     /// The status code of the answer.
-    pub fn status(&self) -> u16 {
+    pub(crate) fn status(&self) -> u16 {
         match self {
             ApiError::Http(e) => e.status(),
             ApiError::MissingHost | ApiError::BadRequest(_) => 400,
@@ -67,7 +67,7 @@ impl ApiError {
     }
 
     /// True when the connection must close after the answer (its framing can't be trusted).
-    pub fn closes_connection(&self) -> bool {
+    pub(crate) fn closes_connection(&self) -> bool {
         match self {
             ApiError::Http(e) => e.closes_connection(),
             ApiError::HeadTimeout
@@ -79,7 +79,7 @@ impl ApiError {
     }
 
     /// Appends the whole response; `head_only` for an answer to HEAD.
-    pub fn write(&self, out: &mut Vec<u8>, persist: Persist, head_only: bool) {
+    pub(crate) fn write(&self, out: &mut Vec<u8>, persist: Persist, head_only: bool) {
         let persist = if self.closes_connection() {
             Persist::Close
         } else {
@@ -144,7 +144,7 @@ impl ApiError {
     }
 
     /// The human text of a `{"detail": ...}` answer.
-    pub fn detail(&self) -> &'static str {
+    pub(crate) fn detail(&self) -> &'static str {
         match self {
             ApiError::Http(e) => e.detail(),
             ApiError::MissingHost => "Missing Host header",

@@ -4,8 +4,8 @@
 //! meaning of push, batch, send, health and metrics. No sockets: the `net` layer reads and
 //! writes the bytes these functions take and produce.
 
-pub mod error;
-pub mod push;
-pub mod route;
-pub mod send;
-pub mod status;
+pub(crate) mod error;
+pub(crate) mod push;
+pub(crate) mod route;
+pub(crate) mod send;
+pub(crate) mod status;

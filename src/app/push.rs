@@ -17,7 +17,7 @@ use crate::wire::{json, mention};
 
 /// Why a frame did not reach its device.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Undelivered {
+pub(crate) enum Undelivered {
     /// Not connected, or gone before the write.
     NotConnected,
     /// The device's queue is full.
@@ -26,7 +26,7 @@ pub enum Undelivered {
 
 impl Undelivered {
     /// The batch result's `error` value.
-    pub fn code(self) -> &'static str {
+    pub(crate) fn code(self) -> &'static str {
         match self {
             Undelivered::NotConnected => "not_connected",
             Undelivered::QueueFull => "queue_full",
@@ -34,7 +34,7 @@ impl Undelivered {
     }
 
     /// The human text: a push's `message`, a stream's closing event.
-    pub fn text(self) -> &'static str {
+    pub(crate) fn text(self) -> &'static str {
         match self {
             Undelivered::NotConnected => "User not connected",
             Undelivered::QueueFull => "User queue full",
@@ -44,7 +44,7 @@ impl Undelivered {
 
 /// Per-connection buffers the push path reuses, so a push allocates only its frame.
 #[derive(Default)]
-pub struct Scratch {
+pub(crate) struct Scratch {
     /// Unescaped mention text, for messages whose text has JSON escapes.
     pub text: String,
     /// Where a frame is spliced before it is copied into its own exact-size allocation.
@@ -52,7 +52,7 @@ pub struct Scratch {
 }
 
 /// Where a message goes: its mention target if it names a public account, else its user id.
-pub struct Target {
+pub(crate) struct Target {
     /// The device the frame is queued for.
     pub user: UserId,
     /// Set when an `@mention` rerouted the message.
@@ -60,7 +60,7 @@ pub struct Target {
 }
 
 /// Resolves the target of `env` (SPEC §7).
-pub fn target(env: &Envelope<'_>, hub: &Hub, scratch: &mut Scratch) -> Target {
+pub(crate) fn target(env: &Envelope<'_>, hub: &Hub, scratch: &mut Scratch) -> Target {
     match mention::route_target(env, &mut scratch.text, |name| hub.is_public(name)) {
         Some(account) => {
             hub.metrics.pushes_rerouted.inc();
@@ -77,7 +77,7 @@ pub fn target(env: &Envelope<'_>, hub: &Hub, scratch: &mut Scratch) -> Target {
 }
 
 /// The spliced frame for `env` (SPEC §3), with `correlation_id` as the id to add if absent.
-pub fn frame(env: &Envelope<'_>, correlation_id: &str, scratch: &mut Scratch) -> Utf8Bytes {
+pub(crate) fn frame(env: &Envelope<'_>, correlation_id: &str, scratch: &mut Scratch) -> Utf8Bytes {
     scratch.frame.clear();
     envelope::write_device_frame(env, correlation_id, &mut scratch.frame);
     // An exact-size copy: `Bytes` adopts a full Vec as is, while spare capacity would cost it
@@ -92,7 +92,7 @@ pub fn frame(env: &Envelope<'_>, correlation_id: &str, scratch: &mut Scratch) ->
 }
 
 /// Queues `frame` for `user` without waiting.
-pub fn enqueue(
+pub(crate) fn enqueue(
     hub: &Hub,
     user: &str,
     frame: Utf8Bytes,
@@ -118,7 +118,7 @@ fn count(hub: &Hub, outcome: Result<(), Undelivered>) {
 }
 
 /// Serves `/sse/push`; writes the response into `out` and returns its status.
-pub async fn push(
+pub(crate) async fn push(
     body: &[u8],
     hub: &Hub,
     slot: &Arc<AckSlot>,
@@ -132,7 +132,7 @@ pub async fn push(
             let cid = correlation_id(&env);
             (target, frame(&env, &cid, scratch))
         }
-        Err(errors) => return refuse(ApiError::from(errors), out, persist),
+        Err(errors) => return refuse(&ApiError::from(errors), out, persist),
     };
     let outcome = match slot.ack(0) {
         Some(ack) => match enqueue(hub, &target.user, frame, Some(ack)) {
@@ -151,7 +151,7 @@ pub async fn push(
     let (status, message) = match outcome {
         Ok(()) => ("success", "Message delivered"),
         Err(Undelivered::NotConnected) => ("partial", Undelivered::NotConnected.text()),
-        Err(Undelivered::QueueFull) => return refuse(ApiError::QueueFull, out, persist),
+        Err(Undelivered::QueueFull) => return refuse(&ApiError::QueueFull, out, persist),
     };
     let json = &mut scratch.frame;
     json.clear();
@@ -169,7 +169,7 @@ pub async fn push(
 }
 
 /// The correlation id of a message: `data.correlation_id`, else a fresh UUID.
-pub fn correlation_id(env: &Envelope<'_>) -> CorrelationId {
+pub(crate) fn correlation_id(env: &Envelope<'_>) -> CorrelationId {
     match &env.correlation_id {
         Some(id) => id.clone(),
         None => {
@@ -189,7 +189,7 @@ struct ItemResult {
 }
 
 /// Serves `/sse/push/batch`; writes the response into `out` and returns its status.
-pub async fn batch(
+pub(crate) async fn batch(
     body: &[u8],
     hub: &Hub,
     scratch: &mut Scratch,
@@ -198,7 +198,7 @@ pub async fn batch(
 ) -> u16 {
     let envelopes = match envelope::parse_batch(body, hub.config.max_batch) {
         Ok(list) => list,
-        Err(errors) => return refuse(ApiError::from(errors), out, persist),
+        Err(errors) => return refuse(&ApiError::from(errors), out, persist),
     };
     // Everything is queued before anything is awaited: items for one device enter its queue
     // in index order, and distinct devices drain their queues concurrently.
@@ -250,7 +250,7 @@ pub async fn batch(
     200
 }
 
-fn refuse(err: ApiError, out: &mut Vec<u8>, persist: Persist) -> u16 {
+fn refuse(err: &ApiError, out: &mut Vec<u8>, persist: Persist) -> u16 {
     err.write(out, persist, false);
     err.status()
 }

@@ -10,7 +10,7 @@ use crate::wire::upgrade::{self, Upgrade};
 
 /// The daemon's endpoints.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Endpoint {
+pub(crate) enum Endpoint {
     /// `GET /ws`: device WebSocket upgrade.
     Ws,
     /// `GET /health`.
@@ -30,7 +30,7 @@ pub enum Endpoint {
 
 /// What to do with a routed request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Action {
+pub(crate) enum Action {
     /// Serve the endpoint.
     Serve(Endpoint),
     /// Serve a GET endpoint's head only.
@@ -44,7 +44,7 @@ const ALLOW_POST: &str = "POST, OPTIONS";
 
 impl Endpoint {
     /// The endpoint at `path`, if any.
-    pub fn at(path: &str) -> Option<Endpoint> {
+    pub(crate) fn at(path: &str) -> Option<Endpoint> {
         Some(match path {
             "/ws" => Endpoint::Ws,
             "/health" => Endpoint::Health,
@@ -59,12 +59,12 @@ impl Endpoint {
     }
 
     /// True for the upstream endpoints under `/sse/` (POST, token-protected).
-    pub fn is_upstream(self) -> bool {
+    pub(crate) fn is_upstream(self) -> bool {
         matches!(self, Endpoint::Push | Endpoint::Batch | Endpoint::Send)
     }
 
     /// True for endpoints served to POST.
-    pub fn is_post(self) -> bool {
+    pub(crate) fn is_post(self) -> bool {
         #[cfg(feature = "fault-injection")]
         if self == Endpoint::FaultStall {
             return true;
@@ -73,7 +73,7 @@ impl Endpoint {
     }
 
     /// The `Allow` header value for this endpoint's path.
-    pub fn allow(self) -> &'static str {
+    pub(crate) fn allow(self) -> &'static str {
         if self.is_post() {
             ALLOW_POST
         } else {
@@ -83,7 +83,7 @@ impl Endpoint {
 }
 
 /// Routes a request: 404 before 405 (SPEC §10).
-pub fn route(method: Method, path: &str) -> Result<Action, ApiError> {
+pub(crate) fn route(method: Method, path: &str) -> Result<Action, ApiError> {
     let endpoint = Endpoint::at(path).ok_or(ApiError::NotFound)?;
     match (method, endpoint.is_post()) {
         (Method::Options, _) => Ok(Action::Options(endpoint.allow())),
@@ -94,7 +94,7 @@ pub fn route(method: Method, path: &str) -> Result<Action, ApiError> {
 }
 
 /// What a request head said, copied out of the read buffer so that the buffer can move on.
-pub struct Request {
+pub(crate) struct Request {
     action: Result<Action, ApiError>,
     /// The method was HEAD: every answer goes without its body, errors included (a body would
     /// be read as the start of the next response on a keep-alive connection).
@@ -115,7 +115,7 @@ pub struct Request {
 
 impl Request {
     /// Reads everything the rest of the request needs out of `head`.
-    pub fn new(head: &RequestHead<'_>, config: &Config) -> Request {
+    pub(crate) fn new(head: &RequestHead<'_>, config: &Config) -> Request {
         let action = route(head.method, head.path);
         let upgrade = match action {
             Ok(Action::Serve(Endpoint::Ws)) => Some(
@@ -151,7 +151,7 @@ impl Request {
 
     /// The action, or the refusal the request gets before its body is read, in SPEC order:
     /// 400 (no Host), 404, 405, 401, 411, 413, 415. Asked once per request.
-    pub fn admit(&mut self, max_body_bytes: usize) -> Result<Action, ApiError> {
+    pub(crate) fn admit(&mut self, max_body_bytes: usize) -> Result<Action, ApiError> {
         if !self.has_host && self.version == Version::Http11 {
             return Err(ApiError::MissingHost);
         }

@@ -19,10 +19,10 @@ use crate::wire::limits::MAX_EVENT_TYPE_BYTES;
 use crate::wire::sse;
 
 /// The `event_type` every event of a stream carries.
-pub type EventType = Option<heapless::String<MAX_EVENT_TYPE_BYTES>>;
+pub(crate) type EventType = Option<heapless::String<MAX_EVENT_TYPE_BYTES>>;
 
 /// How a `/sse/send` request begins.
-pub enum Start {
+pub(crate) enum Start {
     /// Refused before any stream: answered as an ordinary error.
     Refused(ApiError),
     /// Nobody to ask: a stream whose only event says why.
@@ -39,7 +39,7 @@ pub enum Start {
 }
 
 /// A stream whose request is on its way to the device.
-pub struct Open {
+pub(crate) struct Open {
     /// The request's correlation id.
     pub cid: CorrelationId,
     /// The request's `event_type`.
@@ -55,7 +55,7 @@ pub struct Open {
 impl Open {
     /// Ends the stream: frees the correlation id and stops taking answers; returns what the
     /// closing event still needs.
-    pub fn close(self) -> (CorrelationId, EventType) {
+    pub(crate) fn close(self) -> (CorrelationId, EventType) {
         let Open {
             cid, event_type, ..
         } = self;
@@ -77,7 +77,7 @@ impl Drop for Entry {
 
 /// Validates `body`, checks the stream table and queues the request for its device, in SPEC
 /// order: 422, 409, 503, then "not connected".
-pub fn start(body: &[u8], hub: &Hub, scratch: &mut Scratch) -> Start {
+pub(crate) fn start(body: &[u8], hub: &Hub, scratch: &mut Scratch) -> Start {
     let env = match envelope::parse_envelope(body) {
         Ok(env) => env,
         Err(errors) => return Start::Refused(ApiError::from(errors)),
@@ -139,7 +139,7 @@ fn open_refusal(e: OpenError) -> ApiError {
 
 /// Why a stream ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum End {
+pub(crate) enum End {
     /// The device sent its final answer.
     Final,
     /// `send_timeout_secs` passed without an answer.
@@ -154,7 +154,7 @@ pub enum End {
 
 impl End {
     /// The error text of the stream's last event, when the stream ends with one.
-    pub fn error_text(self) -> Option<&'static str> {
+    pub(crate) fn error_text(self) -> Option<&'static str> {
         match self {
             End::Timeout => Some("Timeout waiting for response"),
             End::DeviceGone => Some("User disconnected"),
@@ -164,7 +164,7 @@ impl End {
     }
 
     /// Counts the ending in the metrics.
-    pub fn count(self, hub: &Hub) {
+    pub(crate) fn count(self, hub: &Hub) {
         let m = hub.metrics;
         match self {
             End::Final => m.sends_final.inc(),
@@ -178,7 +178,7 @@ impl End {
 
 /// How the events of one stream go on the wire.
 #[derive(Debug, Clone, Copy)]
-pub struct Framing {
+pub(crate) struct Framing {
     /// HTTP/1.1: chunked. HTTP/1.0 has no chunked encoding: its stream ends with the connection.
     pub chunked: bool,
     /// The connection stays open after the stream.
@@ -187,7 +187,7 @@ pub struct Framing {
 
 impl Framing {
     /// The framing for a request of `version` whose client wants `keep_alive`.
-    pub fn new(version: Version, keep_alive: bool) -> Framing {
+    pub(crate) fn new(version: Version, keep_alive: bool) -> Framing {
         let chunked = version == Version::Http11;
         Framing {
             chunked,
@@ -196,7 +196,7 @@ impl Framing {
     }
 
     /// Appends the stream's response head.
-    pub fn write_head(self, out: &mut Vec<u8>, version: Version) {
+    pub(crate) fn write_head(self, out: &mut Vec<u8>, version: Version) {
         let persist = Persist::new(version, self.keep_alive);
         let headers: &[(&str, &str)] = if self.chunked {
             &[
@@ -211,7 +211,7 @@ impl Framing {
     }
 
     /// Appends one event carrying `data`; `event` is scratch space.
-    pub fn write_event(
+    pub(crate) fn write_event(
         self,
         out: &mut Vec<u8>,
         event: &mut Vec<u8>,
@@ -224,7 +224,7 @@ impl Framing {
     }
 
     /// Appends the keepalive comment.
-    pub fn write_keepalive(self, out: &mut Vec<u8>, event: &mut Vec<u8>) {
+    pub(crate) fn write_keepalive(self, out: &mut Vec<u8>, event: &mut Vec<u8>) {
         event.clear();
         sse::write_keepalive(event);
         self.write_bytes(out, event);
@@ -232,7 +232,7 @@ impl Framing {
 
     /// Appends the closing error event `{"error": TEXT, "correlation_id": ID}`; `data` and
     /// `event` are scratch space.
-    pub fn write_error(
+    pub(crate) fn write_error(
         self,
         out: &mut Vec<u8>,
         scratch: (&mut Vec<u8>, &mut Vec<u8>),
@@ -247,7 +247,7 @@ impl Framing {
     }
 
     /// Appends the end of the stream's body (the last chunk, when chunked).
-    pub fn write_end(self, out: &mut Vec<u8>) {
+    pub(crate) fn write_end(self, out: &mut Vec<u8>) {
         if self.chunked {
             response::write_last_chunk(out);
         }

@@ -6,7 +6,7 @@ use crate::hub::{metrics, Hub};
 use crate::wire::http::response::{self, Persist};
 
 /// Appends the `/health` answer; returns its status (503 while the self-check fails).
-pub fn health(
+pub(crate) fn health(
     hub: &Hub,
     scratch: &mut Vec<u8>,
     out: &mut Vec<u8>,
@@ -32,7 +32,7 @@ pub fn health(
 }
 
 /// Appends the `/metrics` answer, JSON or Prometheus text; returns its status.
-pub fn metrics(
+pub(crate) fn metrics(
     hub: &Hub,
     prometheus: bool,
     scratch: &mut Vec<u8>,
@@ -64,7 +64,7 @@ pub fn metrics(
 
 /// True when the request asks for Prometheus text: `?format=prometheus`, or an `Accept`
 /// naming `text/plain` or `application/openmetrics-text` (SPEC §10).
-pub fn wants_prometheus(query: Option<&str>, accept: Option<&[u8]>) -> bool {
+pub(crate) fn wants_prometheus(query: Option<&str>, accept: Option<&[u8]>) -> bool {
     let by_query = query.is_some_and(|q| q.split('&').any(|p| p == "format=prometheus"));
     let by_accept = accept.is_some_and(|a| {
         let a = a.to_ascii_lowercase();

@@ -14,7 +14,7 @@ const LOST: u8 = 2;
 
 /// What became of one frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
+pub(crate) enum Outcome {
     /// Written to the device's socket.
     Delivered,
     /// Dropped before it was written: the session ended first.
@@ -22,7 +22,7 @@ pub enum Outcome {
 }
 
 /// Outcomes of up to `capacity` frames of one request, and a way to wait for them.
-pub struct AckSlot {
+pub(crate) struct AckSlot {
     outcomes: Box<[AtomicU8]>,
     unresolved: AtomicUsize,
     notify: Notify,
@@ -30,7 +30,7 @@ pub struct AckSlot {
 
 impl AckSlot {
     /// A slot for requests of at most `capacity` frames.
-    pub fn new(capacity: usize) -> Arc<AckSlot> {
+    pub(crate) fn new(capacity: usize) -> Arc<AckSlot> {
         Arc::new(AckSlot {
             outcomes: (0..capacity.max(1))
                 .map(|_| AtomicU8::new(UNRESOLVED))
@@ -40,14 +40,9 @@ impl AckSlot {
         })
     }
 
-    /// Frames this slot can track.
-    pub fn capacity(&self) -> usize {
-        self.outcomes.len()
-    }
-
     /// An acknowledgement for frame `index`; the frame's request must wait before reusing the slot.
     /// Returns `None` when `index` is past the capacity.
-    pub fn ack(self: &Arc<Self>, index: usize) -> Option<Ack> {
+    pub(crate) fn ack(self: &Arc<Self>, index: usize) -> Option<Ack> {
         let cell = self.outcomes.get(index)?;
         cell.store(UNRESOLVED, Ordering::Relaxed);
         self.unresolved.fetch_add(1, Ordering::AcqRel);
@@ -59,7 +54,7 @@ impl AckSlot {
     }
 
     /// Waits until every acknowledgement handed out has been resolved or dropped.
-    pub async fn wait(&self) {
+    pub(crate) async fn wait(&self) {
         while self.unresolved.load(Ordering::Acquire) != 0 {
             // `notify_one` stores a permit, so a resolution between the check and the await
             // is not missed; a stale permit only costs one more check.
@@ -68,7 +63,7 @@ impl AckSlot {
     }
 
     /// The outcome of frame `index` after [`AckSlot::wait`].
-    pub fn outcome(&self, index: usize) -> Outcome {
+    pub(crate) fn outcome(&self, index: usize) -> Outcome {
         match self.outcomes.get(index).map(|c| c.load(Ordering::Acquire)) {
             Some(DELIVERED) => Outcome::Delivered,
             _ => Outcome::Lost,
@@ -78,7 +73,7 @@ impl AckSlot {
 
 /// One frame's acknowledgement. Dropping it without [`Ack::delivered`] records it as lost,
 /// which is what happens to frames still queued when a session ends.
-pub struct Ack {
+pub(crate) struct Ack {
     slot: Arc<AckSlot>,
     index: usize,
     outcome: u8,
@@ -86,7 +81,7 @@ pub struct Ack {
 
 impl Ack {
     /// Records that the frame reached the socket.
-    pub fn delivered(mut self) {
+    pub(crate) fn delivered(mut self) {
         self.outcome = DELIVERED;
     }
 }

@@ -24,7 +24,7 @@ struct Device {
 
 /// What a session holds while it is registered. Dropping it ends the link: queued frames
 /// are reported lost and waiting streams learn the device is gone.
-pub struct Registration {
+pub(crate) struct Registration {
     /// This session's number, unique within the process.
     pub session: u64,
     /// The session's queue and signals.
@@ -39,7 +39,7 @@ impl Drop for Registration {
 
 /// Why a device could not be registered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RegisterError {
+pub(crate) enum RegisterError {
     /// The user id is connected and the policy keeps the old session.
     Duplicate,
     /// `max_connections` devices are connected.
@@ -47,7 +47,7 @@ pub enum RegisterError {
 }
 
 /// A handle on a connected device, cloned out of the table for one delivery.
-pub struct DeviceHandle {
+pub(crate) struct DeviceHandle {
     /// The session the handle belongs to.
     pub session: u64,
     /// The session's queue and signals.
@@ -58,7 +58,7 @@ pub struct DeviceHandle {
 ///
 /// Every field starts as zero bytes, so a `static` table lands in `.bss`: neither the binary
 /// nor the resident memory pays for slots that were never used.
-pub struct DeviceTable<const N: usize> {
+pub(crate) struct DeviceTable<const N: usize> {
     map: Mutex<FnvIndexMap<UserId, Device, N>>,
     /// The runtime limit; 0 means the capacity.
     max: AtomicUsize,
@@ -82,7 +82,7 @@ impl<const N: usize> Default for DeviceTable<N> {
 
 impl<const N: usize> DeviceTable<N> {
     /// An empty table (const, so it can live in a `static`).
-    pub const fn new() -> Self {
+    pub(crate) const fn new() -> Self {
         DeviceTable {
             map: Mutex::new(FnvIndexMap::new()),
             max: AtomicUsize::new(0),
@@ -91,18 +91,20 @@ impl<const N: usize> DeviceTable<N> {
     }
 
     /// Sets the runtime limit (`max_connections`), capped at the capacity.
-    pub fn set_max(&self, max: usize) {
+    pub(crate) fn set_max(&self, max: usize) {
         self.max.store(max.min(N), Ordering::Relaxed);
     }
 
     fn lock(&self) -> MutexGuard<'_, FnvIndexMap<UserId, Device, N>> {
         // A poisoned lock means a panic in a critical section that only inserts or removes;
         // the map itself is still consistent, so keep serving.
-        self.map.lock().unwrap_or_else(|e| e.into_inner())
+        self.map
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Registers a session for `user`, applying the duplicate policy.
-    pub fn register(
+    pub(crate) fn register(
         &self,
         user: &UserId,
         replace: bool,
@@ -137,7 +139,7 @@ impl<const N: usize> DeviceTable<N> {
     }
 
     /// Removes `user` if the entry still belongs to `session` (a replacement keeps its slot).
-    pub fn unregister(&self, user: &str, session: u64) -> bool {
+    pub(crate) fn unregister(&self, user: &str, session: u64) -> bool {
         let mut map = self.lock();
         match map.get(user) {
             Some(d) if d.session == session => {
@@ -149,7 +151,7 @@ impl<const N: usize> DeviceTable<N> {
     }
 
     /// The device's queue and liveness, if connected.
-    pub fn get(&self, user: &str) -> Option<DeviceHandle> {
+    pub(crate) fn get(&self, user: &str) -> Option<DeviceHandle> {
         let map = self.lock();
         map.get(user).map(|d| DeviceHandle {
             session: d.session,
@@ -158,19 +160,14 @@ impl<const N: usize> DeviceTable<N> {
     }
 
     /// Devices connected now.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.lock().len()
-    }
-
-    /// True when no device is connected.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 
     /// True when the table's lock can be had within `deadline`, i.e. no task holds it
     /// forever: part of the self-check. Called from the watchdog's own thread, never from
     /// the event loop. A poisoned lock counts as usable: `lock` recovers it.
-    pub fn lockable_within(&self, deadline: Duration) -> bool {
+    pub(crate) fn lockable_within(&self, deadline: Duration) -> bool {
         let until = Instant::now() + deadline;
         loop {
             match self.map.try_lock() {
@@ -188,6 +185,45 @@ mod tests {
 
     fn uid(s: &str) -> UserId {
         UserId::try_from(s).unwrap()
+    }
+
+    /// Panics unwind (Cargo.toml): a task that panics while holding the lock leaves it
+    /// poisoned, and the table must go on serving every other session.
+    #[test]
+    fn a_panic_inside_the_lock_leaves_the_table_serving() {
+        let t = std::sync::Arc::new(DeviceTable::<8>::new());
+        let _a = t.register(&uid("a"), false, 4).unwrap();
+        let poisoner = std::sync::Arc::clone(&t);
+        let died = std::thread::spawn(move || {
+            let _guard = poisoner.map.lock();
+            panic!("a bug inside a critical section");
+        })
+        .join();
+        assert!(died.is_err());
+        assert!(t.map.is_poisoned());
+        assert!(t.lockable_within(Duration::from_millis(10)));
+        assert!(t.get("a").is_some());
+        let b = t.register(&uid("b"), false, 4).unwrap();
+        assert_eq!(t.len(), 2);
+        assert!(t.unregister("b", b.session));
+    }
+
+    #[test]
+    fn a_lock_held_forever_fails_the_self_check() {
+        let t = std::sync::Arc::new(DeviceTable::<8>::new());
+        let (held_tx, held_rx) = std::sync::mpsc::channel();
+        let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+        let holder = std::sync::Arc::clone(&t);
+        let thread = std::thread::spawn(move || {
+            let _guard = holder.map.lock();
+            held_tx.send(()).unwrap();
+            let _ = release_rx.recv_timeout(Duration::from_secs(10));
+        });
+        held_rx.recv_timeout(Duration::from_secs(10)).unwrap();
+        assert!(!t.lockable_within(Duration::from_millis(20)));
+        release_tx.send(()).unwrap();
+        thread.join().unwrap();
+        assert!(t.lockable_within(Duration::from_millis(20)));
     }
 
     #[test]
@@ -212,7 +248,7 @@ mod tests {
         assert!(!t.unregister("a", old.session));
         assert_eq!(t.get("a").unwrap().session, new.session);
         assert!(t.unregister("a", new.session));
-        assert!(t.is_empty());
+        assert_eq!(t.len(), 0);
     }
 
     #[test]

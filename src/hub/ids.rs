@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 
 /// Length of a UUID string: 32 hex digits and 4 dashes.
-pub const UUID_STRING_BYTES: usize = 36;
+pub(crate) const UUID_STRING_BYTES: usize = 36;
 
 const MASK_62: u64 = (1 << 62) - 1;
 
@@ -34,7 +34,7 @@ fn mix_62(n: u64, key: u64) -> u64 {
 ///
 /// The low 62 random bits are a bijection of a process-wide counter (never a repeat before
 /// 2^62 calls); the high 60 are a keyed hash of it.
-pub fn new_correlation_id() -> heapless::String<UUID_STRING_BYTES> {
+pub(crate) fn new_correlation_id() -> heapless::String<UUID_STRING_BYTES> {
     let seed = SEED.get_or_init(|| {
         let hasher = std::hash::RandomState::new();
         let key = hasher.hash_one(0x5eed_u64);

@@ -14,7 +14,7 @@ use tokio_tungstenite::tungstenite::Utf8Bytes;
 use super::ack::Ack;
 
 /// One frame waiting for a device's socket.
-pub struct Outbound {
+pub(crate) struct Outbound {
     /// The text frame, already spliced.
     pub frame: Utf8Bytes,
     /// Told whether the frame reached the socket; dropping it unreported means "not delivered".
@@ -23,7 +23,7 @@ pub struct Outbound {
 
 /// Why a frame was not queued.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PushError {
+pub(crate) enum PushError {
     /// `queue_depth` frames are waiting.
     Full,
     /// The session has ended.
@@ -31,7 +31,7 @@ pub enum PushError {
 }
 
 /// One device session's queue and signals.
-pub struct DeviceLink {
+pub(crate) struct DeviceLink {
     frames: Mutex<Frames>,
     /// Most frames waiting at once (`queue_depth`).
     depth: usize,
@@ -50,7 +50,7 @@ struct Frames {
 
 impl DeviceLink {
     /// A link whose queue holds at most `depth` frames.
-    pub fn new(depth: usize) -> DeviceLink {
+    pub(crate) fn new(depth: usize) -> DeviceLink {
         DeviceLink {
             frames: Mutex::new(Frames {
                 queue: VecDeque::new(),
@@ -66,12 +66,14 @@ impl DeviceLink {
 
     fn lock(&self) -> MutexGuard<'_, Frames> {
         // Critical sections only move items in and out; a poisoned queue is still consistent.
-        self.frames.lock().unwrap_or_else(|e| e.into_inner())
+        self.frames
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Queues a frame for the session. On error the frame is dropped, which reports its
     /// acknowledgement as not delivered.
-    pub fn push(&self, item: Outbound) -> Result<(), PushError> {
+    pub(crate) fn push(&self, item: Outbound) -> Result<(), PushError> {
         let mut frames = self.lock();
         if frames.ended {
             return Err(PushError::Ended);
@@ -87,36 +89,36 @@ impl DeviceLink {
     }
 
     /// Takes up to `max` queued frames into `batch`, in order.
-    pub fn take(&self, batch: &mut Vec<Outbound>, max: usize) {
+    pub(crate) fn take(&self, batch: &mut Vec<Outbound>, max: usize) {
         let mut frames = self.lock();
         let n = frames.queue.len().min(max);
         batch.extend(frames.queue.drain(..n));
     }
 
     /// True when frames are waiting.
-    pub fn has_frames(&self) -> bool {
+    pub(crate) fn has_frames(&self) -> bool {
         !self.lock().queue.is_empty()
     }
 
     /// Resolves when a frame may be waiting or the session was kicked.
-    pub async fn woken(&self) {
+    pub(crate) async fn woken(&self) {
         self.wake.notified().await;
     }
 
     /// Tells the session another connection replaced it.
-    pub fn kick(&self) {
+    pub(crate) fn kick(&self) {
         self.kicked.store(true, Ordering::Release);
         self.wake.notify_one();
     }
 
     /// True once the session was kicked.
-    pub fn is_kicked(&self) -> bool {
+    pub(crate) fn is_kicked(&self) -> bool {
         self.kicked.load(Ordering::Acquire)
     }
 
     /// Ends the session: refuses new frames, drops the waiting ones (reported as not
     /// delivered) and wakes every stream waiting on the device.
-    pub fn end(&self) {
+    pub(crate) fn end(&self) {
         let dropped = {
             let mut frames = self.lock();
             frames.ended = true;
@@ -129,12 +131,12 @@ impl DeviceLink {
     }
 
     /// True once the session has ended.
-    pub fn has_ended(&self) -> bool {
+    pub(crate) fn has_ended(&self) -> bool {
         self.ended.load(Ordering::Acquire)
     }
 
     /// Resolves once the session has ended.
-    pub async fn gone(&self) {
+    pub(crate) async fn gone(&self) {
         loop {
             let notified = self.gone.notified();
             tokio::pin!(notified);
@@ -159,6 +161,25 @@ mod tests {
             frame: text.to_owned().into(),
             ack: None,
         }
+    }
+
+    #[test]
+    fn a_panic_inside_the_lock_leaves_the_queue_working() {
+        let link = std::sync::Arc::new(DeviceLink::new(2));
+        link.push(frame("a")).unwrap();
+        let poisoner = std::sync::Arc::clone(&link);
+        let died = std::thread::spawn(move || {
+            let _guard = poisoner.frames.lock();
+            panic!("a bug inside a critical section");
+        })
+        .join();
+        assert!(died.is_err());
+        assert!(link.frames.is_poisoned());
+        link.push(frame("b")).unwrap();
+        let mut batch = Vec::new();
+        link.take(&mut batch, 10);
+        let texts: Vec<&str> = batch.iter().map(|o| o.frame.as_str()).collect();
+        assert_eq!(texts, ["a", "b"]);
     }
 
     #[test]

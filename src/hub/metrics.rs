@@ -4,30 +4,30 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 /// One monotonically increasing counter.
 #[derive(Default)]
-pub struct Counter(AtomicU64);
+pub(crate) struct Counter(AtomicU64);
 
 impl Counter {
     /// A counter at zero (const, for `static`s).
-    pub const fn new() -> Self {
+    pub(crate) const fn new() -> Self {
         Counter(AtomicU64::new(0))
     }
     /// Adds one.
-    pub fn inc(&self) {
+    pub(crate) fn inc(&self) {
         self.0.fetch_add(1, Ordering::Relaxed);
     }
     /// Adds `n`.
-    pub fn add(&self, n: u64) {
+    pub(crate) fn add(&self, n: u64) {
         self.0.fetch_add(n, Ordering::Relaxed);
     }
     /// The current value.
-    pub fn get(&self) -> u64 {
+    pub(crate) fn get(&self) -> u64 {
         self.0.load(Ordering::Relaxed)
     }
 }
 
 /// Every counter the daemon keeps.
 #[derive(Default)]
-pub struct Metrics {
+pub(crate) struct Metrics {
     /// TCP connections accepted.
     pub connections_accepted: Counter,
     /// TCP connections refused at once because too many were open.
@@ -74,7 +74,7 @@ pub struct Metrics {
 
 impl Metrics {
     /// All counters at zero (const, for `static`s).
-    pub const fn new() -> Self {
+    pub(crate) const fn new() -> Self {
         Metrics {
             connections_accepted: Counter::new(),
             connections_refused: Counter::new(),
@@ -107,7 +107,7 @@ impl Metrics {
     }
 
     /// Counts one response with `status`.
-    pub fn response(&self, status: u16) {
+    pub(crate) fn response(&self, status: u16) {
         let class = usize::from(status / 100).saturating_sub(1);
         if let Some(c) = self.http_responses.get(class) {
             c.inc();
@@ -115,7 +115,7 @@ impl Metrics {
     }
 
     /// The counters as `(json_name, value)` pairs, in a stable order.
-    pub fn counters(&self) -> [(&'static str, u64); 20] {
+    pub(crate) fn counters(&self) -> [(&'static str, u64); 20] {
         [
             ("connections_accepted", self.connections_accepted.get()),
             ("connections_refused", self.connections_refused.get()),
@@ -145,7 +145,13 @@ impl Metrics {
 }
 
 /// Appends the `/metrics` JSON: the seed's fields, then every counter.
-pub fn write_json(out: &mut Vec<u8>, m: &Metrics, active: usize, pending: usize, uptime_secs: u64) {
+pub(crate) fn write_json(
+    out: &mut Vec<u8>,
+    m: &Metrics,
+    active: usize,
+    pending: usize,
+    uptime_secs: u64,
+) {
     use std::io::Write;
     let _ = write!(
         out,
@@ -163,7 +169,7 @@ pub fn write_json(out: &mut Vec<u8>, m: &Metrics, active: usize, pending: usize,
 }
 
 /// `Content-Type` of the Prometheus text exposition format.
-pub const PROMETHEUS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+pub(crate) const PROMETHEUS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// A counter family: name, help, label name, and (label value, counter) series.
 type Family<'m> = (
@@ -174,7 +180,7 @@ type Family<'m> = (
 );
 
 /// Appends the Prometheus text exposition of every counter.
-pub fn write_prometheus(
+pub(crate) fn write_prometheus(
     out: &mut Vec<u8>,
     m: &Metrics,
     active: usize,

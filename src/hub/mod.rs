@@ -4,12 +4,12 @@
 //! bounded queue and signals), the table of open `/sse/send` streams, the delivery
 //! acknowledgements, the counters and the shutdown signal. The hub holds queues, never sockets.
 
-pub mod ack;
-pub mod devices;
-pub mod ids;
-pub mod link;
-pub mod metrics;
-pub mod streams;
+pub(crate) mod ack;
+pub(crate) mod devices;
+pub(crate) mod ids;
+pub(crate) mod link;
+pub(crate) mod metrics;
+pub(crate) mod streams;
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Instant;
@@ -30,12 +30,12 @@ static STREAMS: PendingTable<PENDING_TABLE_CAPACITY> = PendingTable::new();
 static METRICS: Metrics = Metrics::new();
 
 /// The device table of this build.
-pub type Devices = DeviceTable<DEVICE_TABLE_CAPACITY>;
+pub(crate) type Devices = DeviceTable<DEVICE_TABLE_CAPACITY>;
 /// The stream table of this build.
-pub type Streams = PendingTable<PENDING_TABLE_CAPACITY>;
+pub(crate) type Streams = PendingTable<PENDING_TABLE_CAPACITY>;
 
 /// Shared by all tasks of one daemon.
-pub struct Hub {
+pub(crate) struct Hub {
     /// Effective settings.
     pub config: Config,
     /// Connected devices.
@@ -57,7 +57,7 @@ pub struct Hub {
 impl Hub {
     /// The process's hub for `config`, with the tables' runtime limits applied. The tables
     /// are the process's own, so a process runs one hub.
-    pub fn new(config: Config, shutdown: watch::Receiver<bool>) -> Hub {
+    pub(crate) fn new(config: Config, shutdown: watch::Receiver<bool>) -> Hub {
         DEVICES.set_max(config.max_connections);
         STREAMS.set_max(config.max_pending_sends);
         Hub {
@@ -73,33 +73,33 @@ impl Hub {
     }
 
     /// True once shutdown has begun.
-    pub fn shutting_down(&self) -> bool {
+    pub(crate) fn shutting_down(&self) -> bool {
         *self.shutdown.borrow()
     }
 
     /// Whole seconds since start.
-    pub fn uptime_secs(&self) -> u64 {
+    pub(crate) fn uptime_secs(&self) -> u64 {
         self.started.elapsed().as_secs()
     }
 
     /// True when `name` is a configured public account.
-    pub fn is_public(&self, name: &str) -> bool {
+    pub(crate) fn is_public(&self, name: &str) -> bool {
         self.config.public_accounts.iter().any(|a| a == name)
     }
 
     /// True when a new user id should replace a connected one.
-    pub fn replace_duplicates(&self) -> bool {
+    pub(crate) fn replace_duplicates(&self) -> bool {
         self.config.on_duplicate == OnDuplicate::Replace
     }
 
     /// Whether the self-check passed last time.
-    pub fn is_healthy(&self) -> bool {
+    pub(crate) fn is_healthy(&self) -> bool {
         self.healthy.load(Ordering::Relaxed)
     }
 }
 
 /// Resolves once shutdown has begun (or the signal task is gone, which also means stop).
-pub async fn stopping(shutdown: &mut watch::Receiver<bool>) {
+pub(crate) async fn stopping(shutdown: &mut watch::Receiver<bool>) {
     // The returned `Ref` is dropped here: it is not `Send` and must not live across an await.
     let _ = shutdown.wait_for(|stop| *stop).await;
 }

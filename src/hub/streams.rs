@@ -12,7 +12,7 @@ use super::devices::limit;
 use crate::wire::envelope::{CorrelationId, UserId};
 
 /// What a device said on an open stream.
-pub enum StreamEvent {
+pub(crate) enum StreamEvent {
     /// A correlated message, as the device sent it.
     Message {
         /// The device's text, as it arrived.
@@ -30,7 +30,7 @@ struct Pending {
 
 /// Why a stream could not be opened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OpenError {
+pub(crate) enum OpenError {
     /// The correlation id is already waiting (409).
     InUse,
     /// `max_pending_sends` streams are open (503).
@@ -38,7 +38,7 @@ pub enum OpenError {
 }
 
 /// The table of open `/sse/send` streams: correlation id → the device allowed to answer.
-pub struct PendingTable<const N: usize> {
+pub(crate) struct PendingTable<const N: usize> {
     map: Mutex<FnvIndexMap<CorrelationId, Pending, N>>,
     /// The runtime limit; 0 means the capacity (all-zero initial value, as above).
     max: AtomicUsize,
@@ -52,7 +52,7 @@ impl<const N: usize> Default for PendingTable<N> {
 
 impl<const N: usize> PendingTable<N> {
     /// An empty table (const, so it can live in a `static`).
-    pub const fn new() -> Self {
+    pub(crate) const fn new() -> Self {
         PendingTable {
             map: Mutex::new(FnvIndexMap::new()),
             max: AtomicUsize::new(0),
@@ -60,16 +60,19 @@ impl<const N: usize> PendingTable<N> {
     }
 
     /// Sets the runtime limit (`max_pending_sends`), capped at the capacity.
-    pub fn set_max(&self, max: usize) {
+    pub(crate) fn set_max(&self, max: usize) {
         self.max.store(max.min(N), Ordering::Relaxed);
     }
 
     fn lock(&self) -> MutexGuard<'_, FnvIndexMap<CorrelationId, Pending, N>> {
-        self.map.lock().unwrap_or_else(|e| e.into_inner())
+        // As in the device table: every critical section leaves the map consistent.
+        self.map
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Checks that `id` could be opened now, without opening it (409 before 503).
-    pub fn check(&self, id: &str) -> Result<(), OpenError> {
+    pub(crate) fn check(&self, id: &str) -> Result<(), OpenError> {
         let map = self.lock();
         if map.contains_key(id) {
             Err(OpenError::InUse)
@@ -81,7 +84,7 @@ impl<const N: usize> PendingTable<N> {
     }
 
     /// Opens a stream for `id`, answerable only by `user`'s session `session`.
-    pub fn open(
+    pub(crate) fn open(
         &self,
         id: &CorrelationId,
         user: &UserId,
@@ -106,7 +109,7 @@ impl<const N: usize> PendingTable<N> {
     }
 
     /// Frees `id` if it still belongs to the stream behind `tx` (a newer stream may reuse the id).
-    pub fn close_stream(&self, id: &str, tx: &mpsc::Sender<StreamEvent>) {
+    pub(crate) fn close_stream(&self, id: &str, tx: &mpsc::Sender<StreamEvent>) {
         let mut map = self.lock();
         if map.get(id).is_some_and(|p| p.tx.same_channel(tx)) {
             map.swap_remove(id);
@@ -114,12 +117,17 @@ impl<const N: usize> PendingTable<N> {
     }
 
     /// Frees `id`.
-    pub fn close(&self, id: &str) {
+    pub(crate) fn close(&self, id: &str) {
         self.lock().swap_remove(id);
     }
 
     /// The stream waiting for `id`, if `user`'s session `session` may answer it.
-    pub fn route(&self, id: &str, user: &str, session: u64) -> Option<mpsc::Sender<StreamEvent>> {
+    pub(crate) fn route(
+        &self,
+        id: &str,
+        user: &str,
+        session: u64,
+    ) -> Option<mpsc::Sender<StreamEvent>> {
         let map = self.lock();
         match map.get(id) {
             Some(p) if p.session == session && p.user.as_str() == user => Some(p.tx.clone()),
@@ -128,13 +136,8 @@ impl<const N: usize> PendingTable<N> {
     }
 
     /// Streams open now.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.lock().len()
-    }
-
-    /// True when no stream is open.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 }
 
@@ -144,6 +147,24 @@ mod tests {
 
     fn uid(s: &str) -> UserId {
         UserId::try_from(s).unwrap()
+    }
+
+    #[test]
+    fn a_panic_inside_the_lock_leaves_the_table_serving() {
+        let p = std::sync::Arc::new(PendingTable::<8>::new());
+        let poisoner = std::sync::Arc::clone(&p);
+        let died = std::thread::spawn(move || {
+            let _guard = poisoner.map.lock();
+            panic!("a bug inside a critical section");
+        })
+        .join();
+        assert!(died.is_err());
+        assert!(p.map.is_poisoned());
+        let id = CorrelationId::try_from("c1").unwrap();
+        let _rx = p.open(&id, &uid("dev"), 7, 4).unwrap();
+        assert!(p.route("c1", "dev", 7).is_some());
+        p.close("c1");
+        assert_eq!(p.check("c1"), Ok(()));
     }
 
     #[test]

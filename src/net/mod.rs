@@ -3,8 +3,8 @@
 //! Sockets live here and only here: the listener and its accept loop, the connection driver
 //! around the framer, the SSE stream driver, and the device's WebSocket session.
 
-pub mod conn;
-pub mod io;
+pub(crate) mod conn;
+pub(crate) mod io;
 pub mod listener;
-pub mod session;
-pub mod stream;
+pub(crate) mod session;
+pub(crate) mod stream;

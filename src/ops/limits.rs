@@ -3,15 +3,15 @@
 
 /// Slots in the device table. A power of two (heapless index maps require it).
 /// Boards override it at build time with `WSSED_DEVICE_TABLE_CAPACITY`.
-pub const DEVICE_TABLE_CAPACITY: usize =
+pub(crate) const DEVICE_TABLE_CAPACITY: usize =
     parse_usize_or(option_env!("WSSED_DEVICE_TABLE_CAPACITY"), 16384);
 
 /// Slots in the table of open `/sse/send` streams (correlation ids waiting for answers).
-pub const PENDING_TABLE_CAPACITY: usize =
+pub(crate) const PENDING_TABLE_CAPACITY: usize =
     parse_usize_or(option_env!("WSSED_PENDING_TABLE_CAPACITY"), 4096);
 
 /// Most public accounts (`@mention` targets) in the configuration.
-pub const MAX_PUBLIC_ACCOUNTS: usize = 256;
+pub(crate) const MAX_PUBLIC_ACCOUNTS: usize = 256;
 
 const _: () = assert!(DEVICE_TABLE_CAPACITY.is_power_of_two() && DEVICE_TABLE_CAPACITY > 1);
 const _: () = assert!(PENDING_TABLE_CAPACITY.is_power_of_two() && PENDING_TABLE_CAPACITY > 1);

@@ -4,9 +4,9 @@
 //! socket activation), the logger and signals: what the process needs from and says to the
 //! machine it runs on.
 
-pub mod limits;
+pub(crate) mod limits;
 pub mod logger;
 pub mod settings;
-pub mod signals;
+pub(crate) mod signals;
 pub mod systemd;
-pub mod watchdog;
+pub(crate) mod watchdog;

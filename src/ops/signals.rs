@@ -4,7 +4,7 @@ use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::sync::watch;
 
 /// The handlers for SIGTERM and SIGINT, installed.
-pub struct Signals {
+pub(crate) struct Signals {
     term: Signal,
     int: Signal,
 }
@@ -12,7 +12,7 @@ pub struct Signals {
 impl Signals {
     /// Installs the handlers; must run inside the runtime. An error means the service
     /// manager could never stop us cleanly, so the caller refuses to start.
-    pub fn install() -> std::io::Result<Signals> {
+    pub(crate) fn install() -> std::io::Result<Signals> {
         Ok(Signals {
             term: signal(SignalKind::terminate())?,
             int: signal(SignalKind::interrupt())?,
@@ -20,7 +20,7 @@ impl Signals {
     }
 
     /// Waits for the first signal and flips `shutdown`; a second one exits at once with 1.
-    pub async fn watch(mut self, shutdown: watch::Sender<bool>) {
+    pub(crate) async fn watch(mut self, shutdown: watch::Sender<bool>) {
         tokio::select! {
             _ = self.term.recv() => log::info!("SIGTERM: draining"),
             _ = self.int.recv() => log::info!("SIGINT: draining"),

@@ -110,9 +110,8 @@ pub fn listen_fd_count_from(
     listen_fds: Option<&str>,
     our_pid: u32,
 ) -> Result<u32, EnvError> {
-    let (pid, fds) = match (listen_pid, listen_fds) {
-        (Some(pid), Some(fds)) => (pid, fds),
-        _ => return Err(EnvError::Unset),
+    let (Some(pid), Some(fds)) = (listen_pid, listen_fds) else {
+        return Err(EnvError::Unset);
     };
     if parse_pid(pid)? != our_pid {
         return Err(EnvError::OtherProcess);

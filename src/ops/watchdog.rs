@@ -13,16 +13,16 @@ use std::time::Duration;
 use super::systemd::Notifier;
 
 /// Rounds per second when systemd asks for no watchdog: `/health` still reflects the check.
-pub const CHECK_INTERVAL_DEFAULT: Duration = Duration::from_secs(1);
+pub(crate) const CHECK_INTERVAL_DEFAULT: Duration = Duration::from_secs(1);
 /// Longest time the event loop may take to run a probe task before it counts as stalled.
-pub const LOOP_DEADLINE: Duration = Duration::from_millis(500);
+pub(crate) const LOOP_DEADLINE: Duration = Duration::from_millis(500);
 /// Passing rounds needed after a failure before `/health` says healthy again, so a loop that
 /// just came out of a stall is not reported healthy by the very request it had queued.
-pub const RECOVERY_ROUNDS: u32 = 2;
+pub(crate) const RECOVERY_ROUNDS: u32 = 2;
 
 /// What one round found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Findings {
+pub(crate) struct Findings {
     /// The event loop ran the probe in time.
     pub loop_answered: bool,
     /// The accept loop is running.
@@ -33,14 +33,14 @@ pub struct Findings {
 
 impl Findings {
     /// True when every check passed.
-    pub fn passed(self) -> bool {
+    pub(crate) fn passed(self) -> bool {
         self.loop_answered && self.accepting && self.table_usable
     }
 }
 
 /// Health with hysteresis: one failure makes it unhealthy, `RECOVERY_ROUNDS` passes heal it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Verdict {
+pub(crate) struct Verdict {
     streak: u32,
 }
 
@@ -54,7 +54,7 @@ impl Default for Verdict {
 
 impl Verdict {
     /// Takes one round's result; returns whether the daemon counts as healthy now.
-    pub fn record(&mut self, passed: bool) -> bool {
+    pub(crate) fn record(&mut self, passed: bool) -> bool {
         self.streak = if passed {
             self.streak.saturating_add(1)
         } else {
@@ -64,13 +64,13 @@ impl Verdict {
     }
 
     /// Whether the daemon counts as healthy.
-    pub fn healthy(self) -> bool {
+    pub(crate) fn healthy(self) -> bool {
         self.streak >= RECOVERY_ROUNDS
     }
 }
 
 /// What the self-check asks of the daemon each round, besides whether its event loop answers.
-pub trait Daemon: Send + Sync + 'static {
+pub(crate) trait Daemon: Send + Sync + 'static {
     /// The accept loop is running.
     fn accepting(&self) -> bool;
     /// The device table's lock can be had (no task holds it forever).
@@ -82,7 +82,7 @@ pub trait Daemon: Send + Sync + 'static {
 }
 
 /// Starts the checking thread; it stops once `stop` is set.
-pub fn spawn(
+pub(crate) fn spawn(
     daemon: Arc<dyn Daemon>,
     runtime: tokio::runtime::Handle,
     notifier: Arc<Notifier>,
@@ -164,7 +164,7 @@ mod tests {
                 let _ = stall_rx.recv_timeout(Duration::from_secs(10));
                 // Then serve probes for a while.
                 tokio::time::sleep(Duration::from_secs(2)).await;
-            })
+            });
         });
         assert!(!probe(&handle, Duration::from_millis(200)));
         stall_tx.send(()).unwrap();

@@ -4,13 +4,15 @@
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 
-use crate::wire::ascii::{hex_digit, hex_value};
+#[cfg(test)]
+use crate::wire::ascii::hex_digit;
+use crate::wire::ascii::hex_value;
 
 /// Bytes of an HMAC-SHA256 tag.
 const TAG_BYTES: usize = 32;
 
 /// The token of an `Authorization: Bearer TOKEN` value.
-pub fn bearer_token(value: &[u8]) -> Option<&[u8]> {
+pub(crate) fn bearer_token(value: &[u8]) -> Option<&[u8]> {
     let value = value.trim_ascii();
     let (scheme, rest) = value.split_at_checked(6)?;
     if !scheme.eq_ignore_ascii_case(b"bearer") || rest.first().is_none_or(|b| *b != b' ') {
@@ -21,12 +23,12 @@ pub fn bearer_token(value: &[u8]) -> Option<&[u8]> {
 }
 
 /// True when the `Authorization` value carries exactly `expected` as bearer token.
-pub fn bearer_matches(value: &[u8], expected: &[u8]) -> bool {
+pub(crate) fn bearer_matches(value: &[u8], expected: &[u8]) -> bool {
     bearer_token(value).is_some_and(|token| constant_time_eq(token, expected))
 }
 
 /// Equality whose time depends only on the lengths.
-pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     if a.len() != b.len() {
         return false;
     }
@@ -34,10 +36,15 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 /// The device token for `user_id`: lower-case hex of HMAC-SHA256(secret, user_id).
-pub fn device_token(secret: &[u8], user_id: &str) -> String {
-    let tag = mac(secret, user_id).finalize().into_bytes();
+/// The daemon only checks tokens; operators make them with openssl (README).
+#[cfg(test)]
+fn device_token(secret: &[u8], user_id: &str) -> String {
+    let Some(mac) = mac(secret, user_id) else {
+        return String::new();
+    };
+    let tag = mac.finalize().into_bytes();
     let mut out = String::with_capacity(TAG_BYTES * 2);
-    for b in tag.iter() {
+    for b in &tag {
         out.push(char::from(hex_digit(b >> 4)));
         out.push(char::from(hex_digit(*b)));
     }
@@ -45,7 +52,7 @@ pub fn device_token(secret: &[u8], user_id: &str) -> String {
 }
 
 /// True when `token` (hex, either case) is `user_id`'s device token.
-pub fn device_token_matches(secret: &[u8], user_id: &str, token: &[u8]) -> bool {
+pub(crate) fn device_token_matches(secret: &[u8], user_id: &str, token: &[u8]) -> bool {
     let mut tag = [0u8; TAG_BYTES];
     if token.len() != TAG_BYTES * 2 {
         return false;
@@ -56,17 +63,14 @@ pub fn device_token_matches(secret: &[u8], user_id: &str, token: &[u8]) -> bool 
             _ => return false,
         }
     }
-    mac(secret, user_id).verify_slice(&tag).is_ok()
+    mac(secret, user_id).is_some_and(|mac| mac.verify_slice(&tag).is_ok())
 }
 
-fn mac(secret: &[u8], user_id: &str) -> Hmac<Sha256> {
-    // HMAC takes keys of any length, so this cannot fail.
-    let mut mac = match <Hmac<Sha256> as KeyInit>::new_from_slice(secret) {
-        Ok(m) => m,
-        Err(_) => unreachable!("HMAC accepts every key length"),
-    };
+/// The MAC of `user_id`; `None` only if the HMAC crate ever refused a key (it takes any length).
+fn mac(secret: &[u8], user_id: &str) -> Option<Hmac<Sha256>> {
+    let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(secret).ok()?;
     mac.update(user_id.as_bytes());
-    mac
+    Some(mac)
 }
 
 #[cfg(test)]

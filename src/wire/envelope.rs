@@ -322,7 +322,7 @@ impl<'a> ValidationErrors<'a> {
                     out.push(b'"');
                 }
                 LocPath::DataCorrelationId => {
-                    out.extend_from_slice(b",\"data\",\"correlation_id\"")
+                    out.extend_from_slice(b",\"data\",\"correlation_id\"");
                 }
                 LocPath::Key(literal) => {
                     // A validated literal is already a JSON string equal to the decoded key.
@@ -432,9 +432,8 @@ impl<'a> DupScratch<'a> {
 
 /// Validates one message body. Every error is collected, with `loc` starting at `"body"`.
 pub fn parse_envelope(body: &[u8]) -> Result<Envelope<'_>, ValidationErrors<'_>> {
-    let object = match parse_root(body, Kind::Object)? {
-        Some(root) => root,
-        None => return Err(ValidationErrors::one(ErrorKind::DictType, LocPath::Whole)),
+    let Some(object) = parse_root(body, Kind::Object)? else {
+        return Err(ValidationErrors::one(ErrorKind::DictType, LocPath::Whole));
     };
     let mut errors = ValidationErrors::default();
     let mut scratch = DupScratch::new();
@@ -450,9 +449,8 @@ pub fn parse_batch(
     body: &[u8],
     max_batch: usize,
 ) -> Result<Vec<Envelope<'_>>, ValidationErrors<'_>> {
-    let array = match parse_root(body, Kind::Array)? {
-        Some(root) => root,
-        None => return Err(ValidationErrors::one(ErrorKind::ListType, LocPath::Whole)),
+    let Some(array) = parse_root(body, Kind::Array)? else {
+        return Err(ValidationErrors::one(ErrorKind::ListType, LocPath::Whole));
     };
     let count = json::elements(array).count();
     if count == 0 {

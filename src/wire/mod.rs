@@ -3,12 +3,12 @@
 //! No tokio, no sockets, no shared state: everything here is a pure function of its input or
 //! a state machine the caller drives, so it is unit-tested at every split point and fuzzed.
 
-pub mod ascii;
-pub mod auth;
+pub(crate) mod ascii;
+pub(crate) mod auth;
 pub mod envelope;
 pub mod http;
 pub mod json;
 pub mod limits;
 pub mod mention;
 pub mod sse;
-pub mod upgrade;
+pub(crate) mod upgrade;

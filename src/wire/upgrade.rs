@@ -9,7 +9,7 @@ use super::http::parse::{query_pairs, RequestHead};
 
 /// A validated upgrade request.
 #[derive(Debug)]
-pub struct Upgrade {
+pub(crate) struct Upgrade {
     /// The device's user id, percent-decoded.
     pub user_id: UserId,
     /// `Sec-WebSocket-Accept` for the answer.
@@ -18,7 +18,7 @@ pub struct Upgrade {
 
 /// What an upgrade must satisfy beyond the protocol: the operator's settings.
 #[derive(Debug, Clone, Copy)]
-pub struct Policy<'c> {
+pub(crate) struct Policy<'c> {
     /// Origins allowed to upgrade; empty allows any.
     pub allowed_origins: &'c [String],
     /// Key of the HMAC device token, when devices must present one.
@@ -27,7 +27,7 @@ pub struct Policy<'c> {
 
 /// Why an upgrade is refused; each maps to one answer (`app::error`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Refusal {
+pub(crate) enum Refusal {
     /// Not a WebSocket upgrade (426).
     NotAnUpgrade,
     /// `Sec-WebSocket-Version` other than 13 (426).
@@ -42,7 +42,7 @@ pub enum Refusal {
 
 /// Checks an upgrade request in SPEC order: upgrade headers (426), key (400), `user_id` (400),
 /// `Origin` (403), token (401).
-pub fn check(head: &RequestHead<'_>, policy: Policy<'_>) -> Result<Upgrade, Refusal> {
+pub(crate) fn check(head: &RequestHead<'_>, policy: Policy<'_>) -> Result<Upgrade, Refusal> {
     if !head.upgrade_websocket {
         return Err(Refusal::NotAnUpgrade);
     }
@@ -117,7 +117,7 @@ fn token_from_request(
 }
 
 /// Appends the 101 answer.
-pub fn write_switching_protocols(out: &mut Vec<u8>, upgrade: &Upgrade) {
+pub(crate) fn write_switching_protocols(out: &mut Vec<u8>, upgrade: &Upgrade) {
     out.extend_from_slice(
         b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ",
     );

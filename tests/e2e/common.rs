@@ -24,7 +24,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 /// Factor applied to every bound, from `WSSED_TIMEOUT_SCALE` (default 1).
-pub fn scale() -> f64 {
+pub(crate) fn scale() -> f64 {
     std::env::var("WSSED_TIMEOUT_SCALE")
         .ok()
         .and_then(|s| s.trim().parse::<f64>().ok())
@@ -33,17 +33,17 @@ pub fn scale() -> f64 {
 }
 
 /// A bound of `secs` seconds, scaled for slow targets.
-pub fn t(secs: f64) -> Duration {
+pub(crate) fn t(secs: f64) -> Duration {
     Duration::from_secs_f64(secs * scale())
 }
 
 /// The bound for one ordinary network step (a response, a frame).
-pub fn step() -> Duration {
+pub(crate) fn step() -> Duration {
     t(5.0)
 }
 
 /// The daemon executable: `WSSED_BIN` when set (a cross build run under qemu), else this crate's.
-pub fn bin_path() -> PathBuf {
+pub(crate) fn bin_path() -> PathBuf {
     match std::env::var_os("WSSED_BIN") {
         Some(p) => PathBuf::from(p),
         None => PathBuf::from(env!("CARGO_BIN_EXE_wssed")),
@@ -52,7 +52,7 @@ pub fn bin_path() -> PathBuf {
 
 /// Flags from `WSSED_E2E_ARGS` (whitespace separated) given to every daemon before the test's
 /// own, so the suite can run against another mode (`--worker-threads 2`); the test's flags win.
-pub fn extra_args() -> Vec<String> {
+pub(crate) fn extra_args() -> Vec<String> {
     std::env::var("WSSED_E2E_ARGS")
         .map(|s| s.split_whitespace().map(String::from).collect())
         .unwrap_or_default()
@@ -60,7 +60,7 @@ pub fn extra_args() -> Vec<String> {
 
 /// Runs the daemon with `args` to completion (for `--help`, bad flags, `--check-config`).
 /// The child is killed by its PID if it outlives the bound.
-pub fn run_to_exit(args: &[&str]) -> (ExitStatus, String, String) {
+pub(crate) fn run_to_exit(args: &[&str]) -> (ExitStatus, String, String) {
     let mut child = Command::new(bin_path())
         .args(args)
         .stdin(Stdio::null())
@@ -98,7 +98,7 @@ fn drain_in_thread<R: Read + Send + 'static>(r: Option<R>) -> std::thread::JoinH
 }
 
 /// A running daemon on 127.0.0.1 with an ephemeral port. Dropping it kills the child by its PID.
-pub struct Daemon {
+pub(crate) struct Daemon {
     child: Child,
     /// Where it listens.
     pub addr: SocketAddr,
@@ -119,19 +119,19 @@ fn parse_listening(line: &str) -> Option<SocketAddr> {
 
 impl Daemon {
     /// Starts `wssed --listen 127.0.0.1:0 ARGS` and waits for its `listening on` line.
-    pub fn start(args: &[&str]) -> Daemon {
+    pub(crate) fn start(args: &[&str]) -> Daemon {
         Daemon::start_with_env(args, &[])
     }
 
     /// `start` with extra environment variables.
-    pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Daemon {
+    pub(crate) fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Daemon {
         Daemon::spawn(Command::new(bin_path()), args, env)
     }
 
     /// Starts the daemon the way systemd's socket activation does: `listener` (a descriptor
     /// this process leaves inheritable) becomes fd 3, with `LISTEN_FDS=1` and `LISTEN_PID` set
     /// to the daemon's own PID (the shell `exec`s it, keeping its PID).
-    pub fn start_activated(listener_fd: i32, args: &[&str], env: &[(&str, &str)]) -> Daemon {
+    pub(crate) fn start_activated(listener_fd: i32, args: &[&str], env: &[(&str, &str)]) -> Daemon {
         // bash, not sh: dash takes only one-digit descriptors in redirections.
         let mut command = Command::new("bash");
         command
@@ -212,17 +212,17 @@ impl Daemon {
     }
 
     /// Everything the daemon wrote so far.
-    pub fn log_text(&self) -> String {
+    pub(crate) fn log_text(&self) -> String {
         self.log.lock().map(|l| l.join("\n")).unwrap_or_default()
     }
 
     /// The child's PID.
-    pub fn pid(&self) -> u32 {
+    pub(crate) fn pid(&self) -> u32 {
         self.child.id()
     }
 
     /// Sends a signal (`TERM`, `INT`) to the daemon by its PID.
-    pub fn signal(&self, name: &str) {
+    pub(crate) fn signal(&self, name: &str) {
         let status = Command::new("kill")
             .arg("-s")
             .arg(name)
@@ -233,7 +233,7 @@ impl Daemon {
     }
 
     /// Waits (bounded) for the daemon to exit.
-    pub async fn wait_exit(&mut self, within: Duration) -> Option<ExitStatus> {
+    pub(crate) async fn wait_exit(&mut self, within: Duration) -> Option<ExitStatus> {
         let deadline = Instant::now() + within;
         loop {
             if let Some(s) = self.exited {
@@ -251,58 +251,58 @@ impl Daemon {
     }
 
     /// `ws://ADDR/ws?QUERY`.
-    pub fn ws_url(&self, query: &str) -> String {
+    pub(crate) fn ws_url(&self, query: &str) -> String {
         format!("ws://{}/ws?{}", self.addr, query)
     }
 
     /// A fresh HTTP connection.
-    pub async fn http(&self) -> Http {
+    pub(crate) async fn http(&self) -> Http {
         Http::connect(self.addr).await
     }
 
     /// One request on a fresh connection.
-    pub async fn request(&self, bytes: &[u8]) -> Response {
+    pub(crate) async fn request(&self, bytes: &[u8]) -> Response {
         let mut c = self.http().await;
         c.send(bytes).await;
         c.read_response().await
     }
 
     /// `GET path` on a fresh connection.
-    pub async fn get(&self, path: &str) -> Response {
+    pub(crate) async fn get(&self, path: &str) -> Response {
         self.request(&get(path)).await
     }
 
     /// `POST path` with a JSON body on a fresh connection.
-    pub async fn post(&self, path: &str, body: &str) -> Response {
+    pub(crate) async fn post(&self, path: &str, body: &str) -> Response {
         self.request(&post(path, body)).await
     }
 
     /// `POST /sse/push`.
-    pub async fn push(&self, msg: &Value) -> Response {
+    pub(crate) async fn push(&self, msg: &Value) -> Response {
         self.post("/sse/push", &msg.to_string()).await
     }
 
     /// `POST /sse/push/batch`.
-    pub async fn batch(&self, items: &Value) -> Response {
+    pub(crate) async fn batch(&self, items: &Value) -> Response {
         self.post("/sse/push/batch", &items.to_string()).await
     }
 
     /// `POST /sse/send`, answered with an event stream (the head is checked by the caller).
-    pub async fn send(&self, msg: &Value) -> SseStream {
+    pub(crate) async fn send(&self, msg: &Value) -> SseStream {
         let mut c = self.http().await;
         c.send(&post("/sse/send", &msg.to_string())).await;
         SseStream::open(c).await
     }
 
     /// The `/health` body.
-    pub async fn health(&self) -> Value {
+    pub(crate) async fn health(&self) -> Value {
         let r = self.get("/health").await;
         assert_eq!(r.status, 200, "/health: {}", r.text());
         r.json()
     }
 
     /// `/health`'s `connections`.
-    pub async fn connections(&self) -> u64 {
+    pub(crate) async fn connections(&self) -> u64 {
         self.health()
             .await
             .get("connections")
@@ -311,7 +311,7 @@ impl Daemon {
     }
 
     /// Connects a device and waits until `/health` counts it, so pushes cannot race the upgrade.
-    pub async fn device(&self, user_id: &str) -> Device {
+    pub(crate) async fn device(&self, user_id: &str) -> Device {
         let before = self.connections().await;
         let dev = Device::connect(self, &format!("user_id={}", encode(user_id))).await;
         let want = before + 1;
@@ -340,7 +340,7 @@ impl Drop for Daemon {
 }
 
 /// Percent-encodes everything outside `[A-Za-z0-9_.-]`.
-pub fn encode(s: &str) -> String {
+pub(crate) fn encode(s: &str) -> String {
     s.bytes()
         .map(|b| {
             if b.is_ascii_alphanumeric() || b"_.-".contains(&b) {
@@ -353,7 +353,7 @@ pub fn encode(s: &str) -> String {
 }
 
 /// Polls `cond` every 20 ms until it holds; fails the test after `within`.
-pub async fn wait_until<F, Fut>(within: Duration, what: &str, mut cond: F)
+pub(crate) async fn wait_until<F, Fut>(within: Duration, what: &str, mut cond: F)
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = bool>,
@@ -372,7 +372,7 @@ where
 }
 
 /// Whether `s` is a UUID in its 8-4-4-4-12 hex form.
-pub fn is_uuid(s: &str) -> bool {
+pub(crate) fn is_uuid(s: &str) -> bool {
     s.len() == 36
         && s.char_indices().all(|(i, c)| match i {
             8 | 13 | 18 | 23 => c == '-',
@@ -381,17 +381,17 @@ pub fn is_uuid(s: &str) -> bool {
 }
 
 /// `GET path HTTP/1.1` with a Host.
-pub fn get(path: &str) -> Vec<u8> {
+pub(crate) fn get(path: &str) -> Vec<u8> {
     format!("GET {path} HTTP/1.1\r\nHost: t\r\n\r\n").into_bytes()
 }
 
 /// `POST path HTTP/1.1` with a JSON body and its Content-Length.
-pub fn post(path: &str, body: &str) -> Vec<u8> {
+pub(crate) fn post(path: &str, body: &str) -> Vec<u8> {
     post_bytes(path, "application/json", body.as_bytes())
 }
 
 /// `POST path HTTP/1.1` with any content type and body bytes.
-pub fn post_bytes(path: &str, content_type: &str, body: &[u8]) -> Vec<u8> {
+pub(crate) fn post_bytes(path: &str, content_type: &str, body: &[u8]) -> Vec<u8> {
     let mut v = format!(
         "POST {path} HTTP/1.1\r\nHost: t\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\r\n",
         body.len()
@@ -403,7 +403,7 @@ pub fn post_bytes(path: &str, content_type: &str, body: &[u8]) -> Vec<u8> {
 
 /// A parsed HTTP response.
 #[derive(Debug, Clone)]
-pub struct Response {
+pub(crate) struct Response {
     /// `HTTP/1.1` or `HTTP/1.0`.
     pub version: u8,
     /// Status code.
@@ -416,7 +416,7 @@ pub struct Response {
 
 impl Response {
     /// The first header named `name` (case-insensitive).
-    pub fn header(&self, name: &str) -> Option<&str> {
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
         self.headers
             .iter()
             .find(|(k, _)| k.eq_ignore_ascii_case(name))
@@ -424,18 +424,18 @@ impl Response {
     }
 
     /// The body as text (lossy).
-    pub fn text(&self) -> String {
+    pub(crate) fn text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
     }
 
     /// The body as JSON; fails the test when it is not.
-    pub fn json(&self) -> Value {
+    pub(crate) fn json(&self) -> Value {
         serde_json::from_slice(&self.body)
             .unwrap_or_else(|e| panic!("body is not JSON ({e}): {:?} {}", self.status, self.text()))
     }
 
     /// Asserts a JSON answer with the given status, its Content-Type and exact Content-Length.
-    pub fn assert_json(&self, status: u16) -> Value {
+    pub(crate) fn assert_json(&self, status: u16) -> Value {
         assert_eq!(self.status, status, "status; body {}", self.text());
         let ct = self.header("content-type").unwrap_or_default();
         assert!(
@@ -451,7 +451,7 @@ impl Response {
     }
 
     /// Asserts an error answer: the status and a `{"detail": ...}` JSON body.
-    pub fn assert_detail(&self, status: u16) -> Value {
+    pub(crate) fn assert_detail(&self, status: u16) -> Value {
         let v = self.assert_json(status);
         assert!(v.get("detail").is_some(), "no detail in {v}");
         v
@@ -459,7 +459,7 @@ impl Response {
 }
 
 /// The `loc`s and `type`s of a 422 body, checking its FastAPI shape.
-pub fn errors_422(r: &Response) -> Vec<(Value, String)> {
+pub(crate) fn errors_422(r: &Response) -> Vec<(Value, String)> {
     let v = r.assert_json(422);
     let list = v
         .get("detail")
@@ -488,7 +488,7 @@ pub fn errors_422(r: &Response) -> Vec<(Value, String)> {
 }
 
 /// Asserts that a 422 lists an error of `ty` at `loc`.
-pub fn assert_422_has(r: &Response, loc: Value, ty: &str) {
+pub(crate) fn assert_422_has(r: &Response, loc: Value, ty: &str) {
     let errs = errors_422(r);
     assert!(
         errs.iter().any(|(l, t)| *l == loc && t == ty),
@@ -498,14 +498,14 @@ pub fn assert_422_has(r: &Response, loc: Value, ty: &str) {
 }
 
 /// A raw HTTP/1.1 client connection: exact bytes out, parsed responses in.
-pub struct Http {
+pub(crate) struct Http {
     stream: TcpStream,
     buf: Vec<u8>,
 }
 
 /// How a read ended when it did not return bytes.
 #[derive(Debug, PartialEq, Eq)]
-pub enum ReadEnd {
+pub(crate) enum ReadEnd {
     /// The peer closed (EOF or reset).
     Closed,
     /// Nothing arrived in time.
@@ -514,7 +514,7 @@ pub enum ReadEnd {
 
 impl Http {
     /// Connects to the daemon.
-    pub async fn connect(addr: SocketAddr) -> Http {
+    pub(crate) async fn connect(addr: SocketAddr) -> Http {
         let stream = tokio::time::timeout(step(), TcpStream::connect(addr))
             .await
             .expect("connect timed out")
@@ -524,7 +524,7 @@ impl Http {
     }
 
     /// Connects with a small receive buffer, for peers that must stall the daemon's writes.
-    pub async fn connect_small_rcvbuf(addr: SocketAddr, bytes: u32) -> Http {
+    pub(crate) async fn connect_small_rcvbuf(addr: SocketAddr, bytes: u32) -> Http {
         let sock = TcpSocket::new_v4().expect("socket");
         sock.set_recv_buffer_size(bytes).expect("SO_RCVBUF");
         let stream = tokio::time::timeout(step(), sock.connect(addr))
@@ -535,7 +535,7 @@ impl Http {
     }
 
     /// Wraps a connected stream.
-    pub fn from_stream(stream: TcpStream) -> Http {
+    pub(crate) fn from_stream(stream: TcpStream) -> Http {
         Http {
             stream,
             buf: Vec::new(),
@@ -543,7 +543,7 @@ impl Http {
     }
 
     /// Writes all of `bytes`.
-    pub async fn send(&mut self, bytes: &[u8]) {
+    pub(crate) async fn send(&mut self, bytes: &[u8]) {
         tokio::time::timeout(step(), self.stream.write_all(bytes))
             .await
             .expect("write timed out")
@@ -551,7 +551,7 @@ impl Http {
     }
 
     /// Writes, tolerating a peer that already closed (returns whether it all went out).
-    pub async fn try_send(&mut self, bytes: &[u8]) -> bool {
+    pub(crate) async fn try_send(&mut self, bytes: &[u8]) -> bool {
         matches!(
             tokio::time::timeout(step(), self.stream.write_all(bytes)).await,
             Ok(Ok(()))
@@ -559,7 +559,7 @@ impl Http {
     }
 
     /// Reads more bytes into the buffer; `Ok(n)` with n > 0, or how it ended.
-    pub async fn fill(&mut self, deadline: Instant) -> Result<usize, ReadEnd> {
+    pub(crate) async fn fill(&mut self, deadline: Instant) -> Result<usize, ReadEnd> {
         let mut tmp = [0u8; 16384];
         match tokio::time::timeout_at(deadline, self.stream.read(&mut tmp)).await {
             Err(_) => Err(ReadEnd::TimedOut),
@@ -581,17 +581,17 @@ impl Http {
     }
 
     /// Bytes received but not consumed yet.
-    pub fn buffered(&self) -> &[u8] {
+    pub(crate) fn buffered(&self) -> &[u8] {
         &self.buf
     }
 
     /// Reads one response head (status line and headers), leaving the body buffered.
-    pub async fn read_head(&mut self) -> Response {
+    pub(crate) async fn read_head(&mut self) -> Response {
         self.read_head_within(step()).await
     }
 
     /// `read_head` with its own bound.
-    pub async fn read_head_within(&mut self, within: Duration) -> Response {
+    pub(crate) async fn read_head_within(&mut self, within: Duration) -> Response {
         let deadline = Instant::now() + within;
         loop {
             let mut headers = [httparse::EMPTY_HEADER; 128];
@@ -626,19 +626,19 @@ impl Http {
     }
 
     /// Reads one whole response to a non-HEAD request.
-    pub async fn read_response(&mut self) -> Response {
+    pub(crate) async fn read_response(&mut self) -> Response {
         self.read_response_to(false).await
     }
 
     /// `read_response` for an answer that may take up to `within` to start.
-    pub async fn read_response_within(&mut self, within: Duration) -> Response {
+    pub(crate) async fn read_response_within(&mut self, within: Duration) -> Response {
         let mut r = self.read_head_within(within).await;
         self.read_body(&mut r, false).await;
         r
     }
 
     /// Reads one whole response; `head_request` means no body follows whatever the headers say.
-    pub async fn read_response_to(&mut self, head_request: bool) -> Response {
+    pub(crate) async fn read_response_to(&mut self, head_request: bool) -> Response {
         let mut r = self.read_head().await;
         self.read_body(&mut r, head_request).await;
         r
@@ -665,7 +665,7 @@ impl Http {
     }
 
     /// Takes exactly `n` bytes.
-    pub async fn read_exact_n(&mut self, n: usize, deadline: Instant) -> Vec<u8> {
+    pub(crate) async fn read_exact_n(&mut self, n: usize, deadline: Instant) -> Vec<u8> {
         while self.buf.len() < n {
             self.fill_or_fail(deadline, "body").await;
         }
@@ -673,7 +673,7 @@ impl Http {
     }
 
     /// Takes everything until the peer closes.
-    pub async fn read_to_eof(&mut self, deadline: Instant) -> Vec<u8> {
+    pub(crate) async fn read_to_eof(&mut self, deadline: Instant) -> Vec<u8> {
         loop {
             match self.fill(deadline).await {
                 Ok(_) => {}
@@ -687,7 +687,7 @@ impl Http {
     }
 
     /// Takes one CRLF-terminated line (without the CRLF).
-    pub async fn read_line(&mut self, deadline: Instant) -> Vec<u8> {
+    pub(crate) async fn read_line(&mut self, deadline: Instant) -> Vec<u8> {
         loop {
             if let Some(i) = self.buf.windows(2).position(|w| w == b"\r\n") {
                 let line: Vec<u8> = self.buf.drain(..i + 2).take(i).collect();
@@ -698,7 +698,7 @@ impl Http {
     }
 
     /// Takes one chunk of a chunked body; `None` after the last chunk and its trailers.
-    pub async fn read_chunk(&mut self, deadline: Instant) -> Option<Vec<u8>> {
+    pub(crate) async fn read_chunk(&mut self, deadline: Instant) -> Option<Vec<u8>> {
         let line = self.read_line(deadline).await;
         let line = String::from_utf8_lossy(&line).into_owned();
         let size_text = line.split(';').next().unwrap_or("").trim();
@@ -716,7 +716,7 @@ impl Http {
     }
 
     /// Asserts the peer closes within `within` without sending anything more.
-    pub async fn expect_closed(&mut self, within: Duration) {
+    pub(crate) async fn expect_closed(&mut self, within: Duration) {
         let deadline = Instant::now() + within;
         loop {
             assert!(
@@ -735,7 +735,7 @@ impl Http {
     }
 
     /// Whether the peer closed within `within` (bytes received meanwhile stay buffered).
-    pub async fn closes_within(&mut self, within: Duration) -> bool {
+    pub(crate) async fn closes_within(&mut self, within: Duration) -> bool {
         let deadline = Instant::now() + within;
         loop {
             match self.fill(deadline).await {
@@ -747,7 +747,7 @@ impl Http {
     }
 
     /// Asserts the connection still serves requests: `GET /health` answers 200.
-    pub async fn assert_usable(&mut self) {
+    pub(crate) async fn assert_usable(&mut self) {
         self.send(&get("/health")).await;
         let r = self.read_response().await;
         assert_eq!(r.status, 200, "follow-up request on the same connection");
@@ -756,7 +756,7 @@ impl Http {
 
 /// One item of an event stream.
 #[derive(Debug, Clone, PartialEq)]
-pub enum SseItem {
+pub(crate) enum SseItem {
     /// An event: its `event:` field and its `data:` lines joined by `\n`.
     Event {
         /// The `event:` field.
@@ -774,7 +774,7 @@ pub enum SseItem {
 
 /// An SSE event.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Event {
+pub(crate) struct Event {
     /// The `event:` field.
     pub event: Option<String>,
     /// The joined `data:` lines.
@@ -785,14 +785,14 @@ pub struct Event {
 
 impl Event {
     /// The data as JSON.
-    pub fn json(&self) -> Value {
+    pub(crate) fn json(&self) -> Value {
         serde_json::from_str(&self.data)
             .unwrap_or_else(|e| panic!("event data is not JSON ({e}): {:?}", self.data))
     }
 }
 
 /// The reading side of a `/sse/send` response.
-pub struct SseStream {
+pub(crate) struct SseStream {
     /// The connection (usable again once the stream ended, when keep-alive).
     pub http: Http,
     /// The response head.
@@ -806,7 +806,7 @@ pub struct SseStream {
 
 impl SseStream {
     /// Reads the head of a response; the body is read item by item.
-    pub async fn open(mut http: Http) -> SseStream {
+    pub(crate) async fn open(mut http: Http) -> SseStream {
         let head = http.read_head().await;
         let chunked = head
             .header("transfer-encoding")
@@ -823,12 +823,12 @@ impl SseStream {
     }
 
     /// Whether the body is chunked.
-    pub fn is_chunked(&self) -> bool {
+    pub(crate) fn is_chunked(&self) -> bool {
         self.chunked
     }
 
     /// Asserts the head of a successful stream (SPEC §5).
-    pub fn assert_stream_head(&self) {
+    pub(crate) fn assert_stream_head(&self) {
         let h = &self.head;
         assert_eq!(h.status, 200, "send status; headers {:?}", h.headers);
         assert_eq!(
@@ -877,7 +877,7 @@ impl SseStream {
     }
 
     /// The next item, within `within`; fails the test on timeout.
-    pub async fn next(&mut self, within: Duration) -> SseItem {
+    pub(crate) async fn next(&mut self, within: Duration) -> SseItem {
         let deadline = Instant::now() + within;
         loop {
             if let Some(item) = self.parse_line() {
@@ -910,7 +910,7 @@ impl SseStream {
     }
 
     /// The next event, skipping comments; fails on timeout or end.
-    pub async fn next_event(&mut self, within: Duration) -> Event {
+    pub(crate) async fn next_event(&mut self, within: Duration) -> Event {
         let deadline = Instant::now() + within;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -923,7 +923,7 @@ impl SseStream {
     }
 
     /// Asserts the stream ends (skipping comments) with no further event.
-    pub async fn expect_end(&mut self, within: Duration) {
+    pub(crate) async fn expect_end(&mut self, within: Duration) {
         let deadline = Instant::now() + within;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -936,7 +936,7 @@ impl SseStream {
     }
 
     /// Asserts one error event `{"error": text, "correlation_id": id}` and then the end.
-    pub async fn expect_error_end(&mut self, text: &str, id: &str, within: Duration) {
+    pub(crate) async fn expect_error_end(&mut self, text: &str, id: &str, within: Duration) {
         let ev = self.next_event(within).await;
         let v = ev.json();
         assert_eq!(v.get("error").and_then(Value::as_str), Some(text), "{v}");
@@ -953,7 +953,7 @@ type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 /// What a device client got from the daemon.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Incoming {
+pub(crate) enum Incoming {
     /// A text frame.
     Text(String),
     /// A binary frame.
@@ -966,7 +966,7 @@ pub enum Incoming {
 
 /// A well-behaved device on tungstenite: a reader task keeps reading (so pings are answered)
 /// and hands frames over a bounded channel.
-pub struct Device {
+pub(crate) struct Device {
     sink: SplitSink<Ws, Message>,
     rx: mpsc::Receiver<Incoming>,
     reader: JoinHandle<()>,
@@ -974,7 +974,7 @@ pub struct Device {
 
 impl Device {
     /// Upgrades `/ws?QUERY`; the daemon may still close the session right away.
-    pub async fn connect(d: &Daemon, query: &str) -> Device {
+    pub(crate) async fn connect(d: &Daemon, query: &str) -> Device {
         let url = d.ws_url(query);
         let (ws, resp) = tokio::time::timeout(
             step(),
@@ -1008,7 +1008,7 @@ impl Device {
     }
 
     /// The next thing received, within `within`; `None` on timeout.
-    pub async fn recv(&mut self, within: Duration) -> Option<Incoming> {
+    pub(crate) async fn recv(&mut self, within: Duration) -> Option<Incoming> {
         match tokio::time::timeout(within, self.rx.recv()).await {
             Ok(Some(item)) => Some(item),
             Ok(None) => Some(Incoming::End(None)),
@@ -1017,7 +1017,7 @@ impl Device {
     }
 
     /// The next text frame; fails the test on anything else.
-    pub async fn recv_text(&mut self) -> String {
+    pub(crate) async fn recv_text(&mut self) -> String {
         match self.recv(step()).await {
             Some(Incoming::Text(t)) => t,
             other => panic!("expected a text frame, got {other:?}"),
@@ -1025,13 +1025,13 @@ impl Device {
     }
 
     /// The next text frame as JSON.
-    pub async fn recv_json(&mut self) -> Value {
+    pub(crate) async fn recv_json(&mut self) -> Value {
         let t = self.recv_text().await;
         serde_json::from_str(&t).unwrap_or_else(|e| panic!("frame is not JSON ({e}): {t}"))
     }
 
     /// The next thing must be a close frame: its code and reason.
-    pub async fn expect_close(&mut self, within: Duration) -> (u16, String) {
+    pub(crate) async fn expect_close(&mut self, within: Duration) -> (u16, String) {
         match self.recv(within).await {
             Some(Incoming::Close(Some(c))) => c,
             other => panic!("expected a close frame, got {other:?}"),
@@ -1039,7 +1039,7 @@ impl Device {
     }
 
     /// Sends a text frame.
-    pub async fn send_text(&mut self, text: &str) {
+    pub(crate) async fn send_text(&mut self, text: &str) {
         tokio::time::timeout(step(), self.sink.send(Message::text(text.to_string())))
             .await
             .expect("device send timed out")
@@ -1047,7 +1047,7 @@ impl Device {
     }
 
     /// Sends a raw message.
-    pub async fn send_message(&mut self, m: Message) -> bool {
+    pub(crate) async fn send_message(&mut self, m: Message) -> bool {
         matches!(
             tokio::time::timeout(step(), self.sink.send(m)).await,
             Ok(Ok(()))
@@ -1055,7 +1055,7 @@ impl Device {
     }
 
     /// Does the close handshake: sends a close frame and waits for the daemon's.
-    pub async fn close(mut self) {
+    pub(crate) async fn close(mut self) {
         let _ = self.send_message(Message::Close(None)).await;
         let deadline = Instant::now() + step();
         loop {
@@ -1077,7 +1077,7 @@ impl Drop for Device {
 
 /// Settings for tests with a stalled device: a tiny queue, and a pong timeout short enough that
 /// the daemon drops a device that stopped reading within a test's time.
-pub const STALL_FLAGS: [&str; 6] = [
+pub(crate) const STALL_FLAGS: [&str; 6] = [
     "--queue-depth",
     "2",
     "--ping-interval-secs",
@@ -1088,7 +1088,7 @@ pub const STALL_FLAGS: [&str; 6] = [
 
 /// How far `stall_device` goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StallUntil {
+pub(crate) enum StallUntil {
     /// Until a push waits: the daemon's writes to the device are blocked.
     WritesBlock,
     /// Until a push is 503: the device's queue is full as well.
@@ -1096,7 +1096,7 @@ pub enum StallUntil {
 }
 
 /// A device `slow` that completed the upgrade and never reads, and the pushes sent to it.
-pub struct Stalled {
+pub(crate) struct Stalled {
     /// The device's connection, kept open.
     pub _raw: RawWs,
     /// Pushes sent but not answered yet.
@@ -1107,7 +1107,7 @@ pub struct Stalled {
 
 impl Stalled {
     /// The 503 answer.
-    pub fn full(&self) -> &Response {
+    pub(crate) fn full(&self) -> &Response {
         self.full
             .as_ref()
             .expect("stalled until the queue was full")
@@ -1116,7 +1116,7 @@ impl Stalled {
 
 /// Connects device `slow` with a small receive buffer and pushes 60 KB frames to it until
 /// `until` holds (bounded in count and time).
-pub async fn stall_device(d: &Daemon, until: StallUntil) -> Stalled {
+pub(crate) async fn stall_device(d: &Daemon, until: StallUntil) -> Stalled {
     let want = d.connections().await + 1;
     let raw = RawWs::upgrade_on(
         Http::connect_small_rcvbuf(d.addr, 4096).await,
@@ -1172,13 +1172,13 @@ pub async fn stall_device(d: &Daemon, until: StallUntil) -> Stalled {
 }
 
 /// A device spoken to frame by frame over raw TCP: it answers nothing unless told to.
-pub struct RawWs {
+pub(crate) struct RawWs {
     /// The connection.
     pub http: Http,
 }
 
 /// A client handshake request for `/ws?QUERY`.
-pub fn upgrade_request(query: &str) -> Vec<u8> {
+pub(crate) fn upgrade_request(query: &str) -> Vec<u8> {
     format!(
         "GET /ws?{query} HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
@@ -1188,7 +1188,7 @@ pub fn upgrade_request(query: &str) -> Vec<u8> {
 
 /// One frame from the daemon.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Frame {
+pub(crate) struct Frame {
     /// FIN bit.
     pub fin: bool,
     /// Opcode (1 text, 2 binary, 8 close, 9 ping, 10 pong).
@@ -1199,7 +1199,7 @@ pub struct Frame {
 
 impl RawWs {
     /// Upgrades over `http` and checks the 101.
-    pub async fn upgrade_on(mut http: Http, query: &str) -> RawWs {
+    pub(crate) async fn upgrade_on(mut http: Http, query: &str) -> RawWs {
         http.send(&upgrade_request(query)).await;
         let head = http.read_head().await;
         assert_eq!(head.status, 101, "upgrade: {:?}", head.headers);
@@ -1212,12 +1212,12 @@ impl RawWs {
     }
 
     /// Connects and upgrades `/ws?QUERY`.
-    pub async fn upgrade(d: &Daemon, query: &str) -> RawWs {
+    pub(crate) async fn upgrade(d: &Daemon, query: &str) -> RawWs {
         RawWs::upgrade_on(d.http().await, query).await
     }
 
     /// Sends one masked frame.
-    pub async fn send_frame(&mut self, fin: bool, opcode: u8, payload: &[u8]) -> bool {
+    pub(crate) async fn send_frame(&mut self, fin: bool, opcode: u8, payload: &[u8]) -> bool {
         let mask = [0x37u8, 0xfa, 0x21, 0x3d];
         let mut f = vec![if fin { 0x80 } else { 0 } | opcode];
         let n = payload.len();
@@ -1236,7 +1236,7 @@ impl RawWs {
     }
 
     /// The next frame; `None` when the daemon closed the TCP connection.
-    pub async fn read_frame(&mut self, within: Duration) -> Option<Frame> {
+    pub(crate) async fn read_frame(&mut self, within: Duration) -> Option<Frame> {
         let deadline = Instant::now() + within;
         loop {
             if let Some((frame, used)) = parse_frame(&self.http.buf) {
@@ -1252,7 +1252,7 @@ impl RawWs {
     }
 
     /// Reads frames until a close frame or EOF: the close code, if a close frame came.
-    pub async fn expect_close(&mut self, within: Duration) -> Option<u16> {
+    pub(crate) async fn expect_close(&mut self, within: Duration) -> Option<u16> {
         let deadline = Instant::now() + within;
         for _ in 0..10_000 {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -1305,11 +1305,11 @@ fn parse_frame(b: &[u8]) -> Option<(Frame, usize)> {
 }
 
 /// A file path in the temp directory, unique per test process and call, removed on drop.
-pub struct TempPath(pub std::path::PathBuf);
+pub(crate) struct TempPath(pub std::path::PathBuf);
 
 impl TempPath {
     /// A fresh path ending in `name` (nothing is created).
-    pub fn new(name: &str) -> TempPath {
+    pub(crate) fn new(name: &str) -> TempPath {
         static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let path =
@@ -1319,7 +1319,7 @@ impl TempPath {
     }
 
     /// The path as text.
-    pub fn str(&self) -> &str {
+    pub(crate) fn str(&self) -> &str {
         self.0.to_str().expect("utf-8 temp path")
     }
 }

@@ -373,7 +373,7 @@ async fn storm_past_max_connections_gets_1013_and_accepted_devices_still_get_pus
             .unwrap_or_else(|_| panic!("storm{i}: nothing from the daemon"));
         match first {
             Some(Ok(Message::Close(Some(f)))) => {
-                assert_eq!(u16::from(f.code), 1013, "storm{i}: {f:?}")
+                assert_eq!(u16::from(f.code), 1013, "storm{i}: {f:?}");
             }
             other => panic!("storm{i} over the limit got {other:?}"),
         }
@@ -530,7 +530,7 @@ async fn slow_consumer_gets_503_then_is_dropped_and_its_slot_reused() {
     );
 
     // Nothing hangs: every waiting push is answered once the stalled device is dropped.
-    for c in waiting.iter_mut() {
+    for c in &mut waiting {
         let r = tokio::time::timeout(t(PONG_TIMEOUT_SECS + 5.0), c.read_response())
             .await
             .expect("a waiting push was never answered");
@@ -708,7 +708,7 @@ async fn upstreams_leaving_mid_stream_free_their_correlation_ids() {
         dev.send_text(&json!({"correlation_id": cid, "is_final": true, "ok": 1}).to_string())
             .await;
     }
-    for (cid, s) in reopened.iter_mut() {
+    for (cid, s) in &mut reopened {
         let ev = s.next_event(step()).await;
         assert_eq!(ev.json()["correlation_id"], cid.as_str());
         s.expect_end(step()).await;

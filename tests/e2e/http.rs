@@ -349,7 +349,7 @@ async fn http_408_for_a_head_trickling_in() {
     let d = Daemon::start(&["--header-timeout-secs", "1"]);
     let mut c = d.http().await;
     let started = tokio::time::Instant::now();
-    for b in b"GET /health HTTP/1.1\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa".iter() {
+    for b in b"GET /health HTTP/1.1\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa" {
         if !c.try_send(&[*b]).await || c.closes_within(std::time::Duration::from_millis(100)).await
         {
             break;
@@ -513,10 +513,10 @@ async fn http_many_concurrent_connections() {
         conns.push(d.http().await);
     }
     // Every connection is open at once; each sends its request, then all are read.
-    for c in conns.iter_mut() {
+    for c in &mut conns {
         c.send(&post("/sse/push", PUSH)).await;
     }
-    for c in conns.iter_mut() {
+    for c in &mut conns {
         assert_eq!(
             c.read_response().await.assert_json(200)["status"],
             "partial"

@@ -40,7 +40,7 @@ async fn push_delivers_spliced_data() {
         v["original_sender"],
         json!({"user_id": "p1", "timestamp": 1704067200})
     );
-    assert_eq!(v.as_object().map(|o| o.len()), Some(6), "{v}");
+    assert_eq!(v.as_object().map(serde_json::Map::len), Some(6), "{v}");
 }
 
 #[tokio::test]
@@ -531,7 +531,7 @@ async fn push_stalled_device_is_dropped_and_waiting_pushes_answered() {
     // SPEC §4: a device that stops reading for pong_timeout_secs is disconnected; nothing hangs.
     let d = Daemon::start(&STALL_FLAGS);
     let mut s = stall_device(&d, StallUntil::QueueFull).await;
-    for c in s.waiting.iter_mut() {
+    for c in &mut s.waiting {
         let r = c.read_response_within(t(10.0)).await;
         let v = r.assert_json(200);
         assert!(
