@@ -4,6 +4,8 @@ use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 
+use crate::wire::ascii::hex_digit;
+
 /// Length of a UUID string: 32 hex digits and 4 dashes.
 pub(crate) const UUID_STRING_BYTES: usize = 36;
 
@@ -47,7 +49,6 @@ pub(crate) fn new_correlation_id() -> heapless::String<UUID_STRING_BYTES> {
 }
 
 fn format_uuid(v: u128) -> heapless::String<UUID_STRING_BYTES> {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
     // Filled as bytes and converted once: a push per character cost ~1k instructions a push.
     let mut text = [b'-'; UUID_STRING_BYTES];
     let mut nibble_index = 0;
@@ -55,8 +56,8 @@ fn format_uuid(v: u128) -> heapless::String<UUID_STRING_BYTES> {
         if matches!(pos, 8 | 13 | 18 | 23) {
             continue;
         }
-        let nibble = ((v >> (124 - 4 * nibble_index)) & 0xf) as usize;
-        *byte = HEX[nibble];
+        // The shift leaves the nibble in the low bits; hex_digit masks the rest away.
+        *byte = hex_digit((v >> (124 - 4 * nibble_index)) as u8);
         nibble_index += 1;
     }
     // Only ASCII hex digits and dashes were written, and they fill the capacity exactly.
