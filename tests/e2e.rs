@@ -24,6 +24,8 @@ mod auth;
 mod auth_hardening;
 #[path = "e2e/batch.rs"]
 mod batch;
+#[path = "e2e/contract.rs"]
+mod contract;
 #[path = "e2e/example.rs"]
 mod example;
 #[path = "e2e/health.rs"]

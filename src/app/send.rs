@@ -150,6 +150,9 @@ pub(crate) enum End {
     UpstreamGone,
     /// The daemon is shutting down.
     Shutdown,
+    /// The upstream did not take the device's answers as fast as they came: the stream's
+    /// buffer was full when the next one arrived.
+    TooSlow,
 }
 
 impl End {
@@ -159,6 +162,7 @@ impl End {
             End::Timeout => Some("Timeout waiting for response"),
             End::DeviceGone => Some("User disconnected"),
             End::Shutdown => Some("Server shutting down"),
+            End::TooSlow => Some("Upstream too slow"),
             End::Final | End::UpstreamGone => None,
         }
     }
@@ -172,6 +176,7 @@ impl End {
             End::DeviceGone => m.sends_device_gone.inc(),
             End::UpstreamGone => m.sends_upstream_gone.inc(),
             End::Shutdown => m.sends_shutdown.inc(),
+            End::TooSlow => m.sends_too_slow.inc(),
         }
     }
 }

@@ -25,6 +25,35 @@ impl Counter {
     }
 }
 
+/// A value that goes up and down (things in progress now).
+#[derive(Default)]
+pub(crate) struct Gauge(AtomicU64);
+
+impl Gauge {
+    /// A gauge at zero (const, for `static`s).
+    pub(crate) const fn new() -> Self {
+        Gauge(AtomicU64::new(0))
+    }
+    /// One more in progress; the returned guard counts it out when dropped.
+    pub(crate) fn enter(&self) -> InProgress<'_> {
+        self.0.fetch_add(1, Ordering::Relaxed);
+        InProgress(self)
+    }
+    /// The current value.
+    pub(crate) fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// Counts one thing in progress on a [`Gauge`] for as long as it lives.
+pub(crate) struct InProgress<'g>(&'g Gauge);
+
+impl Drop for InProgress<'_> {
+    fn drop(&mut self) {
+        self.0 .0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// Every counter the daemon keeps.
 #[derive(Default)]
 pub(crate) struct Metrics {
@@ -68,6 +97,11 @@ pub(crate) struct Metrics {
     pub sends_upstream_gone: Counter,
     /// Streams ended by shutdown.
     pub sends_shutdown: Counter,
+    /// Streams ended because their upstream did not take the device's answers fast enough.
+    pub sends_too_slow: Counter,
+    /// HTTP requests whose head was read and whose answer is not complete yet (open
+    /// `/sse/send` streams included).
+    pub(crate) requests_in_progress: Gauge,
     /// HTTP responses by status class (index 0 = 1xx … 4 = 5xx).
     pub http_responses: [Counter; 5],
 }
@@ -96,6 +130,8 @@ impl Metrics {
             sends_device_gone: Counter::new(),
             sends_upstream_gone: Counter::new(),
             sends_shutdown: Counter::new(),
+            sends_too_slow: Counter::new(),
+            requests_in_progress: Gauge::new(),
             http_responses: [
                 Counter::new(),
                 Counter::new(),
@@ -115,7 +151,7 @@ impl Metrics {
     }
 
     /// The counters as `(json_name, value)` pairs, in a stable order.
-    pub(crate) fn counters(&self) -> [(&'static str, u64); 20] {
+    pub(crate) fn counters(&self) -> [(&'static str, u64); 21] {
         [
             ("connections_accepted", self.connections_accepted.get()),
             ("connections_refused", self.connections_refused.get()),
@@ -140,6 +176,7 @@ impl Metrics {
             ("sends_device_gone", self.sends_device_gone.get()),
             ("sends_upstream_gone", self.sends_upstream_gone.get()),
             ("sends_shutdown", self.sends_shutdown.get()),
+            ("sends_too_slow", self.sends_too_slow.get()),
         ]
     }
 }
@@ -160,6 +197,11 @@ pub(crate) fn write_json(
     for (name, value) in m.counters() {
         let _ = write!(out, ",\"{name}\":{value}");
     }
+    let _ = write!(
+        out,
+        ",\"requests_in_progress\":{}",
+        m.requests_in_progress.get()
+    );
     let _ = write!(out, ",\"http_responses\":{{");
     for (i, c) in m.http_responses.iter().enumerate() {
         let sep = if i == 0 { "" } else { "," };
@@ -205,6 +247,12 @@ pub(crate) fn write_prometheus(
         "wssed_send_streams_open",
         "/sse/send streams open now.",
         pending as u64,
+    );
+    gauge(
+        out,
+        "wssed_requests_in_progress",
+        "HTTP requests read and not answered completely yet.",
+        m.requests_in_progress.get(),
     );
     gauge(
         out,
@@ -287,6 +335,7 @@ pub(crate) fn write_prometheus(
                 ("device_gone", &m.sends_device_gone),
                 ("upstream_gone", &m.sends_upstream_gone),
                 ("shutdown", &m.sends_shutdown),
+                ("too_slow", &m.sends_too_slow),
             ],
         ),
         (

@@ -18,6 +18,7 @@ use crate::app::error::ApiError;
 use crate::app::route::{Action, Endpoint, Request};
 use crate::app::{push, status};
 use crate::hub::ack::AckSlot;
+use crate::hub::metrics::InProgress;
 use crate::hub::Hub;
 use crate::ops::settings::secs;
 use crate::wire::http::framer::{Framer, Interim, Step};
@@ -114,6 +115,9 @@ impl Conn {
             secs(config.header_timeout_secs),
         );
         let mut pending: Option<Pending> = None;
+        // Counts the request between its head and the end of its answer, however it ends.
+        let mut in_progress: Option<InProgress<'static>> = None;
+        let metrics = self.hub.metrics;
         // The current phase's deadline; `None` between requests.
         let mut deadline: Option<Instant> = None;
         loop {
@@ -124,6 +128,7 @@ impl Conn {
                     return None;
                 }
                 Ok(Step::Head { head, consumed }) => {
+                    in_progress.replace(metrics.requests_in_progress.enter());
                     let request = Request::new(&head, &self.hub.config);
                     self.io.buf.advance(consumed);
                     self.body.clear();
@@ -183,6 +188,7 @@ impl Conn {
                     }
                 }
             };
+            drop(in_progress.take());
             match next {
                 Next::KeepAlive => {}
                 Next::Close => return None,

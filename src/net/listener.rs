@@ -54,7 +54,7 @@ pub async fn run(
 ) -> io::Result<i32> {
     let listener = TcpListener::from_std(listener)?;
     let addr = listener.local_addr()?;
-    let signals = Signals::install()
+    let mut signals = Signals::install()
         .map_err(|e| io::Error::new(e.kind(), format!("cannot install signal handlers: {e}")))?;
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let shutdown_timeout = secs(config.shutdown_timeout_secs);
@@ -68,7 +68,18 @@ pub async fn run(
     });
     let stop_watchdog = Arc::new(AtomicBool::new(false));
 
-    tokio::spawn(signals.watch(shutdown_tx));
+    let drain_hub = Arc::clone(&hub);
+    tokio::spawn(async move {
+        let name = signals.first().await;
+        // Counted before the flag flips: from then on sessions leave the table.
+        log::info!(
+            "{name}: draining {} devices, {} open streams",
+            drain_hub.devices.len(),
+            drain_hub.streams.len()
+        );
+        let _ = shutdown_tx.send(true);
+        signals.exit_on_second().await;
+    });
     log::info!("listening on {addr}");
     if !addr.ip().is_loopback() && hub.config.api_token.is_none() {
         log::warn!(
@@ -96,11 +107,6 @@ pub async fn run(
     notifier.notify("STOPPING=1\nSTATUS=shutting down");
     drop(listener);
     drop(token);
-    log::info!(
-        "shutting down: {} devices, {} open streams",
-        hub.devices.len(),
-        hub.streams.len()
-    );
     match tokio::time::timeout(shutdown_timeout, all_done.recv()).await {
         Ok(_) => log::info!("drained"),
         Err(_) => log::warn!("shutdown timeout: exiting with connections still open"),
@@ -117,7 +123,8 @@ struct Checked {
 
 impl watchdog::Daemon for Checked {
     fn accepting(&self) -> bool {
-        self.accepting.load(Ordering::Acquire)
+        // A drain stops the accept loop on purpose: that is no failure to report.
+        self.accepting.load(Ordering::Acquire) || self.hub.shutting_down()
     }
 
     fn table_usable(&self) -> bool {

@@ -1,19 +1,21 @@
 //! The device session (SPEC §6): tokio-tungstenite on the TCP stream our parser upgraded,
 //! registered in the device table for as long as it lives.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use tokio::net::TcpStream;
-use tokio::time::{interval_at, sleep_until, timeout, Instant};
+use tokio::sync::mpsc::error::TrySendError;
+use tokio::sync::watch;
+use tokio::time::{interval_at, sleep_until, timeout, timeout_at, Instant};
 use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError, ProtocolError};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 use tokio_tungstenite::WebSocketStream;
 
-use crate::hub::ack::Ack;
 use crate::hub::devices::RegisterError;
 use crate::hub::link::Outbound;
 use crate::hub::streams::StreamEvent;
@@ -50,6 +52,9 @@ fn ws_config(config: &Config) -> WebSocketConfig {
         .max_frame_size(Some(max))
         .accept_unmasked_frames(false)
 }
+
+/// How a session ends when the daemon shuts down.
+const SHUTDOWN_CLOSE: Ending = Ending::Close(1001, "Server shutting down");
 
 /// Why a session ended, and the close frame it sends (if any).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -105,9 +110,8 @@ pub(crate) async fn run(stream: TcpStream, leftover: Vec<u8>, upgrade: Upgrade, 
     let mut ping = interval_at(Instant::now() + ping_every, ping_every);
     let mut pong_deadline: Option<Instant> = None;
     let mut shutdown = hub.shutdown.clone();
-    // Grown on first use: an idle device should cost no batch buffers.
+    // Grown on first use: an idle device should cost no batch buffer.
     let mut batch: Vec<Outbound> = Vec::new();
-    let mut acks: Vec<Ack> = Vec::new();
 
     let ending = loop {
         let far = Instant::now() + Duration::from_secs(86_400);
@@ -119,9 +123,10 @@ pub(crate) async fn run(stream: TcpStream, leftover: Vec<u8>, upgrade: Upgrade, 
                     Some(Ok(Message::Text(text))) => {
                         hub.metrics.frames_in.inc();
                         hub.metrics.bytes_in.add(text.len() as u64);
-                        if let Some(reply) = on_text(&hub, &user, session, text, pong_timeout).await {
-                            if send_one(&mut ws, Message::text(reply), pong_timeout).await.is_err() {
-                                break Ending::Dropped;
+                        if let Some(reply) = on_text(&hub, &user, session, text) {
+                            let deadline = Instant::now() + pong_timeout;
+                            if let Err(e) = bounded(ws.send(Message::text(reply)), deadline, &mut shutdown).await {
+                                break e.ending();
                             }
                         }
                     }
@@ -129,8 +134,9 @@ pub(crate) async fn run(stream: TcpStream, leftover: Vec<u8>, upgrade: Upgrade, 
                     Some(Ok(Message::Close(_))) => break Ending::PeerClosed,
                     Some(Ok(_)) => {
                         // Ping (tungstenite queues the pong), Pong, raw frames.
-                        if timeout(pong_timeout, ws.flush()).await.map_or(true, |r| r.is_err()) {
-                            break Ending::Dropped;
+                        let deadline = Instant::now() + pong_timeout;
+                        if let Err(e) = bounded(ws.flush(), deadline, &mut shutdown).await {
+                            break e.ending();
                         }
                     }
                     Some(Err(e)) => break ending_for(&e),
@@ -141,36 +147,34 @@ pub(crate) async fn run(stream: TcpStream, leftover: Vec<u8>, upgrade: Upgrade, 
                 if reg.link.is_kicked() {
                     break Ending::Close(1008, "Replaced by new connection");
                 }
-                // Drain what is queued, a batch per flush; a push arriving meanwhile leaves
+                // Drain what is queued, a batch at a time; a push arriving meanwhile leaves
                 // a wake-up permit, so nothing waits for the next event.
                 let mut failed = None;
                 while reg.link.has_frames() {
                     reg.link.take(&mut batch, WRITE_BATCH_FRAMES);
-                    if let Err(e) = write_batch(&hub, &mut ws, &mut batch, &mut acks, pong_timeout).await {
+                    let deadline = Instant::now() + pong_timeout;
+                    if let Err(e) = write_frames(&hub, &mut ws, &mut batch, deadline, &mut shutdown).await {
                         failed = Some(e);
                         break;
                     }
                 }
-                match failed {
-                    None => {}
-                    Some(WriteFailed::Stalled) => break Ending::HeartbeatTimeout,
-                    Some(WriteFailed::Broken) => break Ending::Dropped,
+                if let Some(e) = failed {
+                    break e.ending();
                 }
             }
             _ = ping.tick() => {
                 if pong_deadline.is_none() {
                     pong_deadline = Some(Instant::now() + pong_timeout);
                 }
-                match send_one(&mut ws, Message::Ping(Default::default()), pong_timeout).await {
-                    Ok(()) => {}
-                    Err(WriteFailed::Stalled) => break Ending::HeartbeatTimeout,
-                    Err(WriteFailed::Broken) => break Ending::Dropped,
+                let deadline = Instant::now() + pong_timeout;
+                if let Err(e) = bounded(ws.send(Message::Ping(Default::default())), deadline, &mut shutdown).await {
+                    break e.ending();
                 }
             }
             _ = sleep_until(pong_deadline.unwrap_or(far)), if pong_deadline.is_some() => {
                 break Ending::HeartbeatTimeout;
             }
-            () = hub::stopping(&mut shutdown) => break Ending::Close(1001, "Server shutting down"),
+            () = hub::stopping(&mut shutdown) => break SHUTDOWN_CLOSE,
         }
     };
 
@@ -215,12 +219,11 @@ fn ending_for(e: &WsError) -> Ending {
 }
 
 /// Handles a device's text frame; returns the error frame to send back, if any.
-async fn on_text(
+fn on_text(
     hub: &Hub,
     user: &UserId,
     session: u64,
     text: Utf8Bytes,
-    wait: Duration,
 ) -> Option<&'static str> {
     match classify_device_message(text.as_bytes()) {
         DeviceMessage::Invalid => Some(r#"{"type":"error","message":"invalid JSON"}"#),
@@ -231,14 +234,15 @@ async fn on_text(
         } => {
             let tx = hub.streams.route(&cid, user, session)?;
             let event = StreamEvent::Message { text, is_final };
-            // Back-pressure from a slow upstream holds this device only so long; then that
-            // stream is cut rather than the device's heartbeat.
-            match tx.send_timeout(event, wait).await {
+            // A device session never waits on an upstream: an answer that does not fit the
+            // stream's buffer ends that stream (its driver sees the entry gone while the
+            // device lives, and ends with "too slow"), and the session goes on.
+            match tx.try_send(event) {
                 Ok(()) => {}
                 // The stream ended meanwhile; its own guard frees the id.
-                Err(tokio::sync::mpsc::error::SendTimeoutError::Closed(_)) => {}
-                Err(tokio::sync::mpsc::error::SendTimeoutError::Timeout(_)) => {
-                    log::warn!("stream {cid}: upstream too slow, closing it");
+                Err(TrySendError::Closed(_)) => {}
+                Err(TrySendError::Full(_)) => {
+                    log::warn!("stream {cid}: upstream too slow, ending it");
                     hub.streams.close_stream(&cid, &tx);
                 }
             }
@@ -248,68 +252,68 @@ async fn on_text(
     }
 }
 
+/// Why a write to the device did not finish.
 enum WriteFailed {
-    /// The write did not finish in time: the device stopped reading.
+    /// Not within the deadline: the device stopped reading.
     Stalled,
     /// The connection failed.
     Broken,
+    /// Shutdown began: the session closes with 1001 instead of waiting for the write.
+    ShuttingDown,
 }
 
-async fn send_one(
-    ws: &mut WebSocketStream<TcpStream>,
-    msg: Message,
-    limit: Duration,
-) -> Result<(), WriteFailed> {
-    match timeout(limit, ws.send(msg)).await {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(_)) => Err(WriteFailed::Broken),
-        Err(_) => Err(WriteFailed::Stalled),
+impl WriteFailed {
+    fn ending(self) -> Ending {
+        match self {
+            WriteFailed::Stalled => Ending::HeartbeatTimeout,
+            WriteFailed::Broken => Ending::Dropped,
+            WriteFailed::ShuttingDown => SHUTDOWN_CLOSE,
+        }
     }
 }
 
-/// Writes the frames, flushes once, then acknowledges them as delivered. Frames move into
-/// the messages (a `Bytes` clone would cost an allocation per frame); their acks wait in `acks`.
-async fn write_batch(
+/// A write to the device, bounded by `deadline` and by shutdown: a device that stops
+/// reading holds neither a push's answer nor the drain. tungstenite keeps what it has not
+/// written in its own buffer, so giving up on a write leaves the stream consistent for the
+/// close frame.
+async fn bounded(
+    write: impl Future<Output = Result<(), WsError>>,
+    deadline: Instant,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Result<(), WriteFailed> {
+    tokio::select! {
+        r = timeout_at(deadline, write) => match r {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(WriteFailed::Broken),
+            Err(_) => Err(WriteFailed::Stalled),
+        },
+        () = hub::stopping(shutdown) => Err(WriteFailed::ShuttingDown),
+    }
+}
+
+/// Writes the frames one by one and acknowledges each as delivered once it is on the
+/// socket, so every frame's answer follows what happened to that frame. Frames move into the
+/// messages (a `Bytes` clone would cost an allocation per frame). The frames not written when
+/// a write fails are dropped with their acks, which reports them as not delivered.
+async fn write_frames(
     hub: &Hub,
     ws: &mut WebSocketStream<TcpStream>,
     batch: &mut Vec<Outbound>,
-    acks: &mut Vec<Ack>,
-    limit: Duration,
+    deadline: Instant,
+    shutdown: &mut watch::Receiver<bool>,
 ) -> Result<(), WriteFailed> {
-    let mut frames = 0u64;
-    let mut bytes = 0u64;
-    let result = timeout(limit, async {
-        for item in batch.drain(..) {
-            frames += 1;
-            bytes += item.frame.len() as u64;
-            if let Some(ack) = item.ack {
-                acks.push(ack);
-            }
-            ws.feed(Message::Text(item.frame)).await?;
-        }
-        ws.flush().await
-    })
-    .await;
-    // Whatever was not written stays unacknowledged, which reports it as not delivered.
-    batch.clear();
-    match result {
-        Ok(Ok(())) => {
-            hub.metrics.frames_out.add(frames);
-            hub.metrics.bytes_out.add(bytes);
-            for ack in acks.drain(..) {
-                ack.delivered();
-            }
-            Ok(())
-        }
-        Ok(Err(_)) => {
-            acks.clear();
-            Err(WriteFailed::Broken)
-        }
-        Err(_) => {
-            acks.clear();
-            Err(WriteFailed::Stalled)
+    for item in batch.drain(..) {
+        let bytes = item.frame.len() as u64;
+        // With no write buffer (WS_WRITE_BUFFER_BYTES) each frame goes to the socket as it
+        // is fed, so the flush inside `send` costs no extra system call.
+        bounded(ws.send(Message::Text(item.frame)), deadline, shutdown).await?;
+        hub.metrics.frames_out.inc();
+        hub.metrics.bytes_out.add(bytes);
+        if let Some(ack) = item.ack {
+            ack.delivered();
         }
     }
+    Ok(())
 }
 
 /// Sends a close frame and waits (bounded) for the device's answer.

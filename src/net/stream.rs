@@ -122,8 +122,10 @@ async fn relay(
             }
             // Sessions close because of shutdown too; the upstream should hear the real reason.
             Wake::Event(None) | Wake::Gone if hub.shutting_down() => break End::Shutdown,
-            // The device session ended, or the stream's table entry went away.
-            Wake::Event(None) | Wake::Gone => break End::DeviceGone,
+            Wake::Gone => break End::DeviceGone,
+            // Only the device session removes a live stream's entry: when an answer found
+            // the stream's buffer full.
+            Wake::Event(None) => break End::TooSlow,
             Wake::End(end) => break end,
             Wake::Keepalive => framing.write_keepalive(&mut io.out, &mut scratch.text),
             Wake::Read(true) => continue,

@@ -580,6 +580,12 @@ impl Http {
         }
     }
 
+    /// Closes with a TCP reset (SO_LINGER 0): a peer that vanishes abruptly.
+    pub(crate) fn reset(self) {
+        let _ = socket2::SockRef::from(&self.stream).set_linger(Some(Duration::ZERO));
+        drop(self);
+    }
+
     /// Bytes received but not consumed yet.
     pub(crate) fn buffered(&self) -> &[u8] {
         &self.buf

@@ -1,0 +1,285 @@
+//! The defects found when the landed binary was tried against its contract, each as the
+//! behaviour that must hold (docs/protocol.md): batches, shutdown, ids, error answers,
+//! device sessions and frame lengths.
+
+use std::process::{Command, Stdio};
+
+use serde_json::{json, Value};
+use tokio::time::Instant;
+
+use crate::common::*;
+
+/// A batch with more items for one reading device than its queue holds does not fail
+/// against itself: every item reaches the device, in index order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_larger_than_the_queue_reaches_a_reading_device_whole() {
+    const ITEMS: usize = 1000;
+    let d = Daemon::start(&["--queue-depth", "64", "--max-batch", "1000"]);
+    let mut dev = d.device("fast").await;
+    let items: Vec<Value> = (0..ITEMS)
+        .map(|i| json!({"user_id":"fast","data":{"n":i}}))
+        .collect();
+    let addr = d.addr;
+    let batch = tokio::spawn(async move {
+        let mut c = Http::connect(addr).await;
+        c.send(&post("/sse/push/batch", &Value::Array(items).to_string()))
+            .await;
+        c.read_response_within(t(30.0)).await
+    });
+    for i in 0..ITEMS {
+        let frame = dev.recv_json().await;
+        assert_eq!(frame["n"], i, "frames out of order");
+    }
+    let r = batch.await.unwrap();
+    let v = r.assert_json(200);
+    let results = v["results"].as_array().unwrap();
+    assert_eq!(results.len(), ITEMS);
+    for (i, item) in results.iter().enumerate() {
+        assert_eq!(item["index"], i);
+        assert_eq!(item["success"], true, "item {i}: {item}");
+    }
+}
+
+/// A frame already written to the device's socket is answered `success` even when a later
+/// frame of the same write batch fails: each frame's answer follows what happened to it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_frame_of_a_batch_is_answered_by_its_own_fate() {
+    let d = Daemon::start(&["--max-body-bytes", "1048576", "--pong-timeout-secs", "30"]);
+    let mut raw = RawWs::upgrade_on(
+        Http::connect_small_rcvbuf(d.addr, 4096).await,
+        "user_id=churn",
+    )
+    .await;
+    wait_until(step(), "device registered", || async {
+        d.connections().await == 1
+    })
+    .await;
+    // Both items enter the queue before the session wakes, so one write batch takes them:
+    // the first fits the socket at once, the second cannot until the device reads.
+    let items = json!([
+        {"user_id":"churn","data":{"first":true}},
+        {"user_id":"churn","data":{"pad":"y".repeat(900_000)}},
+    ]);
+    let mut c = d.http().await;
+    c.send(&post("/sse/push/batch", &items.to_string())).await;
+    let first = raw.read_frame(step()).await.expect("the first frame");
+    assert_eq!(first.opcode, 1);
+    let text: Value = serde_json::from_slice(&first.payload).unwrap();
+    assert_eq!(text["first"], true);
+    // The device vanishes mid-way through the second frame.
+    raw.http.reset();
+    let v = c.read_response_within(t(10.0)).await.assert_json(200);
+    assert_eq!(v["results"][0]["success"], true, "{v}");
+    assert_eq!(v["results"][1]["success"], false, "{v}");
+    assert_eq!(v["results"][1]["error"], "not_connected", "{v}");
+}
+
+/// While a `/sse/send` caller stops reading, the device it asked keeps working: pushes go
+/// out at once, and the stream ends "Upstream too slow" when its buffer overflows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_upstream_never_freezes_the_device_it_asked() {
+    let d = Daemon::start(&[
+        "--queue-depth",
+        "2",
+        "--pong-timeout-secs",
+        "60",
+        "--max-message-bytes",
+        "262144",
+        "--log-level",
+        "debug",
+    ]);
+    let mut dev = d.device("busy").await;
+    let mut caller = Http::connect_small_rcvbuf(d.addr, 4096).await;
+    let req = json!({"user_id":"busy","data":{"correlation_id":"slow1"}});
+    caller.send(&post("/sse/send", &req.to_string())).await;
+    let asked = dev.recv_json().await;
+    assert_eq!(asked["correlation_id"], "slow1");
+    // Answers far beyond what the caller's socket and the stream's buffer hold.
+    let answer = json!({"correlation_id":"slow1","type":"chunk","pad":"z".repeat(200_000)}).to_string();
+    for _ in 0..12 {
+        dev.send_text(&answer).await;
+    }
+    for _ in 0..10 {
+        let m = d.get("/metrics").await.json();
+        eprintln!("T frames_in {} too_slow {}", m["frames_in"], m["sends_too_slow"]);
+        tokio::time::sleep(t(0.3)).await;
+    }
+    // The session is not waiting on the caller: a push is delivered within one step.
+    let started = Instant::now();
+    let pushed = d.push(&json!({"user_id":"busy","data":{"ping":1}})).await;
+    assert_eq!(pushed.assert_json(200)["status"], "success");
+    assert!(started.elapsed() < step(), "push took {:?}", started.elapsed());
+    let frame = dev.recv_json().await;
+    assert_eq!(frame["ping"], 1);
+    // The caller, reading at last, gets what fit and then the stream's "too slow" ending.
+    eprintln!("LOG: {}", d.log_text());
+    eprintln!("METRICS: {}", d.get("/metrics").await.text());
+    let mut total = 0;
+    for _ in 0..50 {
+        match caller.fill(Instant::now() + t(0.5)).await {
+            Ok(n) => total += n,
+            Err(e) => { eprintln!("fill end {e:?} after {total}"); break; }
+        }
+    }
+    eprintln!("read {total}: {:?}", String::from_utf8_lossy(&caller.buffered()[..200.min(caller.buffered().len())]));
+    eprintln!("METRICS: {}", d.get("/metrics").await.text());
+    let mut s = SseStream::open(caller).await;
+    s.assert_stream_head();
+    let deadline = Instant::now() + t(20.0);
+    loop {
+        let ev = s.next_event(deadline.saturating_duration_since(Instant::now())).await;
+        let v = ev.json();
+        if v.get("error").is_some() {
+            assert_eq!(v, json!({"error":"Upstream too slow","correlation_id":"slow1"}));
+            break;
+        }
+        assert_eq!(v["type"], "chunk");
+    }
+    s.expect_end(step()).await;
+}
+
+/// SIGTERM with pushes, a batch and a send in flight to a device that does not read: every
+/// request already read gets its answer before its connection closes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_answers_every_request_already_read() {
+    let mut d = Daemon::start(&[
+        "--shutdown-timeout-secs",
+        "1",
+        "--max-body-bytes",
+        "1048576",
+        "--pong-timeout-secs",
+        "30",
+    ]);
+    let _raw = RawWs::upgrade_on(
+        Http::connect_small_rcvbuf(d.addr, 4096).await,
+        "user_id=deaf",
+    )
+    .await;
+    wait_until(step(), "device registered", || async {
+        d.connections().await == 1
+    })
+    .await;
+    let big = json!({"user_id":"deaf","data":{"pad":"p".repeat(500_000)}}).to_string();
+    let mut pushes = Vec::new();
+    for _ in 0..4 {
+        let mut c = d.http().await;
+        c.send(&post("/sse/push", &big)).await;
+        pushes.push(c);
+    }
+    let mut batch = d.http().await;
+    let items = json!([{"user_id":"deaf","data":{"a":1}}, {"user_id":"deaf","data":{"b":2}}]);
+    batch
+        .send(&post("/sse/push/batch", &items.to_string()))
+        .await;
+    let mut send = d.http().await;
+    let req = json!({"user_id":"deaf","data":{"correlation_id":"late"}});
+    send.send(&post("/sse/send", &req.to_string())).await;
+    // The six requests above, and the /metrics request asking, are read and unanswered.
+    wait_until(step(), "six requests in progress", || async {
+        let m = d.get("/metrics").await.json();
+        eprintln!("in progress: {}", m["requests_in_progress"]);
+        m["requests_in_progress"].as_u64() == Some(7)
+    })
+    .await;
+    d.signal("TERM");
+    for (i, c) in pushes.iter_mut().enumerate() {
+        let r = c.read_head_within(t(5.0)).await;
+        assert!(
+            r.status == 200 || r.status == 503,
+            "push {i} answered {}",
+            r.status
+        );
+    }
+    let r = batch.read_head_within(t(5.0)).await;
+    assert_eq!(r.status, 200, "batch");
+    let r = send.read_head_within(t(5.0)).await;
+    assert_eq!(r.status, 200, "send");
+    let status = d.wait_exit(t(10.0)).await.expect("no exit");
+    assert_eq!(status.code(), Some(0));
+}
+
+/// The drain reports the real counts of what it drains, and a drain is no failed
+/// self-check.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_logs_what_it_drains_and_no_failed_self_check() {
+    let mut d = Daemon::start(&["--shutdown-timeout-secs", "2"]);
+    let _a = d.device("a").await;
+    let _b = d.device("b").await;
+    let mut c = d.device("c").await;
+    let mut s = d
+        .send(&json!({"user_id":"c","data":{"correlation_id":"open1"}}))
+        .await;
+    s.assert_stream_head();
+    c.recv_json().await;
+    d.signal("TERM");
+    let status = d.wait_exit(t(10.0)).await.expect("no exit");
+    assert_eq!(status.code(), Some(0));
+    let log = d.log_text();
+    assert!(
+        log.contains("SIGTERM: draining 3 devices, 1 open streams"),
+        "{log}"
+    );
+    assert!(!log.contains("self-check failed"), "{log}");
+}
+
+/// A daemon that cannot install its signal handlers does not start: non-zero exit, one
+/// error line.
+#[test]
+fn a_failed_signal_install_exits_non_zero_with_one_clear_line() {
+    let out = Command::new(bin_path())
+        .args(["--listen", "127.0.0.1:0"])
+        .env("WSSED_FAULT_NO_SIGNALS", "1")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_ne!(out.status.code(), Some(0), "{stderr}");
+    let errors: Vec<&str> = stderr.lines().filter(|l| l.contains("ERROR")).collect();
+    assert_eq!(errors.len(), 1, "{stderr}");
+    assert!(
+        errors[0].contains("cannot install signal handlers"),
+        "{stderr}"
+    );
+}
+
+/// User ids may hold C1 control characters (U+0080–U+009F): only U+0000–U+001F and U+007F
+/// are control characters for ids, on the query string as in JSON.
+#[tokio::test]
+async fn a_user_id_with_a_c1_control_character_is_a_user_id() {
+    let d = Daemon::start(&[]);
+    let mut dev = d.device("a\u{85}b").await;
+    let r = d.push(&json!({"user_id":"a\u{85}b","data":{"n":1}})).await;
+    assert_eq!(r.assert_json(200)["status"], "success");
+    assert_eq!(dev.recv_json().await["n"], 1);
+    for bad in ["a%7Fb", "a%1Fb"] {
+        let mut c = d.http().await;
+        c.send(&upgrade_request(&format!("user_id={bad}"))).await;
+        let r = c.read_response().await;
+        assert_eq!(r.status, 400, "{bad}: {}", r.text());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zz_debug_frames_in() {
+    let d = Daemon::start(&["--queue-depth", "2", "--pong-timeout-secs", "60", "--max-message-bytes", "262144", "--log-level", "debug"]);
+    let mut dev = d.device("busy").await;
+    let mut caller = Http::connect_small_rcvbuf(d.addr, 4096).await;
+    let req = json!({"user_id":"busy","data":{"correlation_id":"slow1"}});
+    caller.send(&post("/sse/send", &req.to_string())).await;
+    let _asked = dev.recv_json().await;
+    let answer = json!({"correlation_id":"slow1","type":"chunk","pad":"z".repeat(200_000)}).to_string();
+    for i in 0..12 {
+        dev.send_text(&answer).await;
+        let m = d.get("/metrics").await.json();
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", d.pid())).unwrap();
+        let f: Vec<&str> = stat.split_whitespace().collect();
+        eprintln!("sent {i} frames_in {} utime {} stime {}", m["frames_in"], f[13], f[14]);
+    }
+    for _ in 0..10 {
+        let m = d.get("/metrics").await.json();
+        eprintln!("frames_in {}", m["frames_in"]);
+        tokio::time::sleep(t(0.2)).await;
+    }
+    eprintln!("{}", d.log_text());
+    panic!("debug");
+}
