@@ -1,16 +1,19 @@
 //! `/sse/push` and `/sse/push/batch`: validate, route by mention, queue to the device, wait
 //! until the frame is on the device's socket (SPEC §4).
 
+use std::collections::VecDeque;
 use std::io::Write;
 use std::sync::Arc;
 
+use tokio::time::timeout;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use super::error::ApiError;
 use crate::hub::ack::{Ack, AckSlot, Outcome};
 use crate::hub::ids;
-use crate::hub::link::{Outbound, PushError};
+use crate::hub::link::{DeviceLink, Outbound, PushError};
 use crate::hub::Hub;
+use crate::ops::settings::secs;
 use crate::wire::envelope::{self, CorrelationId, Envelope, UserId};
 use crate::wire::http::response::{self, Persist};
 use crate::wire::{json, mention};
@@ -188,7 +191,64 @@ struct ItemResult {
     queued: bool,
 }
 
+/// A device the batch has items for, while some of them wait for room in its queue.
+struct Waiting {
+    link: Arc<DeviceLink>,
+    /// The last item of this batch that entered the device's queue.
+    last_queued: Option<usize>,
+    /// Items that found the queue full behind this batch's own frames, in index order.
+    items: VecDeque<(usize, Outbound)>,
+}
+
+impl Waiting {
+    /// Moves waiting items into the queue while it has room. Returns false once nothing
+    /// is left to wait for.
+    fn advance(&mut self, slot: &AckSlot, results: &mut [ItemResult]) -> bool {
+        while let Some((index, item)) = self.items.pop_front() {
+            let why = match self.link.try_push(item) {
+                Ok(()) => {
+                    self.last_queued = Some(index);
+                    mark(results, index, Ok(()));
+                    continue;
+                }
+                Err((PushError::Full, item)) if self.has_frames_in_queue(slot) => {
+                    // Room comes as our own frames are written: wait for it.
+                    self.items.push_front((index, item));
+                    return true;
+                }
+                // The queue is full of other traffic, or the device left.
+                Err((PushError::Full, _)) => Undelivered::QueueFull,
+                Err((PushError::Ended, _)) => Undelivered::NotConnected,
+            };
+            mark(results, index, Err(why));
+            for (index, _) in self.items.drain(..) {
+                mark(results, index, Err(why));
+            }
+        }
+        false
+    }
+
+    /// True while a frame this batch queued for the device is not written yet: frames leave
+    /// a queue in order, so the last one tells.
+    fn has_frames_in_queue(&self, slot: &AckSlot) -> bool {
+        self.last_queued.is_some_and(|index| !slot.resolved(index))
+    }
+}
+
+fn mark(results: &mut [ItemResult], index: usize, outcome: Result<(), Undelivered>) {
+    if let Some(item) = results.get_mut(index) {
+        item.queued = outcome.is_ok();
+        item.outcome = outcome;
+    }
+}
+
 /// Serves `/sse/push/batch`; writes the response into `out` and returns its status.
+///
+/// A batch never fails against itself: an item that finds its device's queue full of this
+/// batch's own earlier frames waits until they are written and then goes in, in index order;
+/// `queue_full` means the queue was full of other traffic. The wait is bounded by
+/// `pong_timeout_secs` without progress, the time after which a device that stopped reading
+/// is dropped anyway.
 pub(crate) async fn batch(
     body: &[u8],
     hub: &Hub,
@@ -204,22 +264,74 @@ pub(crate) async fn batch(
     // in index order, and distinct devices drain their queues concurrently.
     let slot = AckSlot::new(envelopes.len());
     let mut results = Vec::with_capacity(envelopes.len());
+    let mut waiting: Vec<(UserId, Waiting)> = Vec::new();
+    let mut last_queued: Vec<(UserId, usize)> = Vec::new();
     for (index, env) in envelopes.iter().enumerate() {
         let target = target(env, hub, scratch);
-        let cid = correlation_id(env);
-        let frame = frame(env, &cid, scratch);
-        let outcome = match slot.ack(index) {
-            Some(ack) => enqueue(hub, &target.user, frame, Some(ack)),
-            None => Err(Undelivered::NotConnected),
-        };
         results.push(ItemResult {
             user_id: env.user_id.clone(),
-            routed_to: target.routed.then_some(target.user),
-            queued: outcome.is_ok(),
-            outcome,
+            routed_to: target.routed.then(|| target.user.clone()),
+            queued: false,
+            outcome: Err(Undelivered::NotConnected),
         });
+        let cid = correlation_id(env);
+        let frame = frame(env, &cid, scratch);
+        let (Some(ack), Some(device)) = (slot.ack(index), hub.devices.get(&target.user)) else {
+            continue;
+        };
+        let item = Outbound {
+            frame,
+            ack: Some(ack),
+        };
+        // Once one item of a device waits, the later ones wait behind it (index order).
+        if let Some((_, w)) = waiting.iter_mut().find(|(u, _)| *u == target.user) {
+            w.items.push_back((index, item));
+            continue;
+        }
+        let outcome = match device.link.try_push(item) {
+            Ok(()) => Ok(()),
+            Err((PushError::Full, item)) => {
+                let last = last_queued
+                    .iter()
+                    .rev()
+                    .find(|(u, _)| *u == target.user)
+                    .map(|(_, i)| *i);
+                let mut w = Waiting {
+                    link: device.link,
+                    last_queued: last,
+                    items: VecDeque::from([(index, item)]),
+                };
+                if w.has_frames_in_queue(&slot) {
+                    waiting.push((target.user, w));
+                    continue;
+                }
+                w.items.clear();
+                Err(Undelivered::QueueFull)
+            }
+            Err((PushError::Ended, _)) => Err(Undelivered::NotConnected),
+        };
+        if outcome.is_ok() {
+            last_queued.push((target.user, index));
+        }
+        mark(&mut results, index, outcome);
     }
     drop(envelopes);
+    drop(last_queued);
+    let patience = secs(hub.config.pong_timeout_secs);
+    while !waiting.is_empty() {
+        waiting.retain_mut(|(_, w)| w.advance(&slot, &mut results));
+        if waiting.is_empty() {
+            break;
+        }
+        if timeout(patience, slot.progressed()).await.is_err() {
+            // No frame of this batch was written for that long: the devices are stuck.
+            for (_, w) in waiting.drain(..) {
+                for (index, _) in w.items {
+                    mark(&mut results, index, Err(Undelivered::QueueFull));
+                }
+            }
+        }
+    }
     slot.wait().await;
 
     let mut json = Vec::with_capacity(64 + results.len() * 64);

@@ -25,7 +25,10 @@ pub(crate) enum Outcome {
 pub(crate) struct AckSlot {
     outcomes: Box<[AtomicU8]>,
     unresolved: AtomicUsize,
+    /// Woken when the last acknowledgement resolves.
     notify: Notify,
+    /// Woken (a stored permit) whenever any acknowledgement resolves.
+    progress: Notify,
 }
 
 impl AckSlot {
@@ -37,6 +40,7 @@ impl AckSlot {
                 .collect(),
             unresolved: AtomicUsize::new(0),
             notify: Notify::new(),
+            progress: Notify::new(),
         })
     }
 
@@ -60,6 +64,19 @@ impl AckSlot {
             // is not missed; a stale permit only costs one more check.
             self.notify.notified().await;
         }
+    }
+
+    /// Resolves once an acknowledgement resolved since the last call (or at once, if one
+    /// did before anyone waited): a frame of this request left its queue.
+    pub(crate) async fn progressed(&self) {
+        self.progress.notified().await;
+    }
+
+    /// True once frame `index`'s acknowledgement is resolved (delivered or lost).
+    pub(crate) fn resolved(&self, index: usize) -> bool {
+        self.outcomes
+            .get(index)
+            .is_none_or(|c| c.load(Ordering::Acquire) != UNRESOLVED)
     }
 
     /// The outcome of frame `index` after [`AckSlot::wait`].
@@ -91,6 +108,7 @@ impl Drop for Ack {
         if let Some(cell) = self.slot.outcomes.get(self.index) {
             cell.store(self.outcome, Ordering::Release);
         }
+        self.slot.progress.notify_one();
         if self.slot.unresolved.fetch_sub(1, Ordering::AcqRel) == 1 {
             self.slot.notify.notify_one();
         }

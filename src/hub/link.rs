@@ -74,12 +74,17 @@ impl DeviceLink {
     /// Queues a frame for the session. On error the frame is dropped, which reports its
     /// acknowledgement as not delivered.
     pub(crate) fn push(&self, item: Outbound) -> Result<(), PushError> {
+        self.try_push(item).map_err(|(why, _)| why)
+    }
+
+    /// `push` that hands the frame back when it is refused, for a caller that will try again.
+    pub(crate) fn try_push(&self, item: Outbound) -> Result<(), (PushError, Outbound)> {
         let mut frames = self.lock();
         if frames.ended {
-            return Err(PushError::Ended);
+            return Err((PushError::Ended, item));
         }
         if frames.queue.len() >= self.depth {
-            return Err(PushError::Full);
+            return Err((PushError::Full, item));
         }
         frames.queue.push_back(item);
         drop(frames);

@@ -219,12 +219,7 @@ fn ending_for(e: &WsError) -> Ending {
 }
 
 /// Handles a device's text frame; returns the error frame to send back, if any.
-fn on_text(
-    hub: &Hub,
-    user: &UserId,
-    session: u64,
-    text: Utf8Bytes,
-) -> Option<&'static str> {
+fn on_text(hub: &Hub, user: &UserId, session: u64, text: Utf8Bytes) -> Option<&'static str> {
     match classify_device_message(text.as_bytes()) {
         DeviceMessage::Invalid => Some(r#"{"type":"error","message":"invalid JSON"}"#),
         DeviceMessage::NotObject => Some(r#"{"type":"error","message":"expected a JSON object"}"#),

@@ -19,7 +19,9 @@ impl Signals {
     pub(crate) fn install() -> std::io::Result<Signals> {
         #[cfg(feature = "fault-injection")]
         if std::env::var_os(FAULT_NO_SIGNALS_ENV).is_some() {
-            return Err(std::io::Error::other("signal handlers refused (fault injection)"));
+            return Err(std::io::Error::other(
+                "signal handlers refused (fault injection)",
+            ));
         }
         Ok(Signals {
             term: signal(SignalKind::terminate())?,
