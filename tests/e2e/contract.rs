@@ -203,7 +203,7 @@ async fn sigterm_logs_what_it_drains_and_no_failed_self_check() {
     let _a = d.device("a").await;
     let _b = d.device("b").await;
     let mut c = d.device("c").await;
-    let mut s = d
+    let s = d
         .send(&json!({"user_id":"c","data":{"correlation_id":"open1"}}))
         .await;
     s.assert_stream_head();
