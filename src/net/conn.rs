@@ -59,7 +59,12 @@ pub(crate) struct Upgraded {
 /// doesn't carry this function's buffers and state.
 pub(crate) async fn serve(stream: TcpStream, peer: SocketAddr, hub: Arc<Hub>) -> Option<Upgraded> {
     let mut conn = Conn::new(stream, hub);
-    let upgrade = conn.run().await?;
+    let Some(upgrade) = conn.run().await else {
+        if conn.linger {
+            conn.io.linger(&mut conn.shutdown).await;
+        }
+        return None;
+    };
     log::debug!("{peer}: device {} upgrading", upgrade.user_id);
     Some(Upgraded {
         stream: conn.io.stream,
@@ -87,6 +92,8 @@ struct Conn {
     shutdown: watch::Receiver<bool>,
     /// Reused by every push on this connection.
     ack: Option<Arc<AckSlot>>,
+    /// An error answer that closes the connection went out: close the RFC 9112 §9.6 way.
+    linger: bool,
 }
 
 impl Conn {
@@ -102,6 +109,7 @@ impl Conn {
             shutdown: hub.shutdown.clone(),
             hub,
             ack: None,
+            linger: false,
         }
     }
 
@@ -339,7 +347,10 @@ impl Conn {
             .refuse(&self.hub, err, persist, request.head_only)
             .await
         {
-            Ok(keep) => Next::done(keep),
+            Ok(keep) => {
+                self.linger = !keep;
+                Next::done(keep)
+            }
             Err(_) => Next::Close,
         }
     }
@@ -357,6 +368,10 @@ impl Conn {
 
     /// Writes an error that ends the connection.
     async fn fail(&mut self, err: ApiError) {
-        let _ = self.io.refuse(&self.hub, &err, Persist::Close, false).await;
+        self.linger = self
+            .io
+            .refuse(&self.hub, &err, Persist::Close, false)
+            .await
+            .is_ok();
     }
 }

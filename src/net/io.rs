@@ -20,6 +20,12 @@ pub(crate) const READ_BUFFER_BYTES: usize = 4 * 1024;
 /// Response buffer allocated per connection.
 pub(crate) const WRITE_BUFFER_BYTES: usize = 1024;
 
+/// Longest time a connection closed after an error answer keeps reading (and dropping)
+/// what the client still sends, so that the client can read the answer (RFC 9112 §9.6).
+pub(crate) const LINGER_SECS: u64 = 2;
+/// Most bytes dropped that way before the connection closes regardless.
+pub(crate) const LINGER_MAX_BYTES: usize = 8 * 1024 * 1024;
+
 /// Bytes of pipelined requests buffered while a send stream is open; past it the stream
 /// stops reading (and so stops noticing EOF until the next keepalive write fails).
 pub(crate) const MAX_PIPELINED_BYTES: usize = 16 * 1024;
@@ -135,6 +141,30 @@ impl Io {
         match timeout(self.write_timeout, self.stream.write_all(bytes)).await {
             Ok(Ok(())) => Ok(()),
             _ => Err(Closed),
+        }
+    }
+
+    /// Closes after an answer the client may still be sending past (RFC 9112 §9.6): the
+    /// write side first, then input is read and dropped until the client is done, up to
+    /// `LINGER_SECS` and `LINGER_MAX_BYTES`. Closing with unread input would make the kernel
+    /// answer with a reset, and the client would lose the answer or fail its upload.
+    pub(crate) async fn linger(&mut self, shutdown: &mut watch::Receiver<bool>) {
+        if self.stream.shutdown().await.is_err() {
+            return;
+        }
+        let deadline = Instant::now() + Duration::from_secs(LINGER_SECS);
+        let mut dropped = 0;
+        while dropped <= LINGER_MAX_BYTES {
+            self.buf.clear();
+            self.buf.reserve(READ_BUFFER_BYTES);
+            let read = tokio::select! {
+                r = timeout_at(deadline, self.stream.read_buf(&mut self.buf)) => r,
+                () = hub::stopping(shutdown) => return,
+            };
+            match read {
+                Ok(Ok(n)) if n > 0 => dropped += n,
+                _ => return,
+            }
         }
     }
 

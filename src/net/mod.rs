@@ -8,3 +8,4 @@ pub(crate) mod io;
 pub mod listener;
 pub(crate) mod session;
 pub(crate) mod stream;
+pub(crate) mod watched;

@@ -16,6 +16,7 @@ use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 use tokio_tungstenite::WebSocketStream;
 
+use super::watched::{FramingViolation, Watched};
 use crate::hub::devices::RegisterError;
 use crate::hub::link::Outbound;
 use crate::hub::streams::StreamEvent;
@@ -53,6 +54,12 @@ fn ws_config(config: &Config) -> WebSocketConfig {
         .accept_unmasked_frames(false)
 }
 
+/// The device's stream as the session holds it.
+type Ws = WebSocketStream<Watched>;
+
+/// How a session ends when the device breaks the protocol (RFC 6455 §7.4.1).
+const PROTOCOL_ERROR: Ending = Ending::Close(1002, "Protocol error");
+
 /// How a session ends when the daemon shuts down.
 const SHUTDOWN_CLOSE: Ending = Ending::Close(1001, "Server shutting down");
 
@@ -72,6 +79,7 @@ enum Ending {
 /// Runs a device session on an upgraded stream; `leftover` holds bytes read past the head.
 pub(crate) async fn run(stream: TcpStream, leftover: Vec<u8>, upgrade: Upgrade, hub: Arc<Hub>) {
     let config = ws_config(&hub.config);
+    let (stream, early) = Watched::new(stream, &leftover);
     let mut ws =
         WebSocketStream::from_partially_read(stream, leftover, Role::Server, Some(config)).await;
     let user = upgrade.user_id;
@@ -114,6 +122,9 @@ pub(crate) async fn run(stream: TcpStream, leftover: Vec<u8>, upgrade: Upgrade, 
     let mut batch: Vec<Outbound> = Vec::new();
 
     let ending = loop {
+        if early.is_err() {
+            break PROTOCOL_ERROR;
+        }
         let far = Instant::now() + Duration::from_secs(86_400);
         tokio::select! {
             incoming = ws.next() => {
@@ -208,12 +219,19 @@ fn describe(ending: Ending) -> &'static str {
 /// The close a read error calls for (RFC 6455 §7.4.1).
 fn ending_for(e: &WsError) -> Ending {
     match e {
+        WsError::Io(io)
+            if io
+                .get_ref()
+                .is_some_and(<dyn std::error::Error + Send + Sync>::is::<FramingViolation>) =>
+        {
+            PROTOCOL_ERROR
+        }
         WsError::Capacity(CapacityError::MessageTooLong { .. }) => {
             Ending::Close(1009, "Message too big")
         }
         WsError::Utf8(_) => Ending::Close(1007, "Invalid UTF-8"),
         WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake) => Ending::Dropped,
-        WsError::Protocol(_) => Ending::Close(1002, "Protocol error"),
+        WsError::Protocol(_) => PROTOCOL_ERROR,
         _ => Ending::Dropped,
     }
 }
@@ -292,7 +310,7 @@ async fn bounded(
 /// a write fails are dropped with their acks, which reports them as not delivered.
 async fn write_frames(
     hub: &Hub,
-    ws: &mut WebSocketStream<TcpStream>,
+    ws: &mut Ws,
     batch: &mut Vec<Outbound>,
     deadline: Instant,
     shutdown: &mut watch::Receiver<bool>,
@@ -312,7 +330,7 @@ async fn write_frames(
 }
 
 /// Sends a close frame and waits (bounded) for the device's answer.
-async fn close(ws: &mut WebSocketStream<TcpStream>, code: u16, reason: &'static str) {
+async fn close(ws: &mut Ws, code: u16, reason: &'static str) {
     let frame = CloseFrame {
         code: CloseCode::from(code),
         reason: reason.into(),

@@ -61,8 +61,17 @@ pub(crate) fn extra_args() -> Vec<String> {
 /// Runs the daemon with `args` to completion (for `--help`, bad flags, `--check-config`).
 /// The child is killed by its PID if it outlives the bound.
 pub(crate) fn run_to_exit(args: &[&str]) -> (ExitStatus, String, String) {
+    run_to_exit_with_env(args, &[])
+}
+
+/// `run_to_exit` with extra environment variables.
+pub(crate) fn run_to_exit_with_env(
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> (ExitStatus, String, String) {
     let mut child = Command::new(bin_path())
         .args(args)
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

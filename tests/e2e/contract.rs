@@ -2,8 +2,6 @@
 //! behaviour that must hold (docs/protocol.md): batches, shutdown, ids, error answers,
 //! device sessions and frame lengths.
 
-use std::process::{Command, Stdio};
-
 use serde_json::{json, Value};
 use tokio::time::Instant;
 
@@ -44,7 +42,7 @@ async fn a_batch_larger_than_the_queue_reaches_a_reading_device_whole() {
 /// frame of the same write batch fails: each frame's answer follows what happened to it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_frame_of_a_batch_is_answered_by_its_own_fate() {
-    let d = Daemon::start(&["--max-body-bytes", "1048576", "--pong-timeout-secs", "30"]);
+    let d = Daemon::start(&["--max-body-bytes", "16777216", "--pong-timeout-secs", "30"]);
     let mut raw = RawWs::upgrade_on(
         Http::connect_small_rcvbuf(d.addr, 4096).await,
         "user_id=churn",
@@ -55,10 +53,11 @@ async fn each_frame_of_a_batch_is_answered_by_its_own_fate() {
     })
     .await;
     // Both items enter the queue before the session wakes, so one write batch takes them:
-    // the first fits the socket at once, the second cannot until the device reads.
+    // the first fits the socket at once, the second (larger than the kernel's buffers on
+    // both sides) cannot until the device reads.
     let items = json!([
         {"user_id":"churn","data":{"first":true}},
-        {"user_id":"churn","data":{"pad":"y".repeat(900_000)}},
+        {"user_id":"churn","data":{"pad":"y".repeat(12_000_000)}},
     ]);
     let mut c = d.http().await;
     c.send(&post("/sse/push/batch", &items.to_string())).await;
@@ -223,14 +222,11 @@ async fn sigterm_logs_what_it_drains_and_no_failed_self_check() {
 /// error line.
 #[test]
 fn a_failed_signal_install_exits_non_zero_with_one_clear_line() {
-    let out = Command::new(bin_path())
-        .args(["--listen", "127.0.0.1:0"])
-        .env("WSSED_FAULT_NO_SIGNALS", "1")
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_ne!(out.status.code(), Some(0), "{stderr}");
+    let (status, _, stderr) = run_to_exit_with_env(
+        &["--listen", "127.0.0.1:0"],
+        &[("WSSED_FAULT_NO_SIGNALS", "1")],
+    );
+    assert_ne!(status.code(), Some(0), "{stderr}");
     let errors: Vec<&str> = stderr.lines().filter(|l| l.contains("ERROR")).collect();
     assert_eq!(errors.len(), 1, "{stderr}");
     assert!(
@@ -254,4 +250,115 @@ async fn a_user_id_with_a_c1_control_character_is_a_user_id() {
         let r = c.read_response().await;
         assert_eq!(r.status, 400, "{bad}: {}", r.text());
     }
+}
+
+/// Sends `head` and then up to `more` filler bytes, and reads the answer only after that,
+/// as a client that uploads first and reads later does: it is still sending when the daemon
+/// refuses it.
+async fn answer_while_sending(d: &Daemon, head: Vec<u8>, more: usize) -> (u16, String) {
+    let stream = tokio::net::TcpStream::connect(d.addr).await.unwrap();
+    let (mut rd, mut wr) = stream.into_split();
+    let writer = tokio::spawn(async move {
+        use tokio::io::AsyncWriteExt;
+        if wr.write_all(&head).await.is_err() {
+            return Err("the head".to_string());
+        }
+        let chunk = vec![b'a'; 16 * 1024];
+        let mut sent = 0;
+        while sent < more {
+            match tokio::time::timeout(t(2.0), wr.write_all(&chunk)).await {
+                Ok(Ok(())) => sent += chunk.len(),
+                Ok(Err(e)) => return Err(format!("{e} after {sent} bytes")),
+                Err(_) => return Err(format!("stuck after {sent} bytes")),
+            }
+        }
+        // Done sending: the daemon sees the end of input and closes at once.
+        wr.shutdown().await.map_err(|e| format!("shutdown: {e}"))
+    });
+    let sent = tokio::time::timeout(step(), writer).await;
+    assert!(
+        matches!(sent, Ok(Ok(Ok(())))),
+        "the upload was cut: {sent:?}"
+    );
+    let mut got = Vec::new();
+    let deadline = Instant::now() + step();
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        use tokio::io::AsyncReadExt;
+        match tokio::time::timeout_at(deadline, rd.read(&mut buf)).await {
+            Ok(Ok(0)) => break,
+            Ok(Ok(n)) => got.extend_from_slice(&buf[..n]),
+            Ok(Err(e)) => panic!(
+                "read failed ({e}) after {:?}",
+                String::from_utf8_lossy(&got)
+            ),
+            Err(_) => panic!("no end of the answer: {:?}", String::from_utf8_lossy(&got)),
+        }
+    }
+    whole_answer(&got)
+}
+
+/// The status and body of the one complete response `bytes` must hold.
+fn whole_answer(bytes: &[u8]) -> (u16, String) {
+    let text = String::from_utf8_lossy(bytes).into_owned();
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .unwrap_or_else(|| panic!("no whole head: {text:?}"));
+    let status: u16 = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status: {text:?}"));
+    let length: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("Content-Length: "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no Content-Length: {text:?}"));
+    assert_eq!(body.len(), length, "the body is cut: {text:?}");
+    (status, body.to_string())
+}
+
+/// A 413 or 431 sent while the client is still sending reaches the client: the daemon
+/// closes its side, drains what still comes, and only then closes (RFC 9112 §9.6).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_error_answer_reaches_a_client_that_is_still_sending() {
+    let d = Daemon::start(&[]);
+    for round in 0..5 {
+        let head = b"POST /sse/push HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n\
+            Content-Length: 100000000\r\n\r\n"
+            .to_vec();
+        let (status, body) = answer_while_sending(&d, head, 4 << 20).await;
+        assert_eq!(status, 413, "round {round}: {body}");
+        let mut head = b"GET /health HTTP/1.1\r\nHost: t\r\n".to_vec();
+        for i in 0..2000 {
+            head.extend_from_slice(format!("X-Filler-{i}: {}\r\n", "v".repeat(20)).as_bytes());
+        }
+        let (status, body) = answer_while_sending(&d, head, 4 << 20).await;
+        assert_eq!(status, 431, "round {round}: {body}");
+    }
+}
+
+/// A 64-bit frame length with its most significant bit set breaks RFC 6455 §5.2 ("MUST be
+/// 0"): the session closes with 1002, not with 1009 as for a frame that is only too big.
+#[tokio::test]
+async fn a_frame_length_with_the_top_bit_set_is_a_protocol_error() {
+    let d = Daemon::start(&[]);
+    let mut raw = RawWs::upgrade(&d, "user_id=msb").await;
+    let header = [0x81, 0xff, 0x80, 0, 0, 0, 0, 0, 0, 5, 1, 2, 3, 4];
+    assert!(raw.http.try_send(&header).await);
+    assert_eq!(raw.expect_close(step()).await, Some(1002));
+    // A frame that is merely longer than max_message_bytes is still 1009.
+    let mut raw = RawWs::upgrade(&d, "user_id=big").await;
+    let header = [0x81, 0xff, 0, 0, 0, 1, 0, 0, 0, 0, 1, 2, 3, 4];
+    assert!(raw.http.try_send(&header).await);
+    assert_eq!(raw.expect_close(step()).await, Some(1009));
+    // The same violation sent together with the upgrade request.
+    let mut c = d.http().await;
+    let mut bytes = upgrade_request("user_id=early");
+    bytes.extend_from_slice(&[0x81, 0xff, 0x80, 0, 0, 0, 0, 0, 0, 5, 1, 2, 3, 4]);
+    c.send(&bytes).await;
+    let head = c.read_head().await;
+    assert_eq!(head.status, 101);
+    let mut raw = RawWs { http: c };
+    assert_eq!(raw.expect_close(step()).await, Some(1002));
 }
