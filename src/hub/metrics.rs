@@ -69,6 +69,8 @@ pub(crate) struct Metrics {
     pub devices_refused_full: Counter,
     /// Sessions ended because no pong came in time (or a write stalled).
     pub heartbeat_timeouts: Counter,
+    /// Sessions of dead peers ended with a TCP reset, freeing their unsendable data.
+    pub dead_peers_reset: Counter,
     /// Push frames written to a device's socket.
     pub pushes_delivered: Counter,
     /// Pushes answered `partial`: the device was not connected or left first.
@@ -116,6 +118,7 @@ impl Metrics {
             devices_refused_duplicate: Counter::new(),
             devices_refused_full: Counter::new(),
             heartbeat_timeouts: Counter::new(),
+            dead_peers_reset: Counter::new(),
             pushes_delivered: Counter::new(),
             pushes_not_connected: Counter::new(),
             pushes_queue_full: Counter::new(),
@@ -151,7 +154,7 @@ impl Metrics {
     }
 
     /// The counters as `(json_name, value)` pairs, in a stable order.
-    pub(crate) fn counters(&self) -> [(&'static str, u64); 21] {
+    pub(crate) fn counters(&self) -> [(&'static str, u64); 22] {
         [
             ("connections_accepted", self.connections_accepted.get()),
             ("connections_refused", self.connections_refused.get()),
@@ -162,6 +165,7 @@ impl Metrics {
             ),
             ("devices_refused_full", self.devices_refused_full.get()),
             ("heartbeat_timeouts", self.heartbeat_timeouts.get()),
+            ("dead_peers_reset", self.dead_peers_reset.get()),
             ("pushes_delivered", self.pushes_delivered.get()),
             ("pushes_not_connected", self.pushes_not_connected.get()),
             ("pushes_queue_full", self.pushes_queue_full.get()),
@@ -268,7 +272,7 @@ pub(crate) fn write_prometheus(
             rss,
         );
     }
-    let families: [Family<'_>; 10] = [
+    let families: [Family<'_>; 11] = [
         (
             "wssed_connections_accepted_total",
             "TCP connections accepted.",
@@ -343,6 +347,12 @@ pub(crate) fn write_prometheus(
             "Sessions ended by a missing pong or a stalled write.",
             "",
             &[("", &m.heartbeat_timeouts)],
+        ),
+        (
+            "wssed_dead_peers_reset_total",
+            "Sessions of dead peers closed with a TCP reset, freeing their unsent data.",
+            "",
+            &[("", &m.dead_peers_reset)],
         ),
     ];
     for (name, help, label, series) in families {

@@ -202,7 +202,15 @@ pub(crate) async fn run(stream: TcpStream, leftover: Vec<u8>, upgrade: Upgrade, 
             .await;
         }
         Ending::Close(code, reason) => close(&mut ws, code, reason).await,
-        Ending::HeartbeatTimeout => hub.metrics.heartbeat_timeouts.inc(),
+        Ending::HeartbeatTimeout => {
+            hub.metrics.heartbeat_timeouts.inc();
+            // A dead peer's window is closed: unsent data could never drain, and a plain
+            // close would leave the socket in FIN_WAIT1 holding kernel memory until the
+            // orphan limits reclaim it. A reset frees it now.
+            if ws.get_ref().reset_on_close().is_ok() {
+                hub.metrics.dead_peers_reset.inc();
+            }
+        }
         Ending::Dropped => {}
     }
 }

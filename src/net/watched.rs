@@ -38,6 +38,13 @@ impl Watched {
     }
 }
 
+impl Watched {
+    /// Makes the coming close a TCP reset (`SO_LINGER` 0): no unsent data is kept.
+    pub(crate) fn reset_on_close(&self) -> io::Result<()> {
+        socket2::SockRef::from(&self.stream).set_linger(Some(std::time::Duration::ZERO))
+    }
+}
+
 impl AsyncRead for Watched {
     fn poll_read(
         self: Pin<&mut Self>,

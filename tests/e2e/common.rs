@@ -589,6 +589,11 @@ impl Http {
         }
     }
 
+    /// This end's address.
+    pub(crate) fn local_addr(&self) -> SocketAddr {
+        self.stream.local_addr().expect("local address")
+    }
+
     /// Closes with a TCP reset (SO_LINGER 0): a peer that vanishes abruptly.
     pub(crate) fn reset(self) {
         let _ = socket2::SockRef::from(&self.stream).set_linger(Some(Duration::ZERO));

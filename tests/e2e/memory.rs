@@ -285,3 +285,46 @@ async fn memory_stays_within_the_budget_with_every_limit_filled() {
     drop(upstreams);
     drop(devices);
 }
+
+/// The kernel's TCP sockets from `local` to `remote` (ports), with their state, from
+/// /proc/net/tcp (hex: 01 ESTABLISHED, 04 FIN_WAIT1, ...).
+fn tcp_states(local_port: u16, remote_port: u16) -> Vec<String> {
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+    let port = |field: &str| {
+        field
+            .rsplit(':')
+            .next()
+            .and_then(|p| u16::from_str_radix(p, 16).ok())
+    };
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            let (l, r, st) = (f.get(1)?, f.get(2)?, f.get(3)?);
+            (port(l) == Some(local_port) && port(r) == Some(remote_port)).then(|| (*st).to_string())
+        })
+        .collect()
+}
+
+/// A session ended because its device stopped reading is reset, not closed: its unsendable
+/// data does not linger in the kernel in FIN_WAIT1.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_peers_socket_is_gone_from_the_kernel_when_its_session_ends() {
+    let d = Daemon::start(&STALL_FLAGS);
+    let stalled = stall_device(&d, StallUntil::WritesBlock).await;
+    let device_port = stalled._raw.http.local_addr().port();
+    assert!(
+        !tcp_states(d.addr.port(), device_port).is_empty(),
+        "the session's socket is not in /proc/net/tcp"
+    );
+    wait_until(t(10.0), "the heartbeat timeout", || async {
+        d.get("/metrics").await.json()["heartbeat_timeouts"] == 1
+    })
+    .await;
+    wait_until(t(1.0), "the dead peer's socket gone", || async {
+        tcp_states(d.addr.port(), device_port).is_empty()
+    })
+    .await;
+    assert_eq!(d.get("/metrics").await.json()["dead_peers_reset"], 1);
+}
