@@ -10,7 +10,7 @@ use wssed::ops::{logger, systemd};
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
-    let command = match settings::parse_args(std::env::args().skip(1)) {
+    let command = match settings::parse_args(std::env::args_os().skip(1)) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("wssed: {e}");
@@ -19,7 +19,7 @@ fn main() -> ExitCode {
     };
     match command {
         Command::Help => {
-            print!("{}", settings::HELP);
+            print!("{}", settings::help());
             ExitCode::SUCCESS
         }
         Command::Version => {

@@ -102,7 +102,7 @@ impl Conn {
         // A head, one read's worth of slack, and a send stream's pipelined requests.
         let buffer_limit = MAX_HEAD_BYTES + MAX_PIPELINED_BYTES + READ_BUFFER_BYTES;
         Conn {
-            io: Io::new(stream, buffer_limit, secs(config.idle_timeout_secs)),
+            io: Io::new(stream, buffer_limit, secs(config.write_timeout_secs)),
             framer: Framer::new(config.max_body_bytes),
             body: Vec::new(),
             scratch: Scratch::default(),
@@ -120,7 +120,7 @@ impl Conn {
         let (idle, header, body) = (
             secs(config.idle_timeout_secs),
             secs(config.header_timeout_secs),
-            secs(config.header_timeout_secs),
+            secs(config.body_timeout_secs),
         );
         let mut pending: Option<Pending> = None;
         // Counts the request between its head and the end of its answer, however it ends.

@@ -197,9 +197,9 @@ async fn slowloris_dribblers_get_408_and_never_block_a_normal_client() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stalled_bodies_get_408_and_never_block_a_normal_client() {
     // The body phase has its own timeout (ApiError::BodyTimeout): a body that stops arriving
-    // for header_timeout_secs is 408 and the connection closes.
+    // for body_timeout_secs is 408 and the connection closes.
     const STALLED: usize = 100;
-    let d = Daemon::start(&["--header-timeout-secs", "1", "--idle-timeout-secs", "30"]);
+    let d = Daemon::start(&["--body-timeout-secs", "1", "--idle-timeout-secs", "30"]);
     let addr = d.addr;
     let tasks: Vec<_> = (0..STALLED)
         .map(|i| {
@@ -237,8 +237,8 @@ async fn stalled_bodies_get_408_and_never_block_a_normal_client() {
 #[tokio::test]
 async fn a_dribbled_body_gets_408_once_its_whole_deadline_passes() {
     // Progress on every read is not enough: the whole body must arrive within
-    // header_timeout_secs of its head, or a byte every so often would hold the socket forever.
-    let d = Daemon::start(&["--header-timeout-secs", "1", "--idle-timeout-secs", "30"]);
+    // body_timeout_secs of its head, or a byte every so often would hold the socket forever.
+    let d = Daemon::start(&["--body-timeout-secs", "1", "--idle-timeout-secs", "30"]);
     let mut c = Http::connect(d.addr).await;
     let body = r#"{"user_id":"nobody","data":{"padding":"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"}}"#;
     let req = post("/sse/push", body);

@@ -564,7 +564,7 @@ async fn decision_absolute_form_targets_are_served_by_path() {
 
 #[tokio::test]
 async fn decision_a_stalled_body_is_408() {
-    let d = Daemon::start(&["--header-timeout-secs", "1"]);
+    let d = Daemon::start(&["--body-timeout-secs", "1"]);
     let mut c = d.http().await;
     c.send(
         b"POST /sse/push HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n\

@@ -1,0 +1,429 @@
+//! The kinds of value a setting can hold, each with how it is read (from a flag, the
+//! environment or the file), checked, written back as TOML and described in `--help`.
+
+use std::net::SocketAddr;
+
+use super::errors::{shown, ErrorKind};
+use super::{OnDuplicate, MAX_ORIGIN_BYTES, MAX_SECRET_BYTES, MAX_TIMEOUT_SECS};
+use crate::wire::mention::is_valid_account_name;
+
+/// A setting's value as given: text (a flag or an environment variable) or a TOML value.
+#[derive(Clone, Copy)]
+pub(super) enum Raw<'a> {
+    /// Text from the command line or the environment.
+    Text(&'a str),
+    /// A value from the settings file.
+    File(&'a toml::Value),
+}
+
+/// How one kind of setting is read, checked, shown and described.
+pub(super) trait Kind<T> {
+    /// The value `raw` holds; type and range errors are found here.
+    fn read(&self, raw: Raw<'_>) -> Result<T, ErrorKind>;
+    /// Checks a value however it was made (read, or built in code).
+    fn check(&self, value: &T) -> Result<(), ErrorKind>;
+    /// The value as TOML for `--check-config`; `None` leaves the key out.
+    fn toml(&self, value: &T) -> Option<String>;
+    /// What stands after the flag in `--help`.
+    fn metavar(&self) -> &'static str;
+    /// The allowed values as a phrase, when there is more to say than the help text.
+    fn bounds(&self) -> Option<String>;
+    /// The default as `--help` says it.
+    fn shown_default(&self, value: &T) -> String {
+        self.toml(value)
+            .map_or_else(|| "unset".to_owned(), |t| t.trim_matches('"').to_owned())
+    }
+}
+
+fn toml_type(value: &toml::Value) -> &'static str {
+    match value {
+        toml::Value::String(_) => "a string",
+        toml::Value::Integer(_) => "an integer",
+        toml::Value::Float(_) => "a float",
+        toml::Value::Boolean(_) => "a boolean",
+        toml::Value::Datetime(_) => "a date-time",
+        toml::Value::Array(_) => "an array",
+        toml::Value::Table(_) => "a table",
+    }
+}
+
+fn text(raw: Raw<'_>) -> Result<&str, ErrorKind> {
+    match raw {
+        Raw::Text(text) => Ok(text),
+        Raw::File(toml::Value::String(text)) => Ok(text),
+        Raw::File(other) => Err(ErrorKind::WrongType {
+            expected: "a string",
+            found: toml_type(other),
+        }),
+    }
+}
+
+/// A whole number from 1 to `max`.
+fn whole_number(raw: Raw<'_>, max: u64) -> Result<u64, ErrorKind> {
+    let out_of_range = |got: String| ErrorKind::OutOfRange { got, min: 1, max };
+    let n: i128 = match raw {
+        Raw::Text(text) => match text.parse::<i128>() {
+            Ok(n) => n,
+            Err(e) => {
+                return Err(match e.kind() {
+                    std::num::IntErrorKind::PosOverflow | std::num::IntErrorKind::NegOverflow => {
+                        out_of_range(shown(text))
+                    }
+                    _ => ErrorKind::NotWholeNumber(shown(text)),
+                });
+            }
+        },
+        Raw::File(toml::Value::Integer(n)) => i128::from(*n),
+        Raw::File(toml::Value::Float(x)) => return Err(ErrorKind::NotWholeNumber(x.to_string())),
+        Raw::File(other) => {
+            return Err(ErrorKind::WrongType {
+                expected: "a whole number",
+                found: toml_type(other),
+            })
+        }
+    };
+    match u64::try_from(n) {
+        Ok(n) if (1..=max).contains(&n) => Ok(n),
+        _ => Err(out_of_range(n.to_string())),
+    }
+}
+
+fn in_range(n: u64, max: u64) -> Result<(), ErrorKind> {
+    if (1..=max).contains(&n) {
+        Ok(())
+    } else {
+        Err(ErrorKind::OutOfRange {
+            got: n.to_string(),
+            min: 1,
+            max,
+        })
+    }
+}
+
+/// A count or size from 1 to `max`, in `unit`.
+pub(super) struct Count {
+    /// The largest allowed.
+    pub(super) max: usize,
+    /// What is counted, for `--help` ("frames", "bytes").
+    pub(super) unit: &'static str,
+}
+
+impl Kind<usize> for Count {
+    fn read(&self, raw: Raw<'_>) -> Result<usize, ErrorKind> {
+        let n = whole_number(raw, self.max as u64)?;
+        // At most `max`, which is a usize.
+        Ok(usize::try_from(n).unwrap_or(self.max))
+    }
+    fn check(&self, value: &usize) -> Result<(), ErrorKind> {
+        in_range(*value as u64, self.max as u64)
+    }
+    fn toml(&self, value: &usize) -> Option<String> {
+        Some(value.to_string())
+    }
+    fn metavar(&self) -> &'static str {
+        "N"
+    }
+    fn bounds(&self) -> Option<String> {
+        Some(format!("1-{} {}", self.max, self.unit))
+    }
+}
+
+/// A duration in whole seconds, from 1 to `MAX_TIMEOUT_SECS`.
+pub(super) struct Secs;
+
+impl Kind<u64> for Secs {
+    fn read(&self, raw: Raw<'_>) -> Result<u64, ErrorKind> {
+        whole_number(raw, MAX_TIMEOUT_SECS)
+    }
+    fn check(&self, value: &u64) -> Result<(), ErrorKind> {
+        in_range(*value, MAX_TIMEOUT_SECS)
+    }
+    fn toml(&self, value: &u64) -> Option<String> {
+        Some(value.to_string())
+    }
+    fn metavar(&self) -> &'static str {
+        "N"
+    }
+    fn bounds(&self) -> Option<String> {
+        Some(format!("1-{MAX_TIMEOUT_SECS} seconds"))
+    }
+}
+
+/// An IP address with a port.
+pub(super) struct Address;
+
+impl Kind<SocketAddr> for Address {
+    fn read(&self, raw: Raw<'_>) -> Result<SocketAddr, ErrorKind> {
+        let addr = text(raw)?;
+        addr.parse()
+            .map_err(|_| ErrorKind::NotSocketAddress(shown(addr)))
+    }
+    fn check(&self, _: &SocketAddr) -> Result<(), ErrorKind> {
+        Ok(())
+    }
+    fn toml(&self, value: &SocketAddr) -> Option<String> {
+        Some(toml_string(&value.to_string()))
+    }
+    fn metavar(&self) -> &'static str {
+        "ADDR"
+    }
+    fn bounds(&self) -> Option<String> {
+        None
+    }
+}
+
+/// What a list holds.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum ListOf {
+    /// Public account names: 1–64 of `[A-Za-z0-9_]`.
+    AccountNames,
+    /// `Origin` values: `scheme://host[:port]` or `null`.
+    Origins,
+}
+
+/// A list of distinct strings, at most `max` of them: comma separated as text, an array of
+/// strings in the file. An empty text clears the list.
+pub(super) struct List {
+    /// What the entries are.
+    pub(super) of: ListOf,
+    /// Most entries.
+    pub(super) max: usize,
+}
+
+impl Kind<Vec<String>> for List {
+    fn read(&self, raw: Raw<'_>) -> Result<Vec<String>, ErrorKind> {
+        let mut out = Vec::new();
+        let mut push = |item: &str| {
+            if out.len() == self.max {
+                return Err(ErrorKind::TooManyEntries { max: self.max });
+            }
+            out.push(item.to_owned());
+            Ok(())
+        };
+        let wrong = |found: &toml::Value| ErrorKind::WrongType {
+            expected: "an array of strings",
+            found: toml_type(found),
+        };
+        match raw {
+            Raw::Text(text) if text.trim().is_empty() => {}
+            Raw::Text(text) => text.split(',').try_for_each(|item| push(item.trim()))?,
+            Raw::File(toml::Value::Array(items)) => {
+                for item in items {
+                    match item {
+                        toml::Value::String(s) => push(s)?,
+                        other => return Err(wrong(other)),
+                    }
+                }
+            }
+            Raw::File(other) => return Err(wrong(other)),
+        }
+        Ok(out)
+    }
+
+    fn check(&self, items: &Vec<String>) -> Result<(), ErrorKind> {
+        if items.len() > self.max {
+            return Err(ErrorKind::TooManyEntries { max: self.max });
+        }
+        for item in items {
+            match self.of {
+                ListOf::AccountNames if !is_valid_account_name(item) => {
+                    return Err(ErrorKind::BadAccountName(shown(item)));
+                }
+                ListOf::Origins => check_origin(item).map_err(|why| ErrorKind::BadOrigin {
+                    got: shown(item),
+                    why,
+                })?,
+                ListOf::AccountNames => {}
+            }
+        }
+        // Lists are capped at a few hundred entries, so the quadratic scan stays cheap.
+        for (i, item) in items.iter().enumerate() {
+            if items.iter().take(i).any(|earlier| earlier == item) {
+                return Err(ErrorKind::DuplicateEntry(shown(item)));
+            }
+        }
+        Ok(())
+    }
+
+    fn toml(&self, items: &Vec<String>) -> Option<String> {
+        let quoted: Vec<String> = items.iter().map(|s| toml_string(s)).collect();
+        Some(format!("[{}]", quoted.join(", ")))
+    }
+
+    fn metavar(&self) -> &'static str {
+        "LIST"
+    }
+
+    fn bounds(&self) -> Option<String> {
+        Some(match self.of {
+            ListOf::AccountNames => format!("each 1-64 of [A-Za-z0-9_], at most {}", self.max),
+            ListOf::Origins => format!("each scheme://host[:port] or null, at most {}", self.max),
+        })
+    }
+
+    fn shown_default(&self, items: &Vec<String>) -> String {
+        if items.is_empty() {
+            "none".to_owned()
+        } else {
+            items.join(",")
+        }
+    }
+}
+
+fn is_visible_ascii(text: &str) -> bool {
+    text.bytes().all(|b| b.is_ascii_graphic())
+}
+
+fn check_origin(origin: &str) -> Result<(), &'static str> {
+    if origin.is_empty() {
+        return Err("is empty");
+    }
+    if origin.len() > MAX_ORIGIN_BYTES {
+        return Err("is longer than 256 bytes");
+    }
+    if !is_visible_ascii(origin) {
+        return Err("must be visible ASCII without spaces");
+    }
+    // Sandboxed documents send the literal `null`; listing it is the operator's call.
+    if origin == "null" {
+        return Ok(());
+    }
+    match origin.split_once("://") {
+        Some((scheme, host)) if !scheme.is_empty() && !host.is_empty() => {
+            if host.contains(['/', '?', '#']) {
+                Err("has a path; an Origin is only scheme://host[:port]")
+            } else {
+                Ok(())
+            }
+        }
+        _ => Err("is not scheme://host[:port] or null"),
+    }
+}
+
+/// One of a few words.
+pub(super) struct Choice<T: 'static> {
+    /// Each word and its value.
+    pub(super) words: &'static [(&'static str, T)],
+}
+
+impl<T: Copy + PartialEq> Kind<T> for Choice<T> {
+    fn read(&self, raw: Raw<'_>) -> Result<T, ErrorKind> {
+        let word = text(raw)?;
+        self.words
+            .iter()
+            .find(|(w, _)| *w == word)
+            .map(|(_, v)| *v)
+            .ok_or_else(|| ErrorKind::NotOneOf {
+                got: shown(word),
+                choices: self.choices(),
+            })
+    }
+    fn check(&self, value: &T) -> Result<(), ErrorKind> {
+        // A value the type can hold but that is no documented choice (log level `off`).
+        match self.words.iter().any(|(_, v)| v == value) {
+            true => Ok(()),
+            false => Err(ErrorKind::NotOneOf {
+                got: "a value without a name".to_owned(),
+                choices: self.choices(),
+            }),
+        }
+    }
+    fn toml(&self, value: &T) -> Option<String> {
+        self.words
+            .iter()
+            .find(|(_, v)| v == value)
+            .map(|(w, _)| toml_string(w))
+    }
+    fn metavar(&self) -> &'static str {
+        "WORD"
+    }
+    fn bounds(&self) -> Option<String> {
+        Some(format!("one of {}", self.choices()))
+    }
+}
+
+impl<T> Choice<T> {
+    fn choices(&self) -> String {
+        let words: Vec<&str> = self.words.iter().map(|(w, _)| *w).collect();
+        words.join(", ")
+    }
+}
+
+/// The words of `on_duplicate`.
+pub(super) const POLICIES: Choice<OnDuplicate> = Choice {
+    words: &[
+        ("reject", OnDuplicate::Reject),
+        ("replace", OnDuplicate::Replace),
+    ],
+};
+
+/// The words of `log_level`.
+pub(super) const LEVELS: Choice<log::LevelFilter> = Choice {
+    words: &[
+        ("error", log::LevelFilter::Error),
+        ("warn", log::LevelFilter::Warn),
+        ("info", log::LevelFilter::Info),
+        ("debug", log::LevelFilter::Debug),
+        ("trace", log::LevelFilter::Trace),
+    ],
+};
+
+/// A secret that may be unset; checked without ever being shown, written back masked.
+pub(super) struct Secret {
+    /// It travels in a header, so it must be visible ASCII.
+    pub(super) header_safe: bool,
+}
+
+impl Kind<Option<String>> for Secret {
+    fn read(&self, raw: Raw<'_>) -> Result<Option<String>, ErrorKind> {
+        Ok(Some(text(raw)?.to_owned()))
+    }
+    fn check(&self, value: &Option<String>) -> Result<(), ErrorKind> {
+        let Some(secret) = value else {
+            return Ok(());
+        };
+        if secret.is_empty() {
+            Err(ErrorKind::EmptySecret)
+        } else if secret.len() > MAX_SECRET_BYTES {
+            Err(ErrorKind::SecretTooLong {
+                max_bytes: MAX_SECRET_BYTES,
+            })
+        } else if self.header_safe && !is_visible_ascii(secret) {
+            Err(ErrorKind::BadTokenChar)
+        } else {
+            Ok(())
+        }
+    }
+    fn toml(&self, value: &Option<String>) -> Option<String> {
+        value.as_ref().map(|_| toml_string("***"))
+    }
+    fn metavar(&self) -> &'static str {
+        "SECRET"
+    }
+    fn bounds(&self) -> Option<String> {
+        Some(if self.header_safe {
+            format!("visible ASCII, no spaces, at most {MAX_SECRET_BYTES} bytes")
+        } else {
+            format!("at most {MAX_SECRET_BYTES} bytes")
+        })
+    }
+}
+
+/// A TOML basic string holding `text`.
+pub(super) fn toml_string(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 2);
+    out.push('"');
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            '\r' => out.push_str("\\r"),
+            c if c.is_control() => out.push_str(&format!("\\u{:04X}", u32::from(c))),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}

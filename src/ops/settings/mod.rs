@@ -1,0 +1,350 @@
+//! Settings (SPEC §1, §10): declared once, in [`settings!`] below. From that one table come
+//! the [`Config`] struct and its defaults, the TOML keys, the `--kebab-case` flags, the
+//! `WSSED_UPPER_SNAKE` environment variables, validation with units, `--help`, the "did you
+//! mean" for unknown keys and flags, `--check-config`'s output and README's settings table.
+//!
+//! Precedence: defaults, then the settings file, then the environment, then flags.
+
+mod errors;
+mod kinds;
+mod sources;
+#[cfg(test)]
+mod tests;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use errors::{closest, Origin};
+pub use errors::{ConfigError, ErrorKind};
+use kinds::{Address, Count, Kind, List, ListOf, Raw, Secret, Secs, LEVELS, POLICIES};
+pub use sources::parse_args;
+#[cfg(test)]
+pub(crate) use sources::parse_args_with_env;
+
+use super::limits::{DEVICE_TABLE_CAPACITY, MAX_PUBLIC_ACCOUNTS, PENDING_TABLE_CAPACITY};
+use crate::wire::limits::MAX_BATCH_ITEMS;
+
+/// What to do when a user id connects while a session for it is open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnDuplicate {
+    /// Keep the old session; close the new one with 1008.
+    Reject,
+    /// Close the old session with 1008; keep the new one.
+    Replace,
+}
+
+/// Default `worker_threads`: one event loop (see BENCHMARKS.md for the measurements behind it).
+pub const DEFAULT_WORKER_THREADS: usize = 1;
+/// Ceiling of `worker_threads`.
+pub const MAX_WORKER_THREADS: usize = 64;
+/// Longest accepted timeout or interval, in seconds (a day): more is surely a unit mistake.
+pub const MAX_TIMEOUT_SECS: u64 = 86_400;
+/// Ceiling of `max_body_bytes`.
+pub const MAX_BODY_BYTES_CEILING: usize = 64 * 1024 * 1024;
+/// Ceiling of `max_message_bytes`.
+pub const MAX_MESSAGE_BYTES_CEILING: usize = 64 * 1024 * 1024;
+/// Ceiling of `queue_depth`, in frames per device.
+pub const MAX_QUEUE_DEPTH: usize = 65_536;
+/// Most entries in `allowed_origins`.
+pub const MAX_ALLOWED_ORIGINS: usize = 64;
+/// Longest entry of `allowed_origins`, in bytes.
+pub const MAX_ORIGIN_BYTES: usize = 256;
+/// Longest `api_token` or `ws_secret`, in bytes.
+pub const MAX_SECRET_BYTES: usize = 1024;
+/// Largest settings file read, in bytes.
+pub const MAX_CONFIG_FILE_BYTES: u64 = 1024 * 1024;
+/// Prefix of every setting's environment variable.
+pub const ENV_PREFIX: &str = "WSSED_";
+
+/// Seconds as a `Duration`, for the `*_secs` settings.
+pub fn secs(n: u64) -> Duration {
+    Duration::from_secs(n)
+}
+
+/// What the table knows of one setting, for `--help`, `--check-config` and the README.
+#[derive(Debug, Clone)]
+struct Entry {
+    name: &'static str,
+    help: &'static str,
+    metavar: &'static str,
+    bounds: Option<String>,
+    default: String,
+    toml: Option<String>,
+}
+
+/// The table of settings: each line is one setting, declared here and nowhere else.
+///
+/// `/// HELP` (one line: what it means), then `NAME: TYPE = DEFAULT, KIND;` where KIND reads,
+/// checks and describes the value (`kinds.rs`).
+macro_rules! settings {
+    ($( #[doc = $help:literal] $name:ident: $ty:ty = $default:expr, $kind:expr; )+) => {
+        /// The effective settings of one daemon run.
+        #[derive(Debug, Clone, PartialEq)]
+        pub struct Config {
+            $( #[doc = $help] pub $name: $ty, )+
+        }
+
+        impl Default for Config {
+            fn default() -> Self {
+                Config { $( $name: $default, )+ }
+            }
+        }
+
+        /// Every setting's name, in table order.
+        const NAMES: &[&str] = &[$( stringify!($name), )+];
+
+        impl Config {
+            /// Reads setting `name` from `raw`; `None` when `name` is no setting.
+            fn set(&mut self, name: &str, raw: Raw<'_>) -> Option<Result<(), ErrorKind>> {
+                Some(match name {
+                    $( stringify!($name) => $kind.read(raw).map(|v| self.$name = v), )+
+                    _ => return None,
+                })
+            }
+
+            /// Checks every value, in table order; Err names the first bad key.
+            pub fn validate(&self) -> Result<(), ConfigError> {
+                $(
+                    $kind.check(&self.$name).map_err(|kind| ConfigError {
+                        key: Some(stringify!($name)),
+                        origin: Origin::Settings,
+                        kind,
+                    })?;
+                )+
+                Ok(())
+            }
+
+            /// The table's description of every setting, with this config's values.
+            fn entries(&self) -> Vec<Entry> {
+                vec![$(
+                    Entry {
+                        name: stringify!($name),
+                        help: $help.trim(),
+                        metavar: $kind.metavar(),
+                        bounds: $kind.bounds(),
+                        default: $kind.shown_default(&Config::default().$name),
+                        toml: $kind.toml(&self.$name),
+                    },
+                )+]
+            }
+        }
+    };
+}
+
+settings! {
+    /// address:port for HTTP and WebSocket, one port for both (e.g. [::]:8080)
+    listen: SocketAddr = SocketAddr::from(([0, 0, 0, 0], 8080)), Address;
+    /// user ids that @mentions route to
+    public_accounts: Vec<String> = Vec::new(),
+        List { of: ListOf::AccountNames, max: MAX_PUBLIC_ACCOUNTS };
+    /// devices connected at once; at most the build's device table capacity
+    max_connections: usize = 4096, Count { max: DEVICE_TABLE_CAPACITY, unit: "devices" };
+    /// frames waiting for one device's socket
+    queue_depth: usize = 64, Count { max: MAX_QUEUE_DEPTH, unit: "frames" };
+    /// largest HTTP request body
+    max_body_bytes: usize = 65_536, Count { max: MAX_BODY_BYTES_CEILING, unit: "bytes" };
+    /// largest WebSocket message (and frame) from a device
+    max_message_bytes: usize = 65_536, Count { max: MAX_MESSAGE_BYTES_CEILING, unit: "bytes" };
+    /// items in one /sse/push/batch (every item's errors fit one 422 answer)
+    max_batch: usize = 1000, Count { max: MAX_BATCH_ITEMS, unit: "items" };
+    /// /sse/send streams open at once; at most the build's stream table capacity
+    max_pending_sends: usize = 1024, Count { max: PENDING_TABLE_CAPACITY, unit: "streams" };
+    /// a /sse/send stream ends after this long without a correlated message
+    send_timeout_secs: u64 = 30, Secs;
+    /// interval of SSE keepalive comments on open streams
+    keepalive_secs: u64 = 15, Secs;
+    /// interval of WebSocket pings
+    ping_interval_secs: u64 = 20, Secs;
+    /// no sign of life this long after a ping, or a write to the device stalled this long: the session ends
+    pong_timeout_secs: u64 = 10, Secs;
+    /// a request head must arrive within this, from its first byte (slowloris)
+    header_timeout_secs: u64 = 10, Secs;
+    /// a request body must arrive within this, from the end of its head
+    body_timeout_secs: u64 = 10, Secs;
+    /// idle keep-alive connections close after this
+    idle_timeout_secs: u64 = 60, Secs;
+    /// each write of an answer or an SSE event to an upstream must finish within this
+    write_timeout_secs: u64 = 60, Secs;
+    /// drain time on SIGTERM
+    shutdown_timeout_secs: u64 = 5, Secs;
+    /// a user id connecting twice: reject (close the new session) or replace (close the old one)
+    on_duplicate: OnDuplicate = OnDuplicate::Reject, POLICIES;
+    /// when set, /sse/* needs Authorization: Bearer TOKEN, else 401
+    api_token: Option<String> = None, Secret { header_safe: true };
+    /// when set, /ws needs token=hex(HMAC-SHA256(ws_secret, user_id)), else 401
+    ws_secret: Option<String> = None, Secret { header_safe: false };
+    /// when non-empty, a WebSocket upgrade whose Origin is not listed gets 403
+    allowed_origins: Vec<String> = Vec::new(),
+        List { of: ListOf::Origins, max: MAX_ALLOWED_ORIGINS };
+    /// most verbose log level written
+    log_level: log::LevelFilter = log::LevelFilter::Info, LEVELS;
+    /// runtime threads; 1 runs one event loop (tokio's current-thread runtime), more a pool
+    worker_threads: usize = DEFAULT_WORKER_THREADS, Count { max: MAX_WORKER_THREADS, unit: "threads" };
+}
+
+/// What the command line asks for.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Command {
+    /// Start the daemon with these settings.
+    Run(Config),
+    /// Print these (valid) settings and exit 0.
+    CheckConfig(Config),
+    /// Print [`help`] and exit 0.
+    Help,
+    /// Print the version and exit 0.
+    Version,
+}
+
+/// The flag of setting `name`.
+fn flag_of(name: &str) -> String {
+    format!("--{}", name.replace('_', "-"))
+}
+
+/// The environment variable of setting `name`.
+fn env_of(name: &str) -> String {
+    format!("{ENV_PREFIX}{}", name.to_ascii_uppercase())
+}
+
+/// Column where `--help` starts a flag's description.
+const HELP_COLUMN: usize = 30;
+/// Width `--help` wraps at.
+const HELP_WIDTH: usize = 96;
+
+/// The usage text: every flag with its bounds and default.
+pub fn help() -> String {
+    let mut out = String::from(
+        "\
+wssed: HTTP to WebSocket bridge for gateways (push, streamed replies over SSE, @mentions)
+
+Usage: wssed [--config FILE] [SETTINGS...]
+       wssed --check-config [--config FILE] [SETTINGS...]
+       wssed --help | --version
+
+  -h, --help                  print this text and exit
+  -V, --version               print the version and exit
+      --config FILE           read settings from a TOML file, keys in snake_case
+                              (queue_depth = 64); at most 1 MiB; unknown keys are errors
+      --check-config          validate, print the effective settings as TOML (secrets as \"***\",
+                              unset ones left out) and exit 0
+
+Settings: each is a flag, a TOML key of the same name in snake_case, and an environment
+variable WSSED_NAME (WSSED_QUEUE_DEPTH=64). Flags override the environment, which overrides
+the file, which overrides the defaults; `--flag VALUE` and `--flag=VALUE` both work; a repeated
+flag: the last wins. Lists are comma separated as flags and variables (ci_bot,deploy_bot) and
+arrays of strings in the file.
+
+",
+    );
+    for entry in Config::default().entries() {
+        let head = format!("  {} {}", flag_of(entry.name), entry.metavar);
+        let mut text = entry.help.to_owned();
+        if let Some(bounds) = &entry.bounds {
+            text.push_str("; ");
+            text.push_str(bounds);
+        }
+        // Kept on one line: a wrapped "(default" with its value alone below reads badly.
+        text.push_str(&format!(" (default\u{a0}{})", entry.default));
+        wrap_into(&mut out, &head, &text);
+    }
+    out.push_str(
+        "\nExit status: 0 on success; 2 on a bad flag, variable, setting or settings file.\n",
+    );
+    out
+}
+
+/// Appends `head` padded to `HELP_COLUMN`, then `text` wrapped at `HELP_WIDTH`.
+fn wrap_into(out: &mut String, head: &str, text: &str) {
+    let mut line = format!("{head:<width$}", width = HELP_COLUMN - 2);
+    if line.len() >= HELP_COLUMN - 1 {
+        out.push_str(line.trim_end());
+        out.push('\n');
+        line = " ".repeat(HELP_COLUMN - 2);
+    }
+    let mut empty = true;
+    for word in text.split(' ') {
+        if !empty && line.chars().count() + 1 + word.chars().count() > HELP_WIDTH {
+            out.push_str(&line);
+            out.push('\n');
+            line = " ".repeat(HELP_COLUMN - 2);
+            empty = true;
+        }
+        line.push_str(if empty { "  " } else { " " });
+        line.push_str(&word.replace('\u{a0}', " "));
+        empty = false;
+    }
+    out.push_str(&line);
+    out.push('\n');
+}
+
+/// README's settings table, generated from the table above (a test keeps the two equal).
+pub fn markdown_table() -> String {
+    let mut out = String::from(
+        "| key | flag / environment | default | meaning |\n| --- | --- | --- | --- |\n",
+    );
+    for entry in Config::default().entries() {
+        let default = match &entry.toml {
+            Some(t) => format!("`{t}`"),
+            None => "unset".to_owned(),
+        };
+        let mut meaning = entry.help.to_owned();
+        if let Some(bounds) = &entry.bounds {
+            meaning.push_str(&format!(" ({bounds})"));
+        }
+        out.push_str(&format!(
+            "| `{}` | `{}` / `{}` | {} | {} |\n",
+            entry.name,
+            flag_of(entry.name),
+            env_of(entry.name),
+            default,
+            meaning.replace('|', "\\|"),
+        ));
+    }
+    out
+}
+
+impl Config {
+    /// The effective settings as TOML, secrets shown as "***", unset secrets left out.
+    pub fn to_toml(&self) -> String {
+        let mut out = String::new();
+        for entry in self.entries() {
+            if let Some(value) = entry.toml {
+                out.push_str(entry.name);
+                out.push_str(" = ");
+                out.push_str(&value);
+                out.push('\n');
+            }
+        }
+        out
+    }
+
+    /// Applies one setting from a source, naming the origin in the error.
+    fn apply(
+        &mut self,
+        name: &'static str,
+        raw: Raw<'_>,
+        origin: Origin,
+    ) -> Result<(), ConfigError> {
+        match self.set(name, raw) {
+            Some(Ok(())) => Ok(()),
+            Some(Err(kind)) => Err(ConfigError {
+                key: Some(name),
+                origin,
+                kind,
+            }),
+            // Callers look names up in NAMES first.
+            None => Err(ConfigError::command_line(ErrorKind::UnexpectedArgument(
+                name.to_owned(),
+            ))),
+        }
+    }
+}
+
+/// The table's name for `name`, when it is a setting.
+fn setting_name(name: &str) -> Option<&'static str> {
+    NAMES.iter().copied().find(|n| *n == name)
+}
+
+/// The setting meant by a mistyped `name`, if one is close.
+fn suggest(name: &str) -> Option<&'static str> {
+    closest(name, NAMES.iter().copied())
+}
