@@ -44,6 +44,8 @@ pub(crate) enum ApiError {
     TooManySends,
     /// Too many TCP connections are open (503).
     TooManyConnections,
+    /// The work does not fit the memory budget now (503).
+    OverBudget,
 }
 
 impl ApiError {
@@ -62,7 +64,10 @@ impl ApiError {
             ApiError::UnsupportedMediaType => 415,
             ApiError::Invalid(_) => 422,
             ApiError::UpgradeRequired | ApiError::WebSocketVersion => 426,
-            ApiError::QueueFull | ApiError::TooManySends | ApiError::TooManyConnections => 503,
+            ApiError::QueueFull
+            | ApiError::TooManySends
+            | ApiError::TooManyConnections
+            | ApiError::OverBudget => 503,
         }
     }
 
@@ -94,6 +99,14 @@ impl ApiError {
                 out,
                 status,
                 br#"{"status":"error","message":"User queue full"}"#,
+                persist,
+                &[("Retry-After", "1")],
+                head_only,
+            ),
+            ApiError::OverBudget => response::write_json(
+                out,
+                status,
+                br#"{"status":"error","message":"Memory budget exhausted"}"#,
                 persist,
                 &[("Retry-After", "1")],
                 head_only,
@@ -164,6 +177,7 @@ impl ApiError {
             ApiError::QueueFull => "User queue full",
             ApiError::TooManySends => "Too many open send streams",
             ApiError::TooManyConnections => "Too many connections",
+            ApiError::OverBudget => "Memory budget exhausted",
         }
     }
 }

@@ -10,12 +10,14 @@ use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use super::error::ApiError;
 use crate::hub::ack::{Ack, AckSlot, Outcome};
+use crate::hub::budget::{heap_bytes, Charge, Use};
 use crate::hub::ids;
 use crate::hub::link::{DeviceLink, Outbound, PushError};
 use crate::hub::Hub;
 use crate::ops::settings::secs;
 use crate::wire::envelope::{self, CorrelationId, Envelope, UserId};
 use crate::wire::http::response::{self, Persist};
+use crate::wire::limits::MAX_USER_ID_BYTES;
 use crate::wire::{json, mention};
 
 /// Why a frame did not reach its device.
@@ -25,6 +27,8 @@ pub(crate) enum Undelivered {
     NotConnected,
     /// The device's queue is full.
     QueueFull,
+    /// The frame did not fit the memory budget.
+    OverBudget,
 }
 
 impl Undelivered {
@@ -33,6 +37,7 @@ impl Undelivered {
         match self {
             Undelivered::NotConnected => "not_connected",
             Undelivered::QueueFull => "queue_full",
+            Undelivered::OverBudget => "over_budget",
         }
     }
 
@@ -41,6 +46,7 @@ impl Undelivered {
         match self {
             Undelivered::NotConnected => "User not connected",
             Undelivered::QueueFull => "User queue full",
+            Undelivered::OverBudget => "Memory budget exhausted",
         }
     }
 }
@@ -52,7 +58,16 @@ pub(crate) struct Scratch {
     pub text: String,
     /// Where a frame is spliced before it is copied into its own exact-size allocation.
     pub frame: Vec<u8>,
+    /// What a batch paid for its answer before delivering anything; the connection holds
+    /// it until the answer is written.
+    pub reply: Option<Charge>,
 }
+
+/// Room for the head of a JSON answer (status line and headers), in bytes.
+const ANSWER_HEAD_BYTES: usize = 256;
+/// Bytes of a batch result besides its strings: `{"index":N,"user_id":"","success":false,
+/// "error":"not_connected","routed_to":""},` with a 20-digit index.
+const RESULT_FIXED_BYTES: usize = 112;
 
 /// Where a message goes: its mention target if it names a public account, else its user id.
 pub(crate) struct Target {
@@ -79,32 +94,56 @@ pub(crate) fn target(env: &Envelope<'_>, hub: &Hub, scratch: &mut Scratch) -> Ta
     }
 }
 
-/// The spliced frame for `env` (SPEC §3), with `correlation_id` as the id to add if absent.
-pub(crate) fn frame(env: &Envelope<'_>, correlation_id: &str, scratch: &mut Scratch) -> Utf8Bytes {
+/// A spliced frame and its share of the memory budget.
+pub(crate) struct Frame {
+    /// The text the device receives.
+    pub text: Utf8Bytes,
+    /// Paid before the frame's own allocation; given back when the frame is dropped.
+    pub charge: Charge,
+}
+
+/// The spliced frame for `env` (SPEC §3), with `correlation_id` as the id to add if absent;
+/// `OverBudget` when it does not fit the memory budget.
+pub(crate) fn frame(
+    env: &Envelope<'_>,
+    correlation_id: &str,
+    hub: &Hub,
+    scratch: &mut Scratch,
+) -> Result<Frame, Undelivered> {
     scratch.frame.clear();
     envelope::write_device_frame(env, correlation_id, &mut scratch.frame);
+    let charge = hub
+        .budget
+        .charge(heap_bytes(scratch.frame.len()), Use::Frame)
+        .map_err(|_| Undelivered::OverBudget)?;
     // An exact-size copy: `Bytes` adopts a full Vec as is, while spare capacity would cost it
     // a second allocation for a shared header (measured by benches/push_alloc.rs).
     let mut exact = Vec::with_capacity(scratch.frame.len());
     exact.extend_from_slice(&scratch.frame);
     // The splice only inserts JSON text around validated UTF-8, so this never fails; if it
     // ever did, sending nothing beats sending bytes the device can't parse.
-    String::from_utf8(exact)
+    let text = String::from_utf8(exact)
         .map(Utf8Bytes::from)
-        .unwrap_or_default()
+        .unwrap_or_default();
+    Ok(Frame { text, charge })
 }
 
 /// Queues `frame` for `user` without waiting.
 pub(crate) fn enqueue(
     hub: &Hub,
     user: &str,
-    frame: Utf8Bytes,
+    frame: Frame,
     ack: Option<Ack>,
 ) -> Result<(), Undelivered> {
     let Some(device) = hub.devices.get(user) else {
         return Err(Undelivered::NotConnected);
     };
-    match device.link.push(Outbound { frame, ack }) {
+    let item = Outbound {
+        frame: frame.text,
+        ack,
+        charge: frame.charge,
+    };
+    match device.link.push(item) {
         Ok(()) => Ok(()),
         Err(PushError::Full) => Err(Undelivered::QueueFull),
         Err(PushError::Ended) => Err(Undelivered::NotConnected),
@@ -117,6 +156,8 @@ fn count(hub: &Hub, outcome: Result<(), Undelivered>) {
         Ok(()) => m.pushes_delivered.inc(),
         Err(Undelivered::NotConnected) => m.pushes_not_connected.inc(),
         Err(Undelivered::QueueFull) => m.pushes_queue_full.inc(),
+        // Counted by the budget's refusals.
+        Err(Undelivered::OverBudget) => {}
     }
 }
 
@@ -133,12 +174,13 @@ pub(crate) async fn push(
         Ok(env) => {
             let target = target(&env, hub, scratch);
             let cid = correlation_id(&env);
-            (target, frame(&env, &cid, scratch))
+            (target, frame(&env, &cid, hub, scratch))
         }
         Err(errors) => return refuse(&ApiError::from(errors), out, persist),
     };
-    let outcome = match slot.ack(0) {
-        Some(ack) => match enqueue(hub, &target.user, frame, Some(ack)) {
+    let outcome = match (slot.ack(0), frame) {
+        (_, Err(e)) => Err(e),
+        (Some(ack), Ok(frame)) => match enqueue(hub, &target.user, frame, Some(ack)) {
             Ok(()) => {
                 slot.wait().await;
                 match slot.outcome(0) {
@@ -148,13 +190,14 @@ pub(crate) async fn push(
             }
             Err(e) => Err(e),
         },
-        None => Err(Undelivered::NotConnected),
+        (None, Ok(_)) => Err(Undelivered::NotConnected),
     };
     count(hub, outcome);
     let (status, message) = match outcome {
         Ok(()) => ("success", "Message delivered"),
         Err(Undelivered::NotConnected) => ("partial", Undelivered::NotConnected.text()),
         Err(Undelivered::QueueFull) => return refuse(&ApiError::QueueFull, out, persist),
+        Err(Undelivered::OverBudget) => return refuse(&ApiError::OverBudget, out, persist),
     };
     let json = &mut scratch.frame;
     json.clear();
@@ -260,6 +303,20 @@ pub(crate) async fn batch(
         Ok(list) => list,
         Err(errors) => return refuse(&ApiError::from(errors), out, persist),
     };
+    // The answer lists every item, so it is paid for before anything is delivered: a batch
+    // whose results would not fit the budget is refused whole, never half answered.
+    let answer_bytes = ANSWER_HEAD_BYTES
+        + envelopes
+            .iter()
+            .map(|env| {
+                // A rerouted item names its account, at most as long as a user id.
+                RESULT_FIXED_BYTES + 2 * json::escaped_len(&env.user_id).max(MAX_USER_ID_BYTES)
+            })
+            .sum::<usize>();
+    match hub.budget.charge(answer_bytes, Use::Reply) {
+        Ok(charge) => scratch.reply = Some(charge),
+        Err(_) => return refuse(&ApiError::OverBudget, out, persist),
+    }
     // Everything is queued before anything is awaited: items for one device enter its queue
     // in index order, and distinct devices drain their queues concurrently.
     let slot = AckSlot::new(envelopes.len());
@@ -275,13 +332,21 @@ pub(crate) async fn batch(
             outcome: Err(Undelivered::NotConnected),
         });
         let cid = correlation_id(env);
-        let frame = frame(env, &cid, scratch);
         let (Some(ack), Some(device)) = (slot.ack(index), hub.devices.get(&target.user)) else {
             continue;
         };
+        // Spliced only for a connected device: a frame nobody takes costs no budget.
+        let frame = match frame(env, &cid, hub, scratch) {
+            Ok(frame) => frame,
+            Err(why) => {
+                mark(&mut results, index, Err(why));
+                continue;
+            }
+        };
         let item = Outbound {
-            frame,
+            frame: frame.text,
             ack: Some(ack),
+            charge: frame.charge,
         };
         // Once one item of a device waits, the later ones wait behind it (index order).
         if let Some((_, w)) = waiting.iter_mut().find(|(u, _)| *u == target.user) {
@@ -358,6 +423,8 @@ pub(crate) async fn batch(
         json.push(b'}');
     }
     json.extend_from_slice(b"]}");
+    // Exactly what was paid for (the buffer would otherwise grow by doubling).
+    out.reserve_exact(answer_bytes.saturating_sub(out.len()));
     response::write_json(out, 200, &json, persist, &[], false);
     200
 }

@@ -5,12 +5,10 @@
 
 use std::sync::Arc;
 
-use tokio::sync::mpsc;
-
 use super::error::ApiError;
 use super::push::{self, Scratch, Undelivered};
 use crate::hub::link::{DeviceLink, Outbound, PushError};
-use crate::hub::streams::{OpenError, StreamEvent};
+use crate::hub::streams::{OpenError, StreamLimits, StreamRx};
 use crate::hub::{Hub, Streams};
 use crate::wire::envelope::{self, CorrelationId};
 use crate::wire::http::parse::Version;
@@ -45,7 +43,7 @@ pub(crate) struct Open {
     /// The request's `event_type`.
     pub event_type: EventType,
     /// The device's correlated answers.
-    pub events: mpsc::Receiver<StreamEvent>,
+    pub answers: StreamRx,
     /// The device session: its end ends the stream.
     pub link: Arc<DeviceLink>,
     /// Frees the correlation id however the stream ends.
@@ -76,7 +74,7 @@ impl Drop for Entry {
 }
 
 /// Validates `body`, checks the stream table and queues the request for its device, in SPEC
-/// order: 422, 409, 503, then "not connected".
+/// order: 422, 409, 503, then "not connected", then the memory budget (503) for its frame.
 pub(crate) fn start(body: &[u8], hub: &Hub, scratch: &mut Scratch) -> Start {
     let env = match envelope::parse_envelope(body) {
         Ok(env) => env,
@@ -84,9 +82,7 @@ pub(crate) fn start(body: &[u8], hub: &Hub, scratch: &mut Scratch) -> Start {
     };
     let target = push::target(&env, hub, scratch);
     let cid = push::correlation_id(&env);
-    let frame = push::frame(&env, &cid, scratch);
     let event_type = env.event_type.clone();
-    drop(env);
     if let Err(e) = hub.streams.check(&cid) {
         return Start::Refused(open_refusal(e));
     }
@@ -97,22 +93,31 @@ pub(crate) fn start(body: &[u8], hub: &Hub, scratch: &mut Scratch) -> Start {
             why: Undelivered::NotConnected,
         };
     };
-    let events = match hub
+    let Ok(frame) = push::frame(&env, &cid, hub, scratch) else {
+        return Start::Refused(ApiError::OverBudget);
+    };
+    drop(env);
+    let answers = match hub
         .streams
-        .open(&cid, &target.user, device.session, hub.config.queue_depth)
+        .open(&cid, &target.user, device.session, stream_limits(hub))
     {
-        Ok(rx) => rx,
+        Ok(answers) => answers,
         Err(e) => return Start::Refused(open_refusal(e)),
     };
     let entry = Entry {
         cid: cid.clone(),
         streams: hub.streams,
     };
-    match device.link.push(Outbound { frame, ack: None }) {
+    let item = Outbound {
+        frame: frame.text,
+        ack: None,
+        charge: frame.charge,
+    };
+    match device.link.push(item) {
         Ok(()) => Start::Open(Open {
             cid,
             event_type,
-            events,
+            answers,
             link: device.link,
             _entry: entry,
         }),
@@ -127,6 +132,13 @@ pub(crate) fn start(body: &[u8], hub: &Hub, scratch: &mut Scratch) -> Start {
             event_type,
             why: Undelivered::NotConnected,
         },
+    }
+}
+
+fn stream_limits(hub: &Hub) -> StreamLimits {
+    StreamLimits {
+        answers: hub.config.queue_depth,
+        bytes: hub.config.stream_buffer_bytes,
     }
 }
 
@@ -153,6 +165,8 @@ pub(crate) enum End {
     /// The upstream did not take the device's answers as fast as they came: the stream's
     /// buffer was full when the next one arrived.
     TooSlow,
+    /// A device's answer did not fit the memory budget.
+    OverBudget,
 }
 
 impl End {
@@ -163,6 +177,7 @@ impl End {
             End::DeviceGone => Some("User disconnected"),
             End::Shutdown => Some("Server shutting down"),
             End::TooSlow => Some("Upstream too slow"),
+            End::OverBudget => Some("Memory budget exhausted"),
             End::Final | End::UpstreamGone => None,
         }
     }
@@ -177,6 +192,7 @@ impl End {
             End::UpstreamGone => m.sends_upstream_gone.inc(),
             End::Shutdown => m.sends_shutdown.inc(),
             End::TooSlow => m.sends_too_slow.inc(),
+            End::OverBudget => m.sends_over_budget.inc(),
         }
     }
 }

@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use tokio::net::TcpStream;
-use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::watch;
 use tokio::time::{interval_at, sleep_until, timeout, timeout_at, Instant};
 use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError, ProtocolError};
@@ -16,10 +15,11 @@ use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 use tokio_tungstenite::WebSocketStream;
 
-use super::watched::{FramingViolation, Watched};
+use super::watched::{FramingViolation, InboundOverBudget, Watched};
+use crate::hub::budget::Use;
 use crate::hub::devices::RegisterError;
-use crate::hub::link::Outbound;
-use crate::hub::streams::StreamEvent;
+use crate::hub::link::{DeviceLink, Outbound};
+use crate::hub::streams::Overflow;
 use crate::hub::{self, Devices, Hub};
 use crate::ops::settings::{secs, Config};
 use crate::wire::envelope::{classify_device_message, DeviceMessage, UserId};
@@ -33,6 +33,10 @@ pub(crate) const WRITE_BATCH_FRAMES: usize = 32;
 pub(crate) const WS_READ_BUFFER_BYTES: usize = 512;
 /// Bytes tungstenite gathers before writing to the socket; we flush after each batch anyway.
 pub(crate) const WS_WRITE_BUFFER_BYTES: usize = 0;
+/// What a device session holds besides its queued frames and its inbound message: the task,
+/// tungstenite's state and buffers, the queue's link and table entry (docs/memory.md,
+/// measured about 4.4 KiB). Charged to the memory budget for the session's life.
+pub(crate) const SESSION_BYTES: usize = 8 * 1024;
 /// How long a close handshake may take before the socket is dropped.
 pub(crate) const CLOSE_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -60,6 +64,11 @@ type Ws = WebSocketStream<Watched>;
 /// How a session ends when the device breaks the protocol (RFC 6455 §7.4.1).
 const PROTOCOL_ERROR: Ending = Ending::Close(1002, "Protocol error");
 
+/// The close reason when the budget cannot hold a session (or a message it sends): 1013.
+const OVER_BUDGET_REASON: &str = "Memory budget exhausted, try again later";
+/// How a session ends when a message it sends does not fit the budget.
+const OVER_BUDGET_CLOSE: Ending = Ending::Close(1013, OVER_BUDGET_REASON);
+
 /// How a session ends when the daemon shuts down.
 const SHUTDOWN_CLOSE: Ending = Ending::Close(1001, "Server shutting down");
 
@@ -79,13 +88,18 @@ enum Ending {
 /// Runs a device session on an upgraded stream; `leftover` holds bytes read past the head.
 pub(crate) async fn run(stream: TcpStream, leftover: Vec<u8>, upgrade: Upgrade, hub: Arc<Hub>) {
     let config = ws_config(&hub.config);
-    let (stream, early) = Watched::new(stream, &leftover);
+    let (stream, early) = Watched::new(stream, &leftover, hub.budget, hub.config.max_message_bytes);
     let mut ws =
         WebSocketStream::from_partially_read(stream, leftover, Role::Server, Some(config)).await;
     let user = upgrade.user_id;
-    let registration =
-        hub.devices
-            .register(&user, hub.replace_duplicates(), hub.config.queue_depth);
+    let Ok(_session_charge) = hub.budget.charge(SESSION_BYTES, Use::Session) else {
+        log::warn!("device {user}: refused, memory budget exhausted");
+        close(&mut ws, 1013, OVER_BUDGET_REASON).await;
+        return;
+    };
+    let registration = hub
+        .devices
+        .register(&user, hub.replace_duplicates(), hub.queue_limits());
     let reg = match registration {
         Ok(reg) => reg,
         Err(RegisterError::Duplicate) => {
@@ -164,7 +178,7 @@ pub(crate) async fn run(stream: TcpStream, leftover: Vec<u8>, upgrade: Upgrade, 
                 while reg.link.has_frames() {
                     reg.link.take(&mut batch, WRITE_BATCH_FRAMES);
                     let deadline = Instant::now() + pong_timeout;
-                    if let Err(e) = write_frames(&hub, &mut ws, &mut batch, deadline, &mut shutdown).await {
+                    if let Err(e) = write_frames(&hub, &mut ws, &reg.link, &mut batch, deadline, &mut shutdown).await {
                         failed = Some(e);
                         break;
                     }
@@ -234,6 +248,13 @@ fn ending_for(e: &WsError) -> Ending {
         {
             PROTOCOL_ERROR
         }
+        WsError::Io(io)
+            if io
+                .get_ref()
+                .is_some_and(<dyn std::error::Error + Send + Sync>::is::<InboundOverBudget>) =>
+        {
+            OVER_BUDGET_CLOSE
+        }
         WsError::Capacity(CapacityError::MessageTooLong { .. }) => {
             Ending::Close(1009, "Message too big")
         }
@@ -254,18 +275,17 @@ fn on_text(hub: &Hub, user: &UserId, session: u64, text: Utf8Bytes) -> Option<&'
             is_final,
         } => {
             let tx = hub.streams.route(&cid, user, session)?;
-            let event = StreamEvent::Message { text, is_final };
-            // A device session never waits on an upstream: an answer that does not fit the
-            // stream's buffer ends that stream (its driver sees the entry gone while the
-            // device lives, and ends with "too slow"), and the session goes on.
-            match tx.try_send(event) {
-                Ok(()) => {}
-                // The stream ended meanwhile; its own guard frees the id.
-                Err(TrySendError::Closed(_)) => {}
-                Err(TrySendError::Full(_)) => {
-                    log::warn!("stream {cid}: upstream too slow, ending it");
-                    hub.streams.close_stream(&cid, &tx);
+            // A device session never waits on an upstream: an answer that cannot be held
+            // ends that stream (its driver sees the entry gone while the device lives, and
+            // ends with the overflow's reason), and the session goes on.
+            if let Err(why) = tx.send(text, is_final, hub.budget) {
+                match why {
+                    Overflow::TooSlow => log::warn!("stream {cid}: upstream too slow, ending it"),
+                    Overflow::OverBudget => {
+                        log::warn!("stream {cid}: memory budget exhausted, ending it");
+                    }
                 }
+                hub.streams.overflowed(&cid, &tx, why);
             }
             None
         }
@@ -319,18 +339,23 @@ async fn bounded(
 async fn write_frames(
     hub: &Hub,
     ws: &mut Ws,
+    link: &DeviceLink,
     batch: &mut Vec<Outbound>,
     deadline: Instant,
     shutdown: &mut watch::Receiver<bool>,
 ) -> Result<(), WriteFailed> {
     for item in batch.drain(..) {
-        let bytes = item.frame.len() as u64;
+        let Outbound { frame, ack, charge } = item;
+        let len = frame.len();
         // With no write buffer (WS_WRITE_BUFFER_BYTES) each frame goes to the socket as it
-        // is fed, so the flush inside `send` costs no extra system call.
-        bounded(ws.send(Message::Text(item.frame)), deadline, shutdown).await?;
+        // is fed, so the flush inside `send` costs no extra system call. The charge is held
+        // until then: a frame waiting for a stalled socket sits in tungstenite's buffer.
+        bounded(ws.send(Message::Text(frame)), deadline, shutdown).await?;
+        drop(charge);
+        link.written(len);
         hub.metrics.frames_out.inc();
-        hub.metrics.bytes_out.add(bytes);
-        if let Some(ack) = item.ack {
+        hub.metrics.bytes_out.add(len as u64);
+        if let Some(ack) = ack {
             ack.delivered();
         }
     }

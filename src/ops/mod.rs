@@ -4,8 +4,10 @@
 //! socket activation), the logger and signals: what the process needs from and says to the
 //! machine it runs on.
 
+pub mod cgroup;
 pub(crate) mod limits;
 pub mod logger;
+pub mod memory;
 pub mod settings;
 pub(crate) mod signals;
 pub mod systemd;
