@@ -62,7 +62,7 @@ fuzz_target!(|data: &[u8]| {
         assert_same_answer(&split, &whole, pieces);
     }
 
-    // Every request is skipped in this run or in `inverted`, and read in `all_read`.
+    // Every request is skipped in `whole` or in `inverted_whole`, and read in `all_read`.
     let inverted = |i: usize| match mixed(i) {
         BodyChoice::Read => BodyChoice::Skip,
         BodyChoice::Skip => BodyChoice::Read,
