@@ -16,15 +16,18 @@ use crate::hub::Hub;
 use crate::ops::settings::secs;
 use crate::wire::envelope::{self, CorrelationId, Envelope, UserId};
 use crate::wire::http::response::{self, Persist};
+use crate::wire::listed::listed;
 use crate::wire::{json, mention};
 
-/// Why a frame did not reach its device.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Undelivered {
-    /// Not connected, or gone before the write.
-    NotConnected,
-    /// The device's queue is full.
-    QueueFull,
+listed! {
+    /// Why a frame did not reach its device.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub(crate) enum Undelivered {
+        /// Not connected, or gone before the write.
+        NotConnected,
+        /// The device's queue is full.
+        QueueFull,
+    }
 }
 
 impl Undelivered {

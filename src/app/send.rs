@@ -16,6 +16,7 @@ use crate::wire::envelope::{self, CorrelationId};
 use crate::wire::http::parse::Version;
 use crate::wire::http::response::{self, Persist};
 use crate::wire::limits::MAX_EVENT_TYPE_BYTES;
+use crate::wire::listed::listed;
 use crate::wire::sse;
 
 /// The `event_type` every event of a stream carries.
@@ -137,22 +138,24 @@ fn open_refusal(e: OpenError) -> ApiError {
     }
 }
 
-/// Why a stream ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum End {
-    /// The device sent its final answer.
-    Final,
-    /// `send_timeout_secs` passed without an answer.
-    Timeout,
-    /// The device session ended, or was never there.
-    DeviceGone,
-    /// The upstream closed its side or stopped reading.
-    UpstreamGone,
-    /// The daemon is shutting down.
-    Shutdown,
-    /// The upstream did not take the device's answers as fast as they came: the stream's
-    /// buffer was full when the next one arrived.
-    TooSlow,
+listed! {
+    /// Why a stream ended.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub(crate) enum End {
+        /// The device sent its final answer.
+        Final,
+        /// `send_timeout_secs` passed without an answer.
+        Timeout,
+        /// The device session ended, or was never there.
+        DeviceGone,
+        /// The upstream closed its side or stopped reading.
+        UpstreamGone,
+        /// The daemon is shutting down.
+        Shutdown,
+        /// The upstream did not take the device's answers as fast as they came: the stream's
+        /// buffer was full when the next one arrived.
+        TooSlow,
+    }
 }
 
 impl End {
