@@ -1,5 +1,5 @@
 //! `/sse/push` and `/sse/push/batch`: validate, route by mention, queue to the device, wait
-//! until the frame is on the device's socket (SPEC §4).
+//! until the frame is on the device's socket (docs/protocol.md §5, §6).
 
 use std::collections::VecDeque;
 use std::io::Write;
@@ -65,7 +65,7 @@ pub(crate) struct Target {
     pub routed: bool,
 }
 
-/// Resolves the target of `env` (SPEC §7).
+/// Resolves the target of `env` (docs/protocol.md §9).
 pub(crate) fn target(env: &Envelope<'_>, hub: &Hub, scratch: &mut Scratch) -> Target {
     match mention::route_target(env, &mut scratch.text, |name| hub.is_public(name)) {
         Some(account) => {
@@ -82,7 +82,8 @@ pub(crate) fn target(env: &Envelope<'_>, hub: &Hub, scratch: &mut Scratch) -> Ta
     }
 }
 
-/// The spliced frame for `env` (SPEC §3), with `correlation_id` as the id to add if absent.
+/// The spliced frame for `env` (docs/protocol.md §4), with `correlation_id` as the id to add if
+/// absent.
 pub(crate) fn frame(env: &Envelope<'_>, correlation_id: &str, scratch: &mut Scratch) -> Utf8Bytes {
     scratch.frame.clear();
     envelope::write_device_frame(env, correlation_id, &mut scratch.frame);

@@ -1,7 +1,7 @@
-//! `/sse/send`: forward a request to a device and stream its correlated answers back as
-//! Server-Sent Events until a final one, a timeout, the device leaving, the upstream leaving
-//! or shutdown (SPEC §5). This is what the endpoint means: the checks, the stream's table
-//! entry and the bytes of its events. `net::stream` drives it over the socket.
+//! `/sse/send`: forward a request to a device and stream its correlated answers back as Server-Sent
+//! Events until a final one, a timeout, the device leaving, the upstream leaving or shutdown
+//! (docs/protocol.md §7). This is what the endpoint means: the checks, the stream's table entry and
+//! the bytes of its events. `net::stream` drives it over the socket.
 
 use std::sync::Arc;
 
@@ -76,8 +76,8 @@ impl Drop for Entry {
     }
 }
 
-/// Validates `body`, checks the stream table and queues the request for its device, in SPEC
-/// order: 422, 409, 503, then "not connected".
+/// Validates `body`, checks the stream table and queues the request for its device, in the
+/// order of docs/protocol.md §7.2: 422, 409, 503, then "not connected".
 pub(crate) fn start(body: &[u8], hub: &Hub, scratch: &mut Scratch) -> Start {
     let env = match envelope::parse_envelope(body) {
         Ok(env) => env,

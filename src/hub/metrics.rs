@@ -1,4 +1,5 @@
-//! Process-wide counters behind `/metrics` (seed JSON plus counters, SPEC §8).
+//! Process-wide counters behind `/metrics` (the original server's JSON plus counters,
+//! docs/protocol.md §11).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -185,7 +186,7 @@ impl Metrics {
     }
 }
 
-/// Appends the `/metrics` JSON: the seed's fields, then every counter.
+/// Appends the `/metrics` JSON: the original server's fields, then every counter.
 pub(crate) fn write_json(
     out: &mut Vec<u8>,
     m: &Metrics,

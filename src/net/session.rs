@@ -1,5 +1,5 @@
-//! The device session (SPEC §6): tokio-tungstenite on the TCP stream our parser upgraded,
-//! registered in the device table for as long as it lives.
+//! The device session (docs/protocol.md §8): tokio-tungstenite on the TCP stream our parser
+//! upgraded, registered in the device table for as long as it lives.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -191,7 +191,7 @@ pub(crate) async fn run(stream: TcpStream, leftover: Vec<u8>, upgrade: Upgrade, 
     };
 
     // Leave the table before the close handshake completes, so `/health` already counts the
-    // device out when the device sees its close answered (SPEC §6).
+    // device out when the device sees its close answered (docs/protocol.md §8.9).
     guard.release();
     drop(reg);
     log::info!("device {user}: {}", describe(ending));

@@ -1,5 +1,6 @@
 //! Envelope validation (the upstream's request body), the frame a device receives, and the
-//! classification of a device's reply (SPEC §3, §5, §10). Sans-IO: bytes in, values or errors out.
+//! classification of a device's reply (docs/protocol.md §3, §4,
+//! §7.5). Sans-IO: bytes in, values or errors out.
 
 use crate::wire::ascii::push_decimal;
 use crate::wire::json::{self, Kind, UnescapeError};
@@ -819,7 +820,7 @@ pub enum DeviceMessage {
     },
 }
 
-/// Classifies a device's text frame (SPEC §5, §10 "Streams").
+/// Classifies a device's text frame (docs/protocol.md §7.5).
 ///
 /// A correlation id that is empty, longer than 128 bytes or not text can match no open stream,
 /// so it counts as absent and the `data.correlation_id` fallback applies, as Python's
