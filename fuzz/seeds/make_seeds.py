@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Writes the hand-made seed corpora under fuzz/corpus/<target>/ (run from anywhere).
 
-Seeds are real requests and bodies (API.md's examples), plus the edge cases the parsers'
+Seeds are real requests and bodies (the original API's examples), plus the edge cases the parsers'
 documentation names. Regenerating is deterministic; fuzz-found inputs are not kept here.
 """
 import json

@@ -1,5 +1,5 @@
 //! `/sse/push` and `/sse/push/batch`: validate, route by mention, queue to the device, wait
-//! until the frame is on the device's socket (SPEC §4).
+//! until the frame is on the device's socket (docs/protocol.md §5, §6).
 
 use std::collections::VecDeque;
 use std::io::Write;
@@ -18,17 +18,20 @@ use crate::ops::settings::secs;
 use crate::wire::envelope::{self, CorrelationId, Envelope, UserId};
 use crate::wire::http::response::{self, Persist};
 use crate::wire::limits::MAX_USER_ID_BYTES;
+use crate::wire::listed::listed;
 use crate::wire::{json, mention};
 
-/// Why a frame did not reach its device.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Undelivered {
-    /// Not connected, or gone before the write.
-    NotConnected,
-    /// The device's queue is full.
-    QueueFull,
-    /// The frame did not fit the memory budget.
-    OverBudget,
+listed! {
+    /// Why a frame did not reach its device.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub(crate) enum Undelivered {
+        /// Not connected, or gone before the write.
+        NotConnected,
+        /// The device's queue is full.
+        QueueFull,
+        /// The frame did not fit the memory budget.
+        OverBudget,
+    }
 }
 
 impl Undelivered {
@@ -77,7 +80,7 @@ pub(crate) struct Target {
     pub routed: bool,
 }
 
-/// Resolves the target of `env` (SPEC §7).
+/// Resolves the target of `env` (docs/protocol.md §9).
 pub(crate) fn target(env: &Envelope<'_>, hub: &Hub, scratch: &mut Scratch) -> Target {
     match mention::route_target(env, &mut scratch.text, |name| hub.is_public(name)) {
         Some(account) => {
@@ -102,7 +105,7 @@ pub(crate) struct Frame {
     pub charge: Charge,
 }
 
-/// The spliced frame for `env` (SPEC §3), with `correlation_id` as the id to add if absent;
+/// The spliced frame for `env` (docs/protocol.md §4), with `correlation_id` as the id to add if absent;
 /// `OverBudget` when it does not fit the memory budget.
 pub(crate) fn frame(
     env: &Envelope<'_>,

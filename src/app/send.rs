@@ -1,7 +1,7 @@
-//! `/sse/send`: forward a request to a device and stream its correlated answers back as
-//! Server-Sent Events until a final one, a timeout, the device leaving, the upstream leaving
-//! or shutdown (SPEC §5). This is what the endpoint means: the checks, the stream's table
-//! entry and the bytes of its events. `net::stream` drives it over the socket.
+//! `/sse/send`: forward a request to a device and stream its correlated answers back as Server-Sent
+//! Events until a final one, a timeout, the device leaving, the upstream leaving or shutdown
+//! (docs/protocol.md §7). This is what the endpoint means: the checks, the stream's table entry and
+//! the bytes of its events. `net::stream` drives it over the socket.
 
 use std::sync::Arc;
 
@@ -14,6 +14,7 @@ use crate::wire::envelope::{self, CorrelationId};
 use crate::wire::http::parse::Version;
 use crate::wire::http::response::{self, Persist};
 use crate::wire::limits::MAX_EVENT_TYPE_BYTES;
+use crate::wire::listed::listed;
 use crate::wire::sse;
 
 /// The `event_type` every event of a stream carries.
@@ -73,8 +74,9 @@ impl Drop for Entry {
     }
 }
 
-/// Validates `body`, checks the stream table and queues the request for its device, in SPEC
-/// order: 422, 409, 503, then "not connected", then the memory budget (503) for its frame.
+/// Validates `body`, checks the stream table and queues the request for its device, in the
+/// order of docs/protocol.md §7.2: 422, 409, 503, then "not connected", then the memory
+/// budget (503) for its frame.
 pub(crate) fn start(body: &[u8], hub: &Hub, scratch: &mut Scratch) -> Start {
     let env = match envelope::parse_envelope(body) {
         Ok(env) => env,
@@ -149,24 +151,26 @@ fn open_refusal(e: OpenError) -> ApiError {
     }
 }
 
-/// Why a stream ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum End {
-    /// The device sent its final answer.
-    Final,
-    /// `send_timeout_secs` passed without an answer.
-    Timeout,
-    /// The device session ended, or was never there.
-    DeviceGone,
-    /// The upstream closed its side or stopped reading.
-    UpstreamGone,
-    /// The daemon is shutting down.
-    Shutdown,
-    /// The upstream did not take the device's answers as fast as they came: the stream's
-    /// buffer was full when the next one arrived.
-    TooSlow,
-    /// A device's answer did not fit the memory budget.
-    OverBudget,
+listed! {
+    /// Why a stream ended.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub(crate) enum End {
+        /// The device sent its final answer.
+        Final,
+        /// `send_timeout_secs` passed without an answer.
+        Timeout,
+        /// The device session ended, or was never there.
+        DeviceGone,
+        /// The upstream closed its side or stopped reading.
+        UpstreamGone,
+        /// The daemon is shutting down.
+        Shutdown,
+        /// The upstream did not take the device's answers as fast as they came: the stream's
+        /// buffer was full when the next one arrived.
+        TooSlow,
+        /// A device's answer did not fit the memory budget.
+        OverBudget,
+    }
 }
 
 impl End {

@@ -1,4 +1,5 @@
-//! `/health` and `/metrics` (SPEC §8): what an operator or a device asks of the daemon itself.
+//! `/health` and `/metrics` (docs/protocol.md §10, §11): what an operator or a device asks of the
+//! daemon itself.
 
 use std::io::Write;
 
@@ -63,7 +64,7 @@ pub(crate) fn metrics(
 }
 
 /// True when the request asks for Prometheus text: `?format=prometheus`, or an `Accept`
-/// naming `text/plain` or `application/openmetrics-text` (SPEC §10).
+/// naming `text/plain` or `application/openmetrics-text` (docs/protocol.md §11.2).
 pub(crate) fn wants_prometheus(query: Option<&str>, accept: Option<&[u8]>) -> bool {
     let by_query = query.is_some_and(|q| q.split('&').any(|p| p == "format=prometheus"));
     let by_accept = accept.is_some_and(|a| {

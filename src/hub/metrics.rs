@@ -1,4 +1,5 @@
-//! Process-wide counters behind `/metrics` (seed JSON plus counters, SPEC §8).
+//! Process-wide counters behind `/metrics` (the original server's JSON plus counters,
+//! docs/protocol.md §11).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -191,8 +192,8 @@ impl Metrics {
     }
 }
 
-/// Appends the `/metrics` JSON: the seed's fields, then every counter, then the memory
-/// budget.
+/// Appends the `/metrics` JSON: the original server's fields, then every counter, then the
+/// memory budget.
 pub(crate) fn write_json(
     out: &mut Vec<u8>,
     m: &Metrics,

@@ -1,6 +1,6 @@
 //! The I/O shell of one upstream connection: read, let the framer cut the bytes into
-//! requests, let `app` decide and answer, write. Every phase has a timeout (SPEC §10
-//! "Connection phases"); the buffers are allocated once per connection and reused for every
+//! requests, let `app` decide and answer, write. Every phase has a timeout (docs/protocol.md
+//! §2.2); the buffers are allocated once per connection and reused for every
 //! request on it.
 
 use std::net::SocketAddr;

@@ -1,4 +1,4 @@
-//! The listener, the accept loop and the shutdown sequence (SPEC §9).
+//! The listener, the accept loop and the shutdown sequence (docs/protocol.md §12).
 
 use std::io;
 use std::net::SocketAddr;

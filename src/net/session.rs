@@ -1,5 +1,5 @@
-//! The device session (SPEC §6): tokio-tungstenite on the TCP stream our parser upgraded,
-//! registered in the device table for as long as it lives.
+//! The device session (docs/protocol.md §8): tokio-tungstenite on the TCP stream our parser
+//! upgraded, registered in the device table for as long as it lives.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -22,6 +22,7 @@ use crate::hub::link::{DeviceLink, Outbound};
 use crate::hub::streams::Overflow;
 use crate::hub::{self, Devices, Hub};
 use crate::ops::settings::{secs, Config};
+use crate::wire::close::Close;
 use crate::wire::envelope::{classify_device_message, DeviceMessage, UserId};
 use crate::wire::upgrade::Upgrade;
 
@@ -62,15 +63,10 @@ fn ws_config(config: &Config) -> WebSocketConfig {
 type Ws = WebSocketStream<Watched>;
 
 /// How a session ends when the device breaks the protocol (RFC 6455 §7.4.1).
-const PROTOCOL_ERROR: Ending = Ending::Close(1002, "Protocol error");
-
-/// The close reason when the budget cannot hold a session (or a message it sends): 1013.
-const OVER_BUDGET_REASON: &str = "Memory budget exhausted, try again later";
-/// How a session ends when a message it sends does not fit the budget.
-const OVER_BUDGET_CLOSE: Ending = Ending::Close(1013, OVER_BUDGET_REASON);
+const PROTOCOL_ERROR: Ending = Ending::Close(Close::ProtocolError);
 
 /// How a session ends when the daemon shuts down.
-const SHUTDOWN_CLOSE: Ending = Ending::Close(1001, "Server shutting down");
+const SHUTDOWN_CLOSE: Ending = Ending::Close(Close::ShuttingDown);
 
 /// Why a session ended, and the close frame it sends (if any).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,8 +77,8 @@ enum Ending {
     Dropped,
     /// No pong (or a stalled write) within `pong_timeout_secs`.
     HeartbeatTimeout,
-    /// Close with this code and reason.
-    Close(u16, &'static str),
+    /// Close with this close frame.
+    Close(Close),
 }
 
 /// Runs a device session on an upgraded stream; `leftover` holds bytes read past the head.
@@ -94,7 +90,7 @@ pub(crate) async fn run(stream: TcpStream, leftover: Vec<u8>, upgrade: Upgrade, 
     let user = upgrade.user_id;
     let Ok(_session_charge) = hub.budget.charge(SESSION_BYTES, Use::Session) else {
         log::warn!("device {user}: refused, memory budget exhausted");
-        close(&mut ws, 1013, OVER_BUDGET_REASON).await;
+        close(&mut ws, Close::OverBudget).await;
         return;
     };
     let registration = hub
@@ -105,13 +101,13 @@ pub(crate) async fn run(stream: TcpStream, leftover: Vec<u8>, upgrade: Upgrade, 
         Err(RegisterError::Duplicate) => {
             hub.metrics.devices_refused_duplicate.inc();
             log::info!("device {user}: refused, already connected");
-            close(&mut ws, 1008, "User already connected").await;
+            close(&mut ws, Close::AlreadyConnected).await;
             return;
         }
         Err(RegisterError::Full) => {
             hub.metrics.devices_refused_full.inc();
             log::warn!("device {user}: refused, table full");
-            close(&mut ws, 1013, "Server at capacity, try again later").await;
+            close(&mut ws, Close::AtCapacity).await;
             return;
         }
     };
@@ -155,7 +151,7 @@ pub(crate) async fn run(stream: TcpStream, leftover: Vec<u8>, upgrade: Upgrade, 
                             }
                         }
                     }
-                    Some(Ok(Message::Binary(_))) => break Ending::Close(1003, "Binary frames are not accepted"),
+                    Some(Ok(Message::Binary(_))) => break Ending::Close(Close::Binary),
                     Some(Ok(Message::Close(_))) => break Ending::PeerClosed,
                     Some(Ok(_)) => {
                         // Ping (tungstenite queues the pong), Pong, raw frames.
@@ -170,7 +166,7 @@ pub(crate) async fn run(stream: TcpStream, leftover: Vec<u8>, upgrade: Upgrade, 
             }
             _ = reg.link.woken() => {
                 if reg.link.is_kicked() {
-                    break Ending::Close(1008, "Replaced by new connection");
+                    break Ending::Close(Close::Replaced);
                 }
                 // Drain what is queued, a batch at a time; a push arriving meanwhile leaves
                 // a wake-up permit, so nothing waits for the next event.
@@ -204,7 +200,7 @@ pub(crate) async fn run(stream: TcpStream, leftover: Vec<u8>, upgrade: Upgrade, 
     };
 
     // Leave the table before the close handshake completes, so `/health` already counts the
-    // device out when the device sees its close answered (SPEC §6).
+    // device out when the device sees its close answered (docs/protocol.md §8.9).
     guard.release();
     drop(reg);
     log::info!("device {user}: {}", describe(ending));
@@ -215,7 +211,7 @@ pub(crate) async fn run(stream: TcpStream, leftover: Vec<u8>, upgrade: Upgrade, 
             })
             .await;
         }
-        Ending::Close(code, reason) => close(&mut ws, code, reason).await,
+        Ending::Close(why) => close(&mut ws, why).await,
         Ending::HeartbeatTimeout => {
             hub.metrics.heartbeat_timeouts.inc();
             // A dead peer's window is closed: unsent data could never drain, and a plain
@@ -234,7 +230,7 @@ fn describe(ending: Ending) -> &'static str {
         Ending::PeerClosed => "closed by the device",
         Ending::Dropped => "connection lost",
         Ending::HeartbeatTimeout => "heartbeat timeout",
-        Ending::Close(_, reason) => reason,
+        Ending::Close(why) => why.reason(),
     }
 }
 
@@ -253,12 +249,10 @@ fn ending_for(e: &WsError) -> Ending {
                 .get_ref()
                 .is_some_and(<dyn std::error::Error + Send + Sync>::is::<InboundOverBudget>) =>
         {
-            OVER_BUDGET_CLOSE
+            Ending::Close(Close::OverBudget)
         }
-        WsError::Capacity(CapacityError::MessageTooLong { .. }) => {
-            Ending::Close(1009, "Message too big")
-        }
-        WsError::Utf8(_) => Ending::Close(1007, "Invalid UTF-8"),
+        WsError::Capacity(CapacityError::MessageTooLong { .. }) => Ending::Close(Close::TooBig),
+        WsError::Utf8(_) => Ending::Close(Close::InvalidUtf8),
         WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake) => Ending::Dropped,
         WsError::Protocol(_) => PROTOCOL_ERROR,
         _ => Ending::Dropped,
@@ -363,10 +357,10 @@ async fn write_frames(
 }
 
 /// Sends a close frame and waits (bounded) for the device's answer.
-async fn close(ws: &mut Ws, code: u16, reason: &'static str) {
+async fn close(ws: &mut Ws, why: Close) {
     let frame = CloseFrame {
-        code: CloseCode::from(code),
-        reason: reason.into(),
+        code: CloseCode::from(why.code()),
+        reason: why.reason().into(),
     };
     let _ = timeout(CLOSE_HANDSHAKE_TIMEOUT, async {
         if ws.close(Some(frame)).await.is_ok() {

@@ -1,5 +1,5 @@
 //! The SSE stream driver of `/sse/send`: relays a device's correlated answers to the upstream
-//! socket until the stream ends (SPEC §5). What the stream means is `app::send`'s.
+//! socket until the stream ends (docs/protocol.md §7). What the stream means is `app::send`'s.
 
 use tokio::io::AsyncReadExt;
 use tokio::sync::watch;

@@ -847,7 +847,7 @@ impl SseStream {
         self.chunked
     }
 
-    /// Asserts the head of a successful stream (SPEC §5).
+    /// Asserts the head of a successful stream (docs/protocol.md §7.3).
     pub(crate) fn assert_stream_head(&self) {
         let h = &self.head;
         assert_eq!(h.status, 200, "send status; headers {:?}", h.headers);

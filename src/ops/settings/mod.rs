@@ -1,7 +1,7 @@
-//! Settings (SPEC §1, §10): declared once, in [`settings!`] below. From that one table come
-//! the [`Config`] struct and its defaults, the TOML keys, the `--kebab-case` flags, the
-//! `WSSED_UPPER_SNAKE` environment variables, validation with units, `--help`, the "did you
-//! mean" for unknown keys and flags, `--check-config`'s output and README's settings table.
+//! Settings (docs/protocol.md §13.1, §16): declared once, in [`settings!`] below. From that one
+//! table come the [`Config`] struct and its defaults, the TOML keys, the `--kebab-case` flags, the
+//! `WSSED_UPPER_SNAKE` environment variables, validation with units, `--help`, the "did you mean"
+//! for unknown keys and flags, `--check-config`'s output and README's settings table.
 //!
 //! Precedence: defaults, then the settings file, then the environment, then flags.
 
