@@ -83,6 +83,12 @@ impl ApiError {
         }
     }
 
+    /// Appends the whole response to a request that asked for a body; returns its status.
+    pub(crate) fn answer(&self, out: &mut Vec<u8>, persist: Persist) -> u16 {
+        self.write(out, persist, false);
+        self.status()
+    }
+
     /// Appends the whole response; `head_only` for an answer to HEAD.
     pub(crate) fn write(&self, out: &mut Vec<u8>, persist: Persist, head_only: bool) {
         let persist = if self.closes_connection() {
