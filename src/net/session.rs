@@ -21,6 +21,7 @@ use crate::hub::devices::RegisterError;
 use crate::hub::link::{DeviceLink, Outbound};
 use crate::hub::streams::Overflow;
 use crate::hub::{self, Devices, Hub};
+use crate::ops::memory::SESSION_BYTES;
 use crate::ops::settings::{secs, Config};
 use crate::wire::close::Close;
 use crate::wire::envelope::{classify_device_message, DeviceMessage, UserId};
@@ -34,10 +35,6 @@ pub(crate) const WRITE_BATCH_FRAMES: usize = 32;
 pub(crate) const WS_READ_BUFFER_BYTES: usize = 512;
 /// Bytes tungstenite gathers before writing to the socket; we flush after each batch anyway.
 pub(crate) const WS_WRITE_BUFFER_BYTES: usize = 0;
-/// What a device session holds besides its queued frames and its inbound message: the task,
-/// tungstenite's state and buffers, the queue's link and table entry (docs/memory.md,
-/// measured about 4.4 KiB). Charged to the memory budget for the session's life.
-pub(crate) const SESSION_BYTES: usize = 8 * 1024;
 /// How long a close handshake may take before the socket is dropped.
 pub(crate) const CLOSE_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(2);
 
