@@ -83,6 +83,14 @@ impl ApiError {
         }
     }
 
+    /// Heap bytes the refusal holds itself (a 422's rendered body).
+    pub(crate) fn held_bytes(&self) -> usize {
+        match self {
+            ApiError::Invalid(body) => body.capacity(),
+            _ => 0,
+        }
+    }
+
     /// Appends the whole response to a request that asked for a body; returns its status.
     pub(crate) fn answer(&self, out: &mut Vec<u8>, persist: Persist) -> u16 {
         self.write(out, persist, false);

@@ -27,10 +27,12 @@ pub const CONNECTION_BYTES: u64 = 16 * 1024;
 /// inbound message: the task, tungstenite's state and 512-byte read buffer, the queue's link and
 /// table entry (measured about 4.4 KiB idle, docs/memory.md).
 pub const SESSION_BYTES: usize = 8 * 1024;
-/// Share, in percent, of what is left under the limit that the budget takes. The rest pays
-/// for allocator slack (freed pages the allocator has not returned yet) and the kernel's
-/// socket buffers, which the cgroup also counts.
-pub const BUDGET_SHARE_PERCENT: u64 = 75;
+/// The heap's slack over what the budget holds, in percent: the allocator's size classes and
+/// the pages it keeps after a burst (docs/memory.md measured 25–45 %).
+pub const HEAP_SLACK_PERCENT: u64 = 50;
+/// Share, in percent, of what is left under the limit that the budget takes: with the heap's
+/// slack on top, a full budget still fits.
+pub const BUDGET_SHARE_PERCENT: u64 = 100 * 100 / (100 + HEAP_SLACK_PERCENT);
 
 /// Where the budget in force came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
