@@ -3,6 +3,7 @@
 
 use std::fmt;
 
+use crate::wire::cluster::MAX_NODE_NAME_BYTES;
 use crate::wire::limits::MAX_USER_ID_BYTES;
 
 /// Longest value quoted back in an error line, in characters (keeps the line one screen wide).
@@ -119,6 +120,17 @@ pub enum ErrorKind {
     },
     /// An `api_token` with bytes a header value cannot carry verbatim.
     BadTokenChar,
+    /// A `cluster_urls` entry that is not a NATS server address.
+    BadClusterUrl {
+        /// The entry.
+        got: String,
+        /// What is wrong with it.
+        why: &'static str,
+    },
+    /// A `node_name` outside 1–64 of `[A-Za-z0-9_.-]`.
+    BadNodeName(String),
+    /// A cluster setting in a build without the `cluster` feature.
+    NoClusterSupport,
 }
 
 impl ConfigError {
@@ -231,6 +243,15 @@ impl fmt::Display for ErrorKind {
             ErrorKind::BadTokenChar => write!(
                 f,
                 "must be visible ASCII without spaces (it travels in an Authorization header)"
+            ),
+            ErrorKind::BadClusterUrl { got, why } => write!(f, "`{got}` {why}"),
+            ErrorKind::BadNodeName(got) => write!(
+                f,
+                "`{got}` is not 1-{MAX_NODE_NAME_BYTES} of [A-Za-z0-9_.-]"
+            ),
+            ErrorKind::NoClusterSupport => write!(
+                f,
+                "this build has no cluster support (build with `--features cluster`)"
             ),
         }
     }

@@ -4,7 +4,10 @@
 use std::net::SocketAddr;
 
 use super::errors::{shown, ErrorKind};
-use super::{OnDuplicate, MAX_ORIGIN_BYTES, MAX_SECRET_BYTES, MAX_TIMEOUT_SECS};
+use super::{
+    OnDuplicate, MAX_CLUSTER_URL_BYTES, MAX_ORIGIN_BYTES, MAX_SECRET_BYTES, MAX_TIMEOUT_SECS,
+};
+use crate::wire::cluster::is_valid_node_name;
 use crate::wire::mention::is_valid_account_name;
 
 /// A setting's value as given: text (a flag or an environment variable) or a TOML value.
@@ -201,6 +204,8 @@ pub(super) enum ListOf {
     AccountNames,
     /// `Origin` values: `scheme://host[:port]` or `null`.
     Origins,
+    /// NATS server addresses: `nats://host[:port]`, `tls://host[:port]` or `host[:port]`.
+    ClusterUrls,
 }
 
 /// A list of distinct strings, at most `max` of them: comma separated as text, an array of
@@ -255,8 +260,17 @@ impl Kind<Vec<String>> for List {
                     got: shown(item),
                     why,
                 })?,
+                ListOf::ClusterUrls => {
+                    check_cluster_url(item).map_err(|why| ErrorKind::BadClusterUrl {
+                        got: shown(item),
+                        why,
+                    })?;
+                }
                 ListOf::AccountNames => {}
             }
+        }
+        if self.of == ListOf::ClusterUrls && !items.is_empty() && !cfg!(feature = "cluster") {
+            return Err(ErrorKind::NoClusterSupport);
         }
         // Lists are capped at a few hundred entries, so the quadratic scan stays cheap.
         for (i, item) in items.iter().enumerate() {
@@ -280,6 +294,10 @@ impl Kind<Vec<String>> for List {
         Some(match self.of {
             ListOf::AccountNames => format!("each 1-64 of [A-Za-z0-9_], at most {}", self.max),
             ListOf::Origins => format!("each scheme://host[:port] or null, at most {}", self.max),
+            ListOf::ClusterUrls => format!(
+                "each nats://host[:port] or tls://host[:port], at most {}; empty: no cluster",
+                self.max
+            ),
         })
     }
 
@@ -319,6 +337,71 @@ fn check_origin(origin: &str) -> Result<(), &'static str> {
             }
         }
         _ => Err("is not scheme://host[:port] or null"),
+    }
+}
+
+fn check_cluster_url(url: &str) -> Result<(), &'static str> {
+    if url.len() > MAX_CLUSTER_URL_BYTES {
+        return Err("is longer than 256 bytes");
+    }
+    if !is_visible_ascii(url) {
+        return Err("must be visible ASCII without spaces");
+    }
+    let authority = match url.split_once("://") {
+        Some(("nats" | "tls", rest)) => rest,
+        Some(_) => return Err("has a scheme other than nats:// or tls://"),
+        None => url,
+    };
+    if authority.contains('@') {
+        return Err("has credentials; set cluster_token instead (they would show in logs)");
+    }
+    if authority.contains(['/', '?', '#']) {
+        return Err("has a path; a NATS address is only host[:port]");
+    }
+    // `[::1]:4222`, `host:4222`, `host`: the port, when given, is a number.
+    let port = match authority.rsplit_once(':') {
+        Some((host, port)) if !host.ends_with(':') && !port.contains(']') => Some((host, port)),
+        _ => None,
+    };
+    let host = match port {
+        Some((host, port)) => {
+            if port.parse::<u16>().map_or(true, |p| p == 0) {
+                return Err("has a port that is not a number from 1 to 65535");
+            }
+            host
+        }
+        None => authority,
+    };
+    if host.is_empty() || host == "[]" {
+        return Err("has no host");
+    }
+    Ok(())
+}
+
+/// A node's name: 1–64 of `[A-Za-z0-9_.-]`; unset means the host name.
+pub(super) struct NodeName;
+
+impl Kind<Option<String>> for NodeName {
+    fn read(&self, raw: Raw<'_>) -> Result<Option<String>, ErrorKind> {
+        Ok(Some(text(raw)?.to_owned()))
+    }
+    fn check(&self, value: &Option<String>) -> Result<(), ErrorKind> {
+        match value {
+            Some(name) if !is_valid_node_name(name) => Err(ErrorKind::BadNodeName(shown(name))),
+            _ => Ok(()),
+        }
+    }
+    fn toml(&self, value: &Option<String>) -> Option<String> {
+        value.as_deref().map(toml_string)
+    }
+    fn metavar(&self) -> &'static str {
+        "NAME"
+    }
+    fn bounds(&self) -> Option<String> {
+        Some("1-64 of [A-Za-z0-9_.-]".to_owned())
+    }
+    fn shown_default(&self, _: &Option<String>) -> String {
+        "the host name".to_owned()
     }
 }
 

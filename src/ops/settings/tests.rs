@@ -114,7 +114,9 @@ max_pending_sends = 7\nsend_timeout_secs = 8\nkeepalive_secs = 9\nping_interval_
 pong_timeout_secs = 11\nheader_timeout_secs = 12\nbody_timeout_secs = 15\n\
 idle_timeout_secs = 13\nwrite_timeout_secs = 16\nshutdown_timeout_secs = 14\non_duplicate = \"replace\"\napi_token = \"tok\"\n\
 ws_secret = \"sec\"\nallowed_origins = [\"https://a.example\"]\nlog_level = \"debug\"\n\
-worker_threads = 3\nqueue_bytes = 17\nstream_buffer_bytes = 18\nmemory_budget_bytes = 19\nsocket_buffer_bytes = 20\n",
+worker_threads = 3\nqueue_bytes = 17\nstream_buffer_bytes = 18\nmemory_budget_bytes = 19\nsocket_buffer_bytes = 20\n\
+cluster_urls = [\"nats://127.0.0.1:4222\", \"tls://nats.example:4443\"]\ncluster_token = \"ct\"\n\
+node_name = \"gw-1\"\ncluster_timeout_secs = 21\n",
     );
     let from_file = run(&["--config", file.path()]);
     let from_flags = run(&[
@@ -145,6 +147,10 @@ worker_threads = 3\nqueue_bytes = 17\nstream_buffer_bytes = 18\nmemory_budget_by
         "--stream-buffer-bytes=18",
         "--memory-budget-bytes=19",
         "--socket-buffer-bytes=20",
+        "--cluster-urls=nats://127.0.0.1:4222,tls://nats.example:4443",
+        "--cluster-token=ct",
+        "--node-name=gw-1",
+        "--cluster-timeout-secs=21",
     ]);
     let expected = Config {
         listen: "127.0.0.1:1".parse().unwrap(),
@@ -174,6 +180,13 @@ worker_threads = 3\nqueue_bytes = 17\nstream_buffer_bytes = 18\nmemory_budget_by
         stream_buffer_bytes: 18,
         memory_budget_bytes: Some(19),
         socket_buffer_bytes: 20,
+        cluster_urls: vec![
+            "nats://127.0.0.1:4222".into(),
+            "tls://nats.example:4443".into(),
+        ],
+        cluster_token: Some("ct".into()),
+        node_name: Some("gw-1".into()),
+        cluster_timeout_secs: 21,
     };
     assert_eq!(from_file, expected);
     assert_eq!(from_flags, expected);
@@ -223,7 +236,7 @@ fn equals_form_takes_the_rest_of_the_word() {
 
 #[test]
 fn a_bad_flag_value_names_its_key() {
-    let cases: [(&str, &str); 27] = [
+    let cases: [(&str, &str); 31] = [
         ("listen", "localhost:8080"),
         ("public_accounts", "ok,not-ok"),
         ("max_connections", "0"),
@@ -254,6 +267,10 @@ fn a_bad_flag_value_names_its_key() {
         ("allowed_origins", "example.com"),
         ("log_level", "verbose"),
         ("worker_threads", "65"),
+        ("cluster_urls", "http://nats:4222"),
+        ("cluster_token", "with space"),
+        ("node_name", "gw 1"),
+        ("cluster_timeout_secs", "0"),
     ];
     let names: Vec<&str> = cases.iter().map(|(k, _)| *k).collect();
     assert_eq!(names, NAMES, "every key has a case");
@@ -595,7 +612,7 @@ fn every_number_has_a_floor_of_one_and_a_ceiling() {
             );
         }
     }
-    assert_eq!(numbers, 20, "counts, sizes and durations");
+    assert_eq!(numbers, 21, "counts, sizes and durations");
 }
 
 #[test]
@@ -785,4 +802,56 @@ fn the_readme_settings_table_is_the_table_in_code() {
         readme[start..end] == want,
         "README.md's settings table differs from the table in code; put this between the markers:\n{want}"
     );
+}
+
+#[test]
+fn cluster_urls_are_nats_addresses_without_credentials() {
+    for good in [
+        "nats://127.0.0.1:4222",
+        "tls://nats.example:4443",
+        "127.0.0.1:4222",
+        "nats.local",
+        "nats://[::1]:4222",
+        "[::1]",
+    ] {
+        let c = Config {
+            cluster_urls: vec![good.into()],
+            ..Config::default()
+        };
+        let checked = c.validate();
+        if cfg!(feature = "cluster") {
+            assert_eq!(checked, Ok(()), "{good}");
+        } else {
+            assert_eq!(checked.unwrap_err().kind(), &ErrorKind::NoClusterSupport);
+        }
+    }
+    for (bad, why) in [
+        ("http://nats:4222", "scheme"),
+        ("nats://user:pass@nats:4222", "credentials"),
+        ("nats://nats:4222/x", "path"),
+        ("nats://nats:0", "port"),
+        ("nats://nats:70000", "port"),
+        ("nats://:4222", "no host"),
+        ("nats ://x", "visible ASCII"),
+    ] {
+        let e = fail(&["--cluster-urls", bad]);
+        assert_eq!(e.key(), Some("cluster_urls"));
+        assert!(e.to_string().contains(why), "{bad}: {e}");
+    }
+    // Empty is the default: no cluster.
+    assert!(run(&["--cluster-urls="]).cluster_urls.is_empty());
+}
+
+#[test]
+fn node_names_are_checked_and_the_token_is_masked() {
+    let e = fail(&["--node-name", "a*b"]);
+    assert_eq!(
+        e.to_string(),
+        "node_name: `a*b` is not 1-64 of [A-Za-z0-9_.-]"
+    );
+    let c = run(&["--cluster-token", "nats-s3cret", "--node-name", "gw-2"]);
+    let out = c.to_toml();
+    assert!(out.contains("cluster_token = \"***\"\n"), "{out}");
+    assert!(out.contains("node_name = \"gw-2\"\n"), "{out}");
+    assert!(!Config::default().to_toml().contains("node_name"));
 }
