@@ -47,6 +47,8 @@ pub(crate) enum ApiError {
     TooManyConnections,
     /// The work does not fit the memory budget now (503).
     OverBudget,
+    /// The device is not here and the cluster cannot be asked where it is (503).
+    ClusterUnavailable,
 }
 
 impl ApiError {
@@ -68,7 +70,8 @@ impl ApiError {
             ApiError::QueueFull
             | ApiError::TooManySends
             | ApiError::TooManyConnections
-            | ApiError::OverBudget => 503,
+            | ApiError::OverBudget
+            | ApiError::ClusterUnavailable => 503,
         }
     }
 
@@ -111,10 +114,14 @@ impl ApiError {
                 response::write_json(out, status, body, persist, &[], head_only);
             }
             // The push answer's shape (docs/protocol.md §5.2), as the original server sent it.
-            ApiError::QueueFull | ApiError::OverBudget => {
-                let mut body = Vec::with_capacity(64);
+            ApiError::QueueFull | ApiError::OverBudget | ApiError::ClusterUnavailable => {
+                let mut body = Vec::with_capacity(96);
                 body.extend_from_slice(br#"{"status":"error","message":"#);
                 json::write_string(&mut body, self.detail());
+                if matches!(self, ApiError::ClusterUnavailable) {
+                    // The batch item's code too, for callers that branch on it.
+                    body.extend_from_slice(br#","error":"cluster_unavailable""#);
+                }
                 body.push(b'}');
                 let retry = [("Retry-After", "1")];
                 response::write_json(out, status, &body, persist, &retry, head_only);
@@ -186,6 +193,7 @@ impl ApiError {
             ApiError::TooManySends => "Too many open send streams",
             ApiError::TooManyConnections => "Too many connections",
             ApiError::OverBudget => "Memory budget exhausted",
+            ApiError::ClusterUnavailable => "Cluster unavailable",
         }
     }
 }

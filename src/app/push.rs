@@ -31,6 +31,10 @@ listed! {
         QueueFull,
         /// The frame did not fit the memory budget.
         OverBudget,
+        /// The device is not here and the other nodes of the cluster cannot be asked (the
+        /// link to NATS is down, or the device's node did not answer in time).
+        #[cfg_attr(not(feature = "cluster"), allow(dead_code))]
+        ClusterUnavailable,
     }
 }
 
@@ -41,6 +45,7 @@ impl Undelivered {
             Undelivered::NotConnected => "not_connected",
             Undelivered::QueueFull => "queue_full",
             Undelivered::OverBudget => "over_budget",
+            Undelivered::ClusterUnavailable => "cluster_unavailable",
         }
     }
 
@@ -50,6 +55,7 @@ impl Undelivered {
             Undelivered::NotConnected => "User not connected",
             Undelivered::QueueFull => "User queue full",
             Undelivered::OverBudget => "Memory budget exhausted",
+            Undelivered::ClusterUnavailable => "Cluster unavailable",
         }
     }
 }
@@ -159,8 +165,8 @@ fn count(hub: &Hub, outcome: Result<(), Undelivered>) {
         Ok(()) => m.pushes_delivered.inc(),
         Err(Undelivered::NotConnected) => m.pushes_not_connected.inc(),
         Err(Undelivered::QueueFull) => m.pushes_queue_full.inc(),
-        // Counted by the budget's refusals.
-        Err(Undelivered::OverBudget) => {}
+        // Counted by the budget's refusals, and by the cluster's counters.
+        Err(Undelivered::OverBudget | Undelivered::ClusterUnavailable) => {}
     }
 }
 
@@ -169,6 +175,9 @@ pub(crate) struct PushInFlight {
     target: Target,
     /// Queued and waiting for its acknowledgement, or why it was not.
     queued: Result<(), Undelivered>,
+    /// On its way to the device's node, when the device is on another node of the cluster.
+    #[cfg(feature = "cluster")]
+    remote: Option<super::remote::RemotePush>,
 }
 
 /// Starts `/sse/push`: validates `body`, routes it and queues its frame without waiting.
@@ -182,12 +191,29 @@ pub(crate) fn push_start(
     let env = envelope::parse_envelope(body).map_err(ApiError::from)?;
     let target = target(&env, hub, scratch);
     let cid = correlation_id(&env);
+    #[cfg(feature = "cluster")]
+    if let Some(remote) = super::remote::push_elsewhere(&env, &cid, &target.user, hub) {
+        let (queued, remote) = match remote {
+            Ok(remote) => (Err(Undelivered::NotConnected), Some(remote)),
+            Err(why) => (Err(why), None),
+        };
+        return Ok(PushInFlight {
+            target,
+            queued,
+            remote,
+        });
+    }
     let queued = match (slot.ack(0), frame(&env, &cid, hub, scratch)) {
         (_, Err(e)) => Err(e),
         (Some(ack), Ok(frame)) => enqueue(hub, &target.user, frame, Some(ack)),
         (None, Ok(_)) => Err(Undelivered::NotConnected),
     };
-    Ok(PushInFlight { target, queued })
+    Ok(PushInFlight {
+        target,
+        queued,
+        #[cfg(feature = "cluster")]
+        remote: None,
+    })
 }
 
 /// Finishes `/sse/push`: waits until its frame is on the device's socket (or lost), writes
@@ -200,7 +226,12 @@ pub(crate) async fn push_finish(
     out: &mut Vec<u8>,
     persist: Persist,
 ) -> u16 {
-    let PushInFlight { target, queued } = push;
+    let PushInFlight {
+        target,
+        queued,
+        #[cfg(feature = "cluster")]
+        remote,
+    } = push;
     let outcome = match queued {
         Ok(()) => {
             slot.wait().await;
@@ -211,12 +242,20 @@ pub(crate) async fn push_finish(
         }
         Err(e) => Err(e),
     };
+    #[cfg(feature = "cluster")]
+    let outcome = match remote {
+        Some(remote) => remote.outcome().await,
+        None => outcome,
+    };
     count(hub, outcome);
     let (status, message) = match outcome {
         Ok(()) => ("success", "Message delivered"),
         Err(Undelivered::NotConnected) => ("partial", Undelivered::NotConnected.text()),
         Err(Undelivered::QueueFull) => return ApiError::QueueFull.answer(out, persist),
         Err(Undelivered::OverBudget) => return ApiError::OverBudget.answer(out, persist),
+        Err(Undelivered::ClusterUnavailable) => {
+            return ApiError::ClusterUnavailable.answer(out, persist)
+        }
     };
     let json = &mut scratch.frame;
     json.clear();
@@ -338,6 +377,8 @@ pub(crate) fn batch_start(
     let mut results = Vec::with_capacity(envelopes.len());
     let mut waiting: Vec<(UserId, Waiting)> = Vec::new();
     let mut last_queued: Vec<(UserId, usize)> = Vec::new();
+    #[cfg(feature = "cluster")]
+    let mut elsewhere = super::remote::BatchElsewhere::default();
     for (index, env) in envelopes.iter().enumerate() {
         let target = target(env, hub, scratch);
         results.push(ItemResult {
@@ -347,6 +388,10 @@ pub(crate) fn batch_start(
             outcome: Err(Undelivered::NotConnected),
         });
         let cid = correlation_id(env);
+        #[cfg(feature = "cluster")]
+        if elsewhere.take(index, env, &cid, &target.user, hub) {
+            continue;
+        }
         let (Some(ack), Some(device)) = (slot.ack(index), hub.devices.get(&target.user)) else {
             continue;
         };
@@ -400,6 +445,8 @@ pub(crate) fn batch_start(
         results,
         waiting,
         answer_bytes,
+        #[cfg(feature = "cluster")]
+        remote: elsewhere.start(hub),
     })
 }
 
@@ -411,6 +458,9 @@ pub(crate) struct BatchInFlight {
     waiting: Vec<(UserId, Waiting)>,
     /// What its answer was paid for.
     answer_bytes: usize,
+    /// Its items whose devices are on other nodes of the cluster.
+    #[cfg(feature = "cluster")]
+    remote: super::remote::RemoteBatch,
 }
 
 /// Finishes `/sse/push/batch`: waits until every queued frame is written (or lost), writes
@@ -426,6 +476,8 @@ pub(crate) async fn batch_finish(
         mut results,
         mut waiting,
         answer_bytes,
+        #[cfg(feature = "cluster")]
+        remote,
     } = batch;
     let patience = secs(hub.config.pong_timeout_secs);
     while !waiting.is_empty() {
@@ -443,6 +495,12 @@ pub(crate) async fn batch_finish(
         }
     }
     slot.wait().await;
+    #[cfg(feature = "cluster")]
+    for (index, outcome) in remote.outcomes().await {
+        if let Some(item) = results.get_mut(index) {
+            item.outcome = outcome;
+        }
+    }
 
     let mut json = Vec::with_capacity(64 + results.len() * 64);
     json.extend_from_slice(b"{\"results\":[");

@@ -35,6 +35,9 @@ pub(crate) enum Start {
     },
     /// The request is queued for the device; its answers come on `answers`.
     Open(Open),
+    /// The device is on another node of the cluster: the request is on its way there.
+    #[cfg(feature = "cluster")]
+    Elsewhere(super::remote::Elsewhere),
 }
 
 /// A stream whose request is on its way to the device.
@@ -69,6 +72,13 @@ pub(crate) struct Answers {
     streams: &'static Streams,
 }
 
+impl Answers {
+    /// The answers of the stream just opened for `cid` in `streams`.
+    pub(crate) fn new(rx: StreamRx, cid: CorrelationId, streams: &'static Streams) -> Answers {
+        Answers { rx, cid, streams }
+    }
+}
+
 impl Drop for Answers {
     fn drop(&mut self) {
         self.streams.close(&self.cid, &self.rx);
@@ -89,6 +99,10 @@ pub(crate) fn start(body: &[u8], hub: &Hub, scratch: &mut Scratch) -> Start {
     if let Err(e) = hub.streams.check(&cid) {
         return Start::Refused(open_refusal(e));
     }
+    #[cfg(feature = "cluster")]
+    if let Some(start) = super::remote::send_elsewhere(&env, &cid, &target.user, &event_type, hub) {
+        return start;
+    }
     let Some(device) = hub.devices.get(&target.user) else {
         return Start::Undelivered {
             cid,
@@ -104,11 +118,7 @@ pub(crate) fn start(body: &[u8], hub: &Hub, scratch: &mut Scratch) -> Start {
         .streams
         .open(&cid, &target.user, device.session, stream_limits(hub))
     {
-        Ok(rx) => Answers {
-            rx,
-            cid: cid.clone(),
-            streams: hub.streams,
-        },
+        Ok(rx) => Answers::new(rx, cid.clone(), hub.streams),
         Err(e) => return Start::Refused(open_refusal(e)),
     };
     let item = Outbound {
@@ -170,6 +180,9 @@ listed! {
         TooSlow,
         /// A device's answer did not fit the memory budget.
         OverBudget,
+        /// The device is on another node of the cluster, and the link to it was lost.
+        #[cfg_attr(not(feature = "cluster"), allow(dead_code))]
+        ClusterUnavailable,
     }
 }
 
@@ -182,6 +195,7 @@ impl End {
             End::Shutdown => Some("Server shutting down"),
             End::TooSlow => Some("Upstream too slow"),
             End::OverBudget => Some("Memory budget exhausted"),
+            End::ClusterUnavailable => Some("Cluster unavailable"),
             End::Final | End::UpstreamGone => None,
         }
     }
@@ -197,6 +211,8 @@ impl End {
             End::Shutdown => m.sends_shutdown.inc(),
             End::TooSlow => m.sends_too_slow.inc(),
             End::OverBudget => m.sends_over_budget.inc(),
+            // Counted by the cluster's counters.
+            End::ClusterUnavailable => {}
         }
     }
 }

@@ -28,11 +28,14 @@ pub(crate) enum Use {
     Inbound,
     /// A connection's read buffer grown past its own size (long heads, pipelined requests).
     Head,
+    /// What another node of the cluster sent for a device here (a push's frames, a send's
+    /// request), while it waits for the device's socket.
+    Remote,
 }
 
 impl Use {
     /// Every use, in the order of the refusal counters.
-    pub(crate) const ALL: [Use; 7] = [
+    pub(crate) const ALL: [Use; 8] = [
         Use::Frame,
         Use::Answer,
         Use::Body,
@@ -40,6 +43,7 @@ impl Use {
         Use::Session,
         Use::Inbound,
         Use::Head,
+        Use::Remote,
     ];
 
     /// The label of its refusal counter (`/metrics`, Prometheus `reason`).
@@ -52,6 +56,7 @@ impl Use {
             Use::Session => "session",
             Use::Inbound => "inbound",
             Use::Head => "head",
+            Use::Remote => "remote",
         }
     }
 
@@ -100,6 +105,7 @@ impl Budget {
             used: AtomicUsize::new(0),
             peak: AtomicUsize::new(0),
             refused: [
+                Counter::new(),
                 Counter::new(),
                 Counter::new(),
                 Counter::new(),

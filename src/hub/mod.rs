@@ -6,6 +6,8 @@
 
 pub(crate) mod ack;
 pub(crate) mod budget;
+#[cfg(feature = "cluster")]
+pub(crate) mod cluster;
 pub(crate) mod devices;
 pub(crate) mod ids;
 pub(crate) mod link;
@@ -59,6 +61,9 @@ pub(crate) struct Hub {
     pub open_connections: AtomicUsize,
     /// Outcome of the latest self-check (watchdog and `/health`).
     pub healthy: AtomicBool,
+    /// The other nodes of the cluster, when `cluster_urls` is set.
+    #[cfg(feature = "cluster")]
+    pub cluster: Option<std::sync::Arc<dyn cluster::Remote>>,
 }
 
 impl Hub {
@@ -79,6 +84,8 @@ impl Hub {
             shutdown,
             open_connections: AtomicUsize::new(0),
             healthy: AtomicBool::new(true),
+            #[cfg(feature = "cluster")]
+            cluster: None,
         }
     }
 

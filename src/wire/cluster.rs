@@ -448,34 +448,50 @@ pub fn holder_yields(newest_wins: bool, holder: &Claim, claimer: &Claim) -> bool
     claimer_is_newer == newest_wins
 }
 
-/// A heartbeat: a node saying it is there (`alive`) or leaving on a clean stop.
+/// What a heartbeat says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Beat {
+    /// The node is there (every few seconds).
+    Alive,
+    /// The node just connected: the others answer with `Alive` at once.
+    Hello,
+    /// The node is stopping: the others forget it at once.
+    Bye,
+}
+
+/// A node's heartbeat.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Heartbeat<'a> {
     /// The node's name.
     pub node: &'a str,
-    /// False on a clean stop: peers forget the node at once.
-    pub alive: bool,
+    /// What it says.
+    pub beat: Beat,
 }
 
 /// Appends a heartbeat.
-pub fn encode_heartbeat(beat: Heartbeat<'_>, out: &mut Vec<u8>) {
-    out.push(if beat.alive { b'h' } else { b'b' });
-    out.extend_from_slice(beat.node.as_bytes());
+pub fn encode_heartbeat(heartbeat: Heartbeat<'_>, out: &mut Vec<u8>) {
+    out.push(match heartbeat.beat {
+        Beat::Alive => b'h',
+        Beat::Hello => b'n',
+        Beat::Bye => b'b',
+    });
+    out.extend_from_slice(heartbeat.node.as_bytes());
 }
 
 /// Reads a heartbeat.
 pub fn decode_heartbeat(payload: &[u8]) -> Result<Heartbeat<'_>, Malformed> {
     let (&tag, rest) = payload.split_first().ok_or(Malformed)?;
-    let alive = match tag {
-        b'h' => true,
-        b'b' => false,
+    let beat = match tag {
+        b'h' => Beat::Alive,
+        b'n' => Beat::Hello,
+        b'b' => Beat::Bye,
         _ => return Err(Malformed),
     };
     let node = std::str::from_utf8(rest).map_err(|_| Malformed)?;
     if !is_valid_node_name(node) {
         return Err(Malformed);
     }
-    Ok(Heartbeat { node, alive })
+    Ok(Heartbeat { node, beat })
 }
 
 #[cfg(test)]
@@ -726,19 +742,11 @@ mod tests {
 
     #[test]
     fn heartbeats_round_trip_and_node_names_are_checked() {
-        for beat in [
-            Heartbeat {
-                node: "gw-1",
-                alive: true,
-            },
-            Heartbeat {
-                node: "gw-1",
-                alive: false,
-            },
-        ] {
+        for beat in [Beat::Alive, Beat::Hello, Beat::Bye] {
+            let heartbeat = Heartbeat { node: "gw-1", beat };
             let mut out = Vec::new();
-            encode_heartbeat(beat, &mut out);
-            assert_eq!(decode_heartbeat(&out), Ok(beat));
+            encode_heartbeat(heartbeat, &mut out);
+            assert_eq!(decode_heartbeat(&out), Ok(heartbeat));
         }
         assert_eq!(decode_heartbeat(b"h"), Err(Malformed));
         assert_eq!(decode_heartbeat(b"hgw 1"), Err(Malformed));
