@@ -11,7 +11,7 @@ use bytes::Bytes;
 
 use super::budget::Budget;
 use super::link::DeviceLink;
-use super::metrics::Counter;
+use super::metrics::{Counter, Gauge};
 use super::streams::StreamTx;
 use super::Streams;
 use crate::wire::cluster::{Delivery, SendRefusal};
@@ -137,6 +137,8 @@ pub(crate) trait Remote: std::any::Any + Send + Sync {
 
 /// The cluster's counters.
 pub(crate) struct Counters {
+    /// Local devices present in the cluster: subscribed, their claim settled.
+    pub present: Gauge,
     /// Push requests sent to other nodes (one per device and chunk).
     pub pushes: Counter,
     /// Send requests sent to other nodes.
@@ -165,6 +167,7 @@ pub(crate) struct Counters {
 
 /// The process's cluster counters.
 pub(crate) static COUNTERS: Counters = Counters {
+    present: Gauge::new(),
     pushes: Counter::new(),
     sends: Counter::new(),
     claims: Counter::new(),
@@ -240,10 +243,11 @@ fn write_json_group(out: &mut Vec<u8>, name: &str, group: &[(&'static str, &Coun
 pub(crate) fn write_json(out: &mut Vec<u8>, status: &Status, c: &Counters) {
     let _ = write!(
         out,
-        ",\"cluster\":{{\"node\":\"{}\",\"state\":\"{}\",\"peers\":{}",
+        ",\"cluster\":{{\"node\":\"{}\",\"state\":\"{}\",\"peers\":{},\"present\":{}",
         status.node,
         status.state.word(),
-        status.peers
+        status.peers,
+        c.present.get()
     );
     write_json_group(out, "requests", &c.requests());
     write_json_group(out, "served", &c.served());
@@ -268,6 +272,11 @@ pub(crate) fn write_prometheus(out: &mut Vec<u8>, status: &Status, c: &Counters)
         out,
         "# HELP wssed_cluster_peers Other nodes heard from lately.\n# TYPE wssed_cluster_peers gauge\nwssed_cluster_peers {}",
         status.peers
+    );
+    let _ = writeln!(
+        out,
+        "# HELP wssed_cluster_present Local devices present in the cluster (subscribed, claim settled).\n# TYPE wssed_cluster_present gauge\nwssed_cluster_present {}",
+        c.present.get()
     );
     let families: [(&str, &str, &str, &[(&'static str, &Counter)]); 6] = [
         (
@@ -340,6 +349,7 @@ mod tests {
         assert_eq!(v["cluster"]["state"], "up");
         assert_eq!(v["cluster"]["peers"], 2);
         let c = Counters {
+            present: Gauge::new(),
             pushes: Counter::new(),
             sends: Counter::new(),
             claims: Counter::new(),

@@ -121,6 +121,8 @@ async fn present(
     _charge: Charge,
 ) {
     let mut settled = Some(settled);
+    // Counted present from the settled claim to the end of the subscription.
+    let mut present = None;
     let subscribed = tokio::select! {
         r = cluster.client.subscribe(presence_subject(&user)) => r,
         () = link.gone() => return,
@@ -149,6 +151,9 @@ async fn present(
         me.established = true;
         settled.take().map(|s| s.send(()));
     }
+    if me.established {
+        present = Some(COUNTERS.present.enter());
+    }
     loop {
         tokio::select! {
             // Requests before the claim's answer: what a peer sent first is handled first.
@@ -160,6 +165,9 @@ async fn present(
             Some(claimed) = OptionFuture::from(claim.as_mut()), if claim.is_some() => {
                 claim = None;
                 on_claimed(&hub, &user, &link, &mut me, &mut settled, claimed);
+                if present.is_none() {
+                    present = Some(COUNTERS.present.enter());
+                }
             }
             changed = generation.changed() => {
                 if changed.is_err() {
