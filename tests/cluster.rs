@@ -19,3 +19,6 @@ mod harness;
 
 #[path = "cluster/across.rs"]
 mod across;
+
+#[path = "cluster/soak.rs"]
+mod soak;

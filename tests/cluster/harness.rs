@@ -184,10 +184,14 @@ impl Drop for Nats {
 
 /// Starts a node named `name` joined to `nats`, with `args` after the cluster's.
 pub(crate) fn node(nats: &Nats, name: &str, args: &[&str]) -> Daemon {
-    let url = nats.url();
+    node_at(&nats.url(), name, args)
+}
+
+/// Starts a node named `name` joined to the server at `url`.
+pub(crate) fn node_at(url: &str, name: &str, args: &[&str]) -> Daemon {
     let mut all = vec![
         "--cluster-urls",
-        url.as_str(),
+        url,
         "--node-name",
         name,
         "--cluster-timeout-secs",
