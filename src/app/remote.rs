@@ -572,10 +572,11 @@ impl ServePush {
         false
     }
 
-    /// Waits until every queued frame is written (or lost): the reply, one outcome per frame.
-    pub(crate) async fn finish(mut self) -> Bytes {
+    /// Waits until every queued frame is written (or lost): the reply, one outcome per
+    /// frame, and whether every frame was delivered.
+    pub(crate) async fn finish(mut self) -> (Bytes, bool) {
         if self.malformed {
-            return Bytes::new();
+            return (Bytes::new(), false);
         }
         while self.advance() {
             if timeout(self.patience, self.slot.progressed())
@@ -597,7 +598,8 @@ impl ServePush {
                 };
             }
         }
-        Bytes::from(cluster::encode_deliveries(&self.outcomes))
+        let all = self.outcomes.iter().all(|d| *d == Delivery::Delivered);
+        (Bytes::from(cluster::encode_deliveries(&self.outcomes)), all)
     }
 }
 

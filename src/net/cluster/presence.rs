@@ -37,6 +37,9 @@ use crate::wire::envelope::UserId;
 pub(crate) const PRESENCE_BYTES: usize = 8 * 1024;
 /// Beyond `cluster_timeout_secs`, how long a new session waits for its claim to settle.
 const SETTLE_SLACK: Duration = Duration::from_secs(1);
+/// Pushes and sends held while a new session's claim is in flight (a round trip to NATS);
+/// more are dropped unanswered, and their senders time out with 503.
+const HELD_WHILE_CLAIMING: usize = 64;
 
 /// A device's presence; dropping it ends it (the session's end does too).
 pub(crate) struct Presence(JoinHandle<()>);
@@ -154,19 +157,33 @@ async fn present(
     if me.established {
         present = Some(COUNTERS.present.enter());
     }
+    // Pushes and sends that came while the claim was in flight: a session answers for its
+    // user id only once it holds it, so the one that loses never answers at all.
+    let mut held: Vec<Message> = Vec::new();
     loop {
         tokio::select! {
             // Requests before the claim's answer: what a peer sent first is handled first.
             biased;
             msg = sub.next() => {
                 let Some(msg) = msg else { break };
-                serve(&cluster, &hub, &user, &link, &me, msg);
+                let claims = msg.subject.ends_with(Op::Claim.token());
+                if me.established || claims {
+                    serve(&cluster, &hub, &user, &link, &me, msg);
+                } else if held.len() < HELD_WHILE_CLAIMING {
+                    held.push(msg);
+                }
             }
             Some(claimed) = OptionFuture::from(claim.as_mut()), if claim.is_some() => {
                 claim = None;
                 on_claimed(&hub, &user, &link, &mut me, &mut settled, claimed);
                 if present.is_none() {
                     present = Some(COUNTERS.present.enter());
+                }
+                let held = std::mem::take(&mut held);
+                if !link.is_kicked() {
+                    for msg in held {
+                        serve(&cluster, &hub, &user, &link, &me, msg);
+                    }
                 }
             }
             changed = generation.changed() => {
@@ -239,8 +256,15 @@ fn serve(
             let serving = remote::serve_push(hub, link, &msg.payload);
             let Some(reply) = msg.reply else { return };
             let client = cluster.client.clone();
+            let link = Arc::clone(link);
             tokio::spawn(async move {
-                let answer = serving.finish().await;
+                let (answer, all_delivered) = serving.finish().await;
+                // A session that lost its user id to another one (here or on another node)
+                // leaves the answer to the winner, which got the same request: frames it
+                // could not write are no `partial` while the winner writes them.
+                if link.is_kicked() && !all_delivered {
+                    return;
+                }
                 if let Err(e) = client.publish(reply, answer).await {
                     log::debug!("cluster: push reply not sent: {e}");
                 }
@@ -348,7 +372,10 @@ async fn forward(
                 }
             },
             () = link.gone() => {
-                send(stream_msg(StreamMsg::Gone)).await;
+                // A session that lost its user id leaves the stream to the winner.
+                if !link.is_kicked() {
+                    send(stream_msg(StreamMsg::Gone)).await;
+                }
                 break;
             }
             () = sleep_until(deadline) => break,
