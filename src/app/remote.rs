@@ -136,6 +136,9 @@ pub(crate) fn push_elsewhere(
     }))
 }
 
+/// Batch items and their outcomes, by index.
+type Outcomes = Vec<(usize, Result<(), Undelivered>)>;
+
 /// One request's worth of a batch's items for one device on another node.
 struct Chunk {
     user: UserId,
@@ -152,7 +155,7 @@ struct Chunk {
 pub(crate) struct BatchElsewhere {
     chunks: Vec<Chunk>,
     /// Items answered without a request.
-    settled: Vec<(usize, Result<(), Undelivered>)>,
+    settled: Outcomes,
 }
 
 impl BatchElsewhere {
@@ -256,10 +259,7 @@ impl BatchElsewhere {
 }
 
 /// Sends one device's chunks in order; the outcome of each item.
-async fn push_chunks(
-    cluster: Arc<dyn Remote>,
-    chunks: Vec<Chunk>,
-) -> Vec<(usize, Result<(), Undelivered>)> {
+async fn push_chunks(cluster: Arc<dyn Remote>, chunks: Vec<Chunk>) -> Outcomes {
     let mut out = Vec::new();
     for chunk in chunks {
         let Chunk {
@@ -305,15 +305,15 @@ async fn push_chunks(
 
 /// The requests of a batch's items on other nodes, on their way.
 pub(crate) struct RemoteBatch {
-    task: Option<JoinHandle<Vec<(usize, Result<(), Undelivered>)>>>,
+    task: Option<JoinHandle<Outcomes>>,
     /// The items the task answers for.
     indices: Vec<usize>,
-    settled: Vec<(usize, Result<(), Undelivered>)>,
+    settled: Outcomes,
 }
 
 impl RemoteBatch {
     /// Waits for the other nodes: each remote item's index and outcome.
-    pub(crate) async fn outcomes(self) -> Vec<(usize, Result<(), Undelivered>)> {
+    pub(crate) async fn outcomes(self) -> Outcomes {
         let RemoteBatch {
             task,
             indices,

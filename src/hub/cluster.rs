@@ -261,6 +261,14 @@ pub(crate) fn write_json(out: &mut Vec<u8>, status: &Status, c: &Counters) {
     );
 }
 
+/// A counter family: name, help, label name, and (label value, counter) series.
+type Family<'c> = (
+    &'static str,
+    &'static str,
+    &'static str,
+    &'c [(&'static str, &'c Counter)],
+);
+
 /// Appends the cluster's gauges and counters in Prometheus text.
 pub(crate) fn write_prometheus(out: &mut Vec<u8>, status: &Status, c: &Counters) {
     let _ = writeln!(
@@ -278,7 +286,7 @@ pub(crate) fn write_prometheus(out: &mut Vec<u8>, status: &Status, c: &Counters)
         "# HELP wssed_cluster_present Local devices present in the cluster (subscribed, claim settled).\n# TYPE wssed_cluster_present gauge\nwssed_cluster_present {}",
         c.present.get()
     );
-    let families: [(&str, &str, &str, &[(&'static str, &Counter)]); 6] = [
+    let families: [Family<'_>; 6] = [
         (
             "wssed_cluster_requests_total",
             "Requests sent to other nodes, by what they asked.",
