@@ -211,7 +211,7 @@ impl End {
             End::Shutdown => m.sends_shutdown.inc(),
             End::TooSlow => m.sends_too_slow.inc(),
             End::OverBudget => m.sends_over_budget.inc(),
-            // Counted by the cluster's counters.
+            // Counted by the cluster's counters (`unavailable`), where the link is watched.
             End::ClusterUnavailable => {}
         }
     }

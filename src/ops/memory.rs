@@ -27,6 +27,11 @@ pub const CONNECTION_BYTES: u64 = 16 * 1024;
 /// inbound message: the task, tungstenite's state and 512-byte read buffer, the queue's link and
 /// table entry (measured about 4.4 KiB idle, docs/memory.md).
 pub const SESSION_BYTES: usize = 8 * 1024;
+/// What a device's presence in a cluster is charged besides its session (docs/protocol.md
+/// §18.2): the NATS client's subscription, whose message channel allocates its first block of
+/// 32 messages of 184 bytes up front, the subscription's entry in the client, its subject and
+/// the presence's task (measured about 9.5 KiB per idle device on x86_64, BENCHMARKS.md).
+pub const PRESENCE_BYTES: usize = 12 * 1024;
 /// The heap's slack over what the budget holds, in percent: the allocator's size classes and
 /// the pages it keeps after a burst (docs/memory.md measured 25–45 %).
 pub const HEAP_SLACK_PERCENT: u64 = 50;

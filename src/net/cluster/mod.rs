@@ -227,7 +227,19 @@ impl Cluster {
             (peers.state(now), peers.live(now))
         };
         self.live_peers.store(live, Ordering::Relaxed);
+        // A request that sees the state up must not see the watch it races still down: going
+        // up, the watch changes first; going down, the state does.
+        let set_watch = |up: bool| {
+            self.up
+                .send_if_modified(|now| std::mem::replace(now, up) != up);
+        };
+        if state == UP {
+            set_watch(true);
+        }
         let before = self.state.swap(state, Ordering::AcqRel);
+        if state != UP {
+            set_watch(false);
+        }
         if before != state {
             match state {
                 UP => log::info!("cluster: up ({live} peers)"),
@@ -239,10 +251,6 @@ impl Cluster {
                 ),
             }
         }
-        self.up.send_if_modified(|up| {
-            let now_up = state == UP;
-            std::mem::replace(up, now_up) != now_up
-        });
     }
 
     async fn heartbeat(&self, beat: Beat) {
@@ -457,6 +465,7 @@ async fn relay_answers(
             }
             () = tx.closed() => break true,
             () = Cluster::down(&mut up) => {
+                COUNTERS.unreachable(Unreachable::Down);
                 if !tx.unreachable() {
                     streams.overflowed(&cid, &tx, Overflow::TooSlow);
                 }

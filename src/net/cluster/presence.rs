@@ -24,6 +24,7 @@ use crate::hub::devices::Registration;
 use crate::hub::link::DeviceLink;
 use crate::hub::streams::StreamEvent;
 use crate::hub::Hub;
+use crate::ops::memory::PRESENCE_BYTES;
 use crate::wire::close::Close;
 use crate::wire::cluster::{
     decode_claim, decode_send, device_subject, encode_claim, encode_stream, parse_device_subject,
@@ -31,10 +32,6 @@ use crate::wire::cluster::{
 };
 use crate::wire::envelope::UserId;
 
-/// What a device's presence is charged, with its session: the client's subscription (the
-/// first block of its message channel, 32 slots of about 200 bytes on 64-bit targets), its
-/// subject and the presence's task (docs/memory.md has the measurement).
-pub(crate) const PRESENCE_BYTES: usize = 8 * 1024;
 /// Beyond `cluster_timeout_secs`, how long a new session waits for its claim to settle.
 const SETTLE_SLACK: Duration = Duration::from_secs(1);
 /// Pushes and sends held while a new session's claim is in flight (a round trip to NATS);
@@ -90,7 +87,12 @@ pub(crate) async fn arrive(hub: &Arc<Hub>, user: &UserId, reg: &Registration) ->
         settled_tx,
         charge,
     ));
-    let _ = timeout(within, settled_rx).await;
+    let mut shutdown = hub.shutdown.clone();
+    tokio::select! {
+        _ = timeout(within, settled_rx) => {}
+        // The session closes with 1001 right away; its presence ends with it.
+        () = crate::hub::stopping(&mut shutdown) => {}
+    }
     Some(Presence(task))
 }
 
