@@ -1,5 +1,5 @@
 //! Pushes, batches and sends for a device on another node of the cluster, and what the
-//! device's node does with them (docs/protocol.md §18). The rules are the local ones: a push
+//! device's node does with them (docs/protocol.md §20). The rules are the local ones: a push
 //! is `success` once its frame is on the device's socket, `partial` when no node has the
 //! device; what is new is `503 cluster_unavailable` when the other nodes cannot be asked,
 //! which is never guessed into a `partial`.

@@ -1,5 +1,5 @@
 //! The cluster as the rest of the daemon sees it (README "Scaling past one gateway",
-//! docs/protocol.md §18): the requests `app` makes of other nodes, as a trait the `net` layer
+//! docs/protocol.md §20): the requests `app` makes of other nodes, as a trait the `net` layer
 //! implements over NATS, and the cluster's counters. No I/O here.
 
 use std::future::Future;

@@ -1,4 +1,4 @@
-//! Nothing lost across nodes (docs/protocol.md §18.3): numbered pushes to devices spread over
+//! Nothing lost across nodes (docs/protocol.md §20.3): numbered pushes to devices spread over
 //! three nodes, sent through any node, while a node is killed and started again, the engine
 //! is killed and started again, and another node is stopped and started again. Devices whose
 //! node goes away connect again to another one. Every push answered `success` must reach
