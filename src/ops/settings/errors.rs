@@ -119,6 +119,13 @@ pub enum ErrorKind {
     },
     /// An `api_token` with bytes a header value cannot carry verbatim.
     BadTokenChar,
+    /// A directory path the daemon cannot use as given.
+    BadPath {
+        /// The path.
+        got: String,
+        /// What is wrong with it.
+        why: &'static str,
+    },
 }
 
 impl ConfigError {
@@ -232,6 +239,7 @@ impl fmt::Display for ErrorKind {
                 f,
                 "must be visible ASCII without spaces (it travels in an Authorization header)"
             ),
+            ErrorKind::BadPath { got, why } => write!(f, "`{got}` {why}"),
         }
     }
 }

@@ -114,7 +114,8 @@ max_pending_sends = 7\nsend_timeout_secs = 8\nkeepalive_secs = 9\nping_interval_
 pong_timeout_secs = 11\nheader_timeout_secs = 12\nbody_timeout_secs = 15\n\
 idle_timeout_secs = 13\nwrite_timeout_secs = 16\nshutdown_timeout_secs = 14\non_duplicate = \"replace\"\napi_token = \"tok\"\n\
 ws_secret = \"sec\"\nallowed_origins = [\"https://a.example\"]\nlog_level = \"debug\"\n\
-worker_threads = 3\nqueue_bytes = 17\nstream_buffer_bytes = 18\nmemory_budget_bytes = 19\n",
+worker_threads = 3\nqueue_bytes = 17\nstream_buffer_bytes = 18\nmemory_budget_bytes = 19\n\
+mailbox_messages = 20\nmailbox_bytes = 21\nmailbox_ttl_secs = 22\nstate_dir = \"/var/lib/w s\"\n",
     );
     let from_file = run(&["--config", file.path()]);
     let from_flags = run(&[
@@ -144,6 +145,10 @@ worker_threads = 3\nqueue_bytes = 17\nstream_buffer_bytes = 18\nmemory_budget_by
         "--queue-bytes=17",
         "--stream-buffer-bytes=18",
         "--memory-budget-bytes=19",
+        "--mailbox-messages=20",
+        "--mailbox-bytes=21",
+        "--mailbox-ttl-secs=22",
+        "--state-dir=/var/lib/w s",
     ]);
     let expected = Config {
         listen: "127.0.0.1:1".parse().unwrap(),
@@ -172,9 +177,37 @@ worker_threads = 3\nqueue_bytes = 17\nstream_buffer_bytes = 18\nmemory_budget_by
         queue_bytes: 17,
         stream_buffer_bytes: 18,
         memory_budget_bytes: Some(19),
+        mailbox_messages: 20,
+        mailbox_bytes: 21,
+        mailbox_ttl_secs: 22,
+        state_dir: Some("/var/lib/w s".into()),
     };
     assert_eq!(from_file, expected);
     assert_eq!(from_flags, expected);
+}
+
+#[test]
+fn the_mailbox_is_off_by_default_zero_turns_it_off_and_state_dir_is_absolute() {
+    let c = Config::default();
+    assert_eq!((c.mailbox_messages, c.state_dir.as_deref()), (0, None));
+    assert_eq!(run(&["--mailbox-messages", "0"]).mailbox_messages, 0);
+    assert_eq!(
+        run(&["--mailbox-messages", "65536"]).mailbox_messages,
+        65_536
+    );
+    let e = fail(&["--mailbox-messages", "65537"]);
+    assert_eq!(e.key(), Some("mailbox_messages"));
+    assert!(e.to_string().contains("from 0 to 65536"), "{e}");
+    assert_eq!(fail(&["--mailbox-bytes", "0"]).key(), Some("mailbox_bytes"));
+    let e = fail(&["--state-dir", "var/lib/wssed"]);
+    assert_eq!(e.key(), Some("state_dir"));
+    assert!(e.to_string().contains("is not an absolute path"), "{e}");
+    let c = run(&["--state-dir", "/var/lib/wssed", "--mailbox-messages", "8"]);
+    assert!(
+        c.to_toml().contains("\nstate_dir = \"/var/lib/wssed\"\n"),
+        "{}",
+        c.to_toml()
+    );
 }
 
 #[test]
@@ -221,7 +254,7 @@ fn equals_form_takes_the_rest_of_the_word() {
 
 #[test]
 fn a_bad_flag_value_names_its_key() {
-    let cases: [(&str, &str); 26] = [
+    let cases: [(&str, &str); 30] = [
         ("listen", "localhost:8080"),
         ("public_accounts", "ok,not-ok"),
         ("max_connections", "0"),
@@ -245,6 +278,10 @@ fn a_bad_flag_value_names_its_key() {
             "shutdown_timeout_secs",
             "99999999999999999999999999999999999999999",
         ),
+        ("mailbox_messages", "-1"),
+        ("mailbox_bytes", "0"),
+        ("mailbox_ttl_secs", "86401"),
+        ("state_dir", "relative/dir"),
         ("on_duplicate", "keep"),
         ("api_token", ""),
         ("ws_secret", ""),
@@ -569,7 +606,8 @@ fn numeric_bounds_follow_compile_time_capacities() {
 fn every_number_has_a_floor_of_one_and_a_ceiling() {
     let mut numbers = 0;
     for entry in Config::default().entries() {
-        if entry.metavar != "N" {
+        // 0 turns the mailbox off (the_mailbox_is_off_by_default_...).
+        if entry.metavar != "N" || entry.name == "mailbox_messages" {
             continue;
         }
         numbers += 1;
@@ -592,7 +630,7 @@ fn every_number_has_a_floor_of_one_and_a_ceiling() {
             );
         }
     }
-    assert_eq!(numbers, 19, "counts, sizes and durations");
+    assert_eq!(numbers, 21, "counts, sizes and durations");
 }
 
 #[test]
