@@ -44,7 +44,16 @@ pub(crate) fn metrics(
     scratch.clear();
     let (devices, streams, uptime) = (hub.devices.len(), hub.streams.len(), hub.uptime_secs());
     if prometheus {
-        metrics::write_prometheus(scratch, hub.metrics, hub.budget, devices, streams, uptime);
+        let mailbox = hub.mailbox.stats();
+        metrics::write_prometheus(
+            scratch,
+            hub.metrics,
+            hub.budget,
+            &mailbox,
+            devices,
+            streams,
+            uptime,
+        );
         response::write_head(
             out,
             200,
@@ -57,7 +66,16 @@ pub(crate) fn metrics(
             out.extend_from_slice(scratch);
         }
     } else {
-        metrics::write_json(scratch, hub.metrics, hub.budget, devices, streams, uptime);
+        let mailbox = hub.mailbox.stats();
+        metrics::write_json(
+            scratch,
+            hub.metrics,
+            hub.budget,
+            &mailbox,
+            devices,
+            streams,
+            uptime,
+        );
         response::write_json(out, 200, scratch, persist, &[], head_only);
     }
     200

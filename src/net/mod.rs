@@ -7,5 +7,6 @@ pub(crate) mod conn;
 pub(crate) mod io;
 pub mod listener;
 pub(crate) mod session;
+pub mod state;
 pub(crate) mod stream;
 pub(crate) mod watched;

@@ -18,9 +18,9 @@ use tokio_tungstenite::WebSocketStream;
 use super::watched::{FramingViolation, InboundOverBudget, Watched};
 use crate::hub::budget::Use;
 use crate::hub::devices::RegisterError;
-use crate::hub::link::{DeviceLink, Outbound};
+use crate::hub::link::{DeviceLink, Outbound, Source};
 use crate::hub::streams::Overflow;
-use crate::hub::{self, Devices, Hub};
+use crate::hub::{self, Hub};
 use crate::ops::settings::{secs, Config};
 use crate::wire::close::Close;
 use crate::wire::envelope::{classify_device_message, DeviceMessage, UserId};
@@ -93,10 +93,7 @@ pub(crate) async fn run(stream: TcpStream, leftover: Vec<u8>, upgrade: Upgrade, 
         close(&mut ws, Close::OverBudget).await;
         return;
     };
-    let registration = hub
-        .devices
-        .register(&user, hub.replace_duplicates(), hub.queue_limits());
-    let reg = match registration {
+    let reg = match hub.register(&user) {
         Ok(reg) => reg,
         Err(RegisterError::Duplicate) => {
             hub.metrics.devices_refused_duplicate.inc();
@@ -115,9 +112,10 @@ pub(crate) async fn run(stream: TcpStream, leftover: Vec<u8>, upgrade: Upgrade, 
     log::info!("device {user}: connected (session {})", reg.session);
     let session = reg.session;
     let mut guard = Registered {
-        devices: hub.devices,
+        hub: Arc::clone(&hub),
         user: user.clone(),
         session,
+        link: Arc::clone(&reg.link),
         active: true,
     };
 
@@ -339,14 +337,24 @@ async fn write_frames(
     shutdown: &mut watch::Receiver<bool>,
 ) -> Result<(), WriteFailed> {
     for item in batch.drain(..) {
-        let Outbound { frame, ack, charge } = item;
+        let Outbound {
+            frame,
+            ack,
+            charge,
+            source,
+        } = item;
         let len = frame.len();
         // With no write buffer (WS_WRITE_BUFFER_BYTES) each frame goes to the socket as it
         // is fed, so the flush inside `send` costs no extra system call. The charge is held
         // until then: a frame waiting for a stalled socket sits in tungstenite's buffer.
         bounded(ws.send(Message::Text(frame)), deadline, shutdown).await?;
         drop(charge);
-        link.written(len);
+        match source {
+            Source::Push | Source::Send => link.written(len),
+            // The mailbox's frames do not count against the queue's bytes.
+            Source::Kept { .. } => hub.mailbox.delivered(),
+            Source::Gap { .. } => {}
+        }
         hub.metrics.frames_out.inc();
         hub.metrics.bytes_out.add(len as u64);
         if let Some(ack) = ack {
@@ -370,11 +378,13 @@ async fn close(ws: &mut Ws, why: Close) {
     .await;
 }
 
-/// Keeps the table entry tied to the session: removed on `release` or however the task ends.
+/// Keeps the table entry tied to the session: removed on `release` or however the task ends
+/// (with the mailbox on, the frames not written yet are kept for the device's return).
 struct Registered {
-    devices: &'static Devices,
+    hub: Arc<Hub>,
     user: UserId,
     session: u64,
+    link: Arc<DeviceLink>,
     active: bool,
 }
 
@@ -382,7 +392,7 @@ impl Registered {
     fn release(&mut self) {
         if self.active {
             self.active = false;
-            self.devices.unregister(&self.user, self.session);
+            self.hub.leave(&self.user, self.session, &self.link);
         }
     }
 }
