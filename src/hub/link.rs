@@ -185,6 +185,22 @@ impl DeviceLink {
         self.wake.notify_one();
     }
 
+    /// Puts frames the session took and did not write back in front of the queue, in their
+    /// order, so that ending the link hands them over with the rest. Their bytes still count
+    /// as waiting: they were never `written`.
+    pub(crate) fn put_back(&self, taken: Vec<Outbound>) {
+        let mut frames = self.lock();
+        let mut queue: VecDeque<Outbound> = taken.into();
+        queue.append(&mut frames.queue);
+        frames.queue = queue;
+        let in_front = frames
+            .queue
+            .iter()
+            .take_while(|o| o.source.is_backlog())
+            .count();
+        frames.backlog = u32::try_from(in_front).unwrap_or(u32::MAX);
+    }
+
     /// The session wrote a frame of `len` bytes (taken with `take`) to the socket.
     pub(crate) fn written(&self, len: usize) {
         self.pending_bytes.fetch_sub(len, Ordering::AcqRel);

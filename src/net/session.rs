@@ -197,6 +197,16 @@ pub(crate) async fn run(stream: TcpStream, leftover: Vec<u8>, upgrade: Upgrade, 
         }
     };
 
+    // Frames taken but not written when a write failed: with the mailbox on they go back to
+    // the queue, which hands them to the mailbox as the session leaves; otherwise they are lost
+    // now, as before.
+    if !batch.is_empty() {
+        if hub.mailbox.is_on() {
+            reg.link.put_back(std::mem::take(&mut batch));
+        } else {
+            batch.clear();
+        }
+    }
     // Leave the table before the close handshake completes, so `/health` already counts the
     // device out when the device sees its close answered (docs/protocol.md §8.9).
     guard.release();
@@ -326,8 +336,9 @@ async fn bounded(
 
 /// Writes the frames one by one and acknowledges each as delivered once it is on the
 /// socket, so every frame's answer follows what happened to that frame. Frames move into the
-/// messages (a `Bytes` clone would cost an allocation per frame). The frames not written when
-/// a write fails are dropped with their acks, which reports them as not delivered.
+/// messages (a `Bytes` clone would cost an allocation per frame). When a write fails, the frame
+/// being written is dropped with its ack (not delivered: it may have reached the device in
+/// part or whole), and the frames behind it stay in `batch`, never written.
 async fn write_frames(
     hub: &Hub,
     ws: &mut Ws,
@@ -336,7 +347,8 @@ async fn write_frames(
     deadline: Instant,
     shutdown: &mut watch::Receiver<bool>,
 ) -> Result<(), WriteFailed> {
-    for item in batch.drain(..) {
+    let mut items = batch.drain(..);
+    while let Some(item) = items.next() {
         let Outbound {
             frame,
             ack,
@@ -347,7 +359,11 @@ async fn write_frames(
         // With no write buffer (WS_WRITE_BUFFER_BYTES) each frame goes to the socket as it
         // is fed, so the flush inside `send` costs no extra system call. The charge is held
         // until then: a frame waiting for a stalled socket sits in tungstenite's buffer.
-        bounded(ws.send(Message::Text(frame)), deadline, shutdown).await?;
+        if let Err(e) = bounded(ws.send(Message::Text(frame)), deadline, shutdown).await {
+            let unwritten: Vec<Outbound> = items.collect();
+            batch.extend(unwritten);
+            return Err(e);
+        }
         drop(charge);
         match source {
             Source::Push | Source::Send => link.written(len),
