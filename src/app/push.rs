@@ -173,11 +173,10 @@ fn mailbox_note(hub: &Hub, outcome: Outcome) -> Option<Result<(), NotKept>> {
 }
 
 /// Appends `,"queued":true` or `,"queued":false,"reason":"WHY"`.
-fn write_note(json: &mut Vec<u8>, note: Option<Result<(), NotKept>>) {
+fn write_note(json: &mut Vec<u8>, note: Result<(), NotKept>) {
     match note {
-        None => {}
-        Some(Ok(())) => json.extend_from_slice(b",\"queued\":true"),
-        Some(Err(why)) => {
+        Ok(()) => json.extend_from_slice(b",\"queued\":true"),
+        Err(why) => {
             json.extend_from_slice(b",\"queued\":false,\"reason\":");
             json::write_string(json, why.code());
         }
@@ -294,7 +293,9 @@ pub(crate) async fn push_finish(
         json.extend_from_slice(b",\"routed_to\":");
         json::write_string(json, &target.user);
     }
-    write_note(json, note);
+    if let Some(note) = note {
+        write_note(json, note);
+    }
     json.push(b'}');
     response::write_json(out, 200, json, persist, &[], false);
     200
@@ -591,7 +592,9 @@ pub(crate) async fn batch_finish(
             json.extend_from_slice(b",\"routed_to\":");
             json::write_string(&mut json, routed);
         }
-        write_note(&mut json, item.note);
+        if let Some(note) = item.note {
+            write_note(&mut json, note);
+        }
         json.push(b'}');
     }
     json.extend_from_slice(b"]}");

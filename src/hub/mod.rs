@@ -161,12 +161,14 @@ impl Hub {
 
     /// Queues `item` for `user`'s session (`device`, when the caller looked it up already),
     /// or, with the mailbox on and no session, keeps it. Never waits.
+    #[inline]
     pub(crate) fn deliver(
         &self,
         user: &UserId,
         device: Option<DeviceHandle>,
         item: Outbound,
     ) -> Routed {
+        // The live path, inlined where pushes are made: the mailbox costs it nothing.
         let item = match device.or_else(|| self.devices.get(user)) {
             Some(device) => match device.link.try_push(item) {
                 Ok(()) => return Routed::Queued,
@@ -175,6 +177,12 @@ impl Hub {
             },
             None => item,
         };
+        self.deliver_away(user, item)
+    }
+
+    /// `deliver` for a device found away (or gone since it was looked up).
+    #[inline(never)]
+    fn deliver_away(&self, user: &UserId, item: Outbound) -> Routed {
         if self.mailbox.is_on() {
             // Decided again under the mailbox's lock: the device may be registering.
             self.mailbox
