@@ -161,7 +161,9 @@ impl Hub {
 
     /// Queues `item` for `user`'s session (`device`, when the caller looked it up already),
     /// or, with the mailbox on and no session, keeps it. Never waits.
-    #[inline]
+    // Always inlined: as a call of its own it cost the live push path some 15 instructions
+    // (scripts/profile-push.sh, BENCHMARKS.md "The offline mailbox").
+    #[inline(always)]
     pub(crate) fn deliver(
         &self,
         user: &UserId,
