@@ -139,6 +139,8 @@ pub(crate) fn frame(
 /// Queues a push's `frame` for `user` without waiting (`device`: its session, when the caller
 /// looked it up already). With the mailbox on, a frame for a device that is away is kept or
 /// refused there, and `ack` says which: Ok either way.
+// Always inlined, like `Hub::deliver`: a call here costs every live push.
+#[inline(always)]
 fn deliver(
     hub: &Hub,
     user: &UserId,
