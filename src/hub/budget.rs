@@ -89,6 +89,8 @@ pub(crate) struct Budget {
     /// so the `static` lands in `.bss`).
     limit: AtomicUsize,
     used: AtomicUsize,
+    /// The most `used` has been since start.
+    peak: AtomicUsize,
     refused: [AtomicU64; Use::ALL.len()],
     /// Asked to free room when a reservation for anything but [`Use::Mailbox`] does not fit.
     give_way: OnceLock<GiveWay>,
@@ -106,6 +108,7 @@ impl Budget {
         Budget {
             limit: AtomicUsize::new(0),
             used: AtomicUsize::new(0),
+            peak: AtomicUsize::new(0),
             refused: [const { AtomicU64::new(0) }; Use::ALL.len()],
             give_way: OnceLock::new(),
         }
@@ -131,6 +134,11 @@ impl Budget {
     /// Bytes reserved now.
     pub(crate) fn used(&self) -> usize {
         self.used.load(Ordering::Relaxed)
+    }
+
+    /// The most bytes reserved at once since start.
+    pub(crate) fn peak(&self) -> usize {
+        self.peak.load(Ordering::Relaxed)
     }
 
     /// Reservations refused so far for `what`.
@@ -178,11 +186,18 @@ impl Budget {
 
     fn try_reserve(&self, bytes: usize) -> bool {
         let limit = self.limit();
-        self.used
+        let fits = self
+            .used
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
                 used.checked_add(bytes).filter(|&total| total <= limit)
-            })
-            .is_ok()
+            });
+        match fits {
+            Ok(before) => {
+                self.peak.fetch_max(before + bytes, Ordering::Relaxed);
+                true
+            }
+            Err(_) => false,
+        }
     }
 
     fn release(&self, bytes: usize) {
@@ -262,6 +277,7 @@ mod tests {
         assert_eq!(b.used(), 40);
         drop(c);
         assert_eq!(b.used(), 0);
+        assert_eq!(b.peak(), 100);
         assert_eq!(b.refused(Use::Frame), 1);
         assert_eq!(b.refused(Use::Answer), 1);
         assert_eq!(b.refused(Use::Body), 0);

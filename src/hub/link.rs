@@ -14,6 +14,9 @@ use tokio_tungstenite::tungstenite::Utf8Bytes;
 use super::ack::Ack;
 use super::budget::Charge;
 
+/// Queue slots an empty queue keeps; a larger queue is freed once it empties.
+pub(crate) const KEPT_QUEUE_SLOTS: usize = 8;
+
 /// Where a frame waiting for a device's socket comes from: it decides what becomes of the
 /// frame if the session ends before writing it (docs/protocol.md §17.4).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -161,6 +164,11 @@ impl DeviceLink {
         let n = frames.queue.len().min(max);
         batch.extend(frames.queue.drain(..n));
         frames.backlog = frames.backlog.saturating_sub(n as u32);
+        // A burst's slots are given back once it has passed: an idle device keeps few
+        // (what its session charge covers), however deep its queue once was.
+        if frames.queue.is_empty() && frames.queue.capacity() > KEPT_QUEUE_SLOTS {
+            frames.queue = VecDeque::new();
+        }
     }
 
     /// Puts the offline mailbox's frames for a returning device in front of everything

@@ -605,11 +605,11 @@ async fn a_thousand_full_mailboxes_stay_inside_the_budget() {
     assert!(m["mailbox_dropped"]["budget"].as_u64().unwrap() > 0, "{m}");
     assert!(m["memory_used_bytes"].as_u64().unwrap() <= BUDGET);
 
-    // docs/memory.md: outside the budget, the idle daemon (the debug build's 6 MiB), the fixed
-    // part of each connection the cap allows (16 KiB), and each mailbox's table slot.
+    // docs/memory.md's formula: FIXED (8 MiB) + C × CONNECTION (16 KiB) + 1.5 × the budget
+    // (the heap's slack over what it holds), plus each mailbox's table slot (0.25 KiB).
     let (_, hwm) = memory_kib(d.pid());
     let connections = 1024 + 16 + 256;
-    let bound = 6 * 1024 + BUDGET / 1024 + connections * 16 + (DEVICES as u64 * 256) / 1024;
+    let bound = 8 * 1024 + connections * 16 + BUDGET * 3 / 2 / 1024 + (DEVICES as u64 * 256) / 1024;
     eprintln!("mailbox memory: VmHWM {hwm} KiB, bound {bound} KiB");
     assert!(hwm <= bound, "VmHWM {hwm} KiB over the bound {bound} KiB");
 }
