@@ -159,7 +159,7 @@ impl DeviceLink {
     }
 
     /// Takes up to `max` queued frames into `batch`, in order.
-    pub(crate) fn take(&self, batch: &mut Vec<Outbound>, max: usize) {
+    pub(crate) fn take(&self, batch: &mut impl Extend<Outbound>, max: usize) {
         let mut frames = self.lock();
         let n = frames.queue.len().min(max);
         batch.extend(frames.queue.drain(..n));
@@ -196,9 +196,8 @@ impl DeviceLink {
     /// Puts frames the session took and did not write back in front of the queue, in their
     /// order, so that ending the link hands them over with the rest. Their bytes still count
     /// as waiting: they were never `written`.
-    pub(crate) fn put_back(&self, taken: Vec<Outbound>) {
+    pub(crate) fn put_back(&self, mut queue: VecDeque<Outbound>) {
         let mut frames = self.lock();
-        let mut queue: VecDeque<Outbound> = taken.into();
         queue.append(&mut frames.queue);
         frames.queue = queue;
         let in_front = frames

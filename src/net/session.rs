@@ -1,6 +1,7 @@
 //! The device session (docs/protocol.md §8): tokio-tungstenite on the TCP stream our parser
 //! upgraded, registered in the device table for as long as it lives.
 
+use std::collections::VecDeque;
 use std::future::Future;
 use std::io::IoSlice;
 use std::sync::Arc;
@@ -127,7 +128,7 @@ pub(crate) async fn run(stream: TcpStream, leftover: Vec<u8>, upgrade: Upgrade, 
     let mut pong_deadline: Option<Instant> = None;
     let mut shutdown = hub.shutdown.clone();
     // Grown on first use: an idle device should cost no batch buffer.
-    let mut batch: Vec<Outbound> = Vec::new();
+    let mut batch: VecDeque<Outbound> = VecDeque::new();
 
     let ending = loop {
         if early.is_err() {
@@ -342,12 +343,11 @@ async fn write_frames(
     hub: &Hub,
     ws: &mut Ws,
     link: &DeviceLink,
-    batch: &mut Vec<Outbound>,
+    batch: &mut VecDeque<Outbound>,
     deadline: Instant,
     shutdown: &mut watch::Receiver<bool>,
 ) -> Result<(), WriteFailed> {
-    let mut items = batch.drain(..);
-    while let Some(item) = items.next() {
+    while let Some(item) = batch.pop_front() {
         let Outbound {
             frame,
             ack,
@@ -355,11 +355,7 @@ async fn write_frames(
             source,
         } = item;
         let len = frame.len();
-        if let Err(e) = bounded(write_text_frame(ws, frame.as_bytes()), deadline, shutdown).await {
-            let unwritten: Vec<Outbound> = items.collect();
-            batch.extend(unwritten);
-            return Err(e);
-        }
+        bounded(write_text_frame(ws, frame.as_bytes()), deadline, shutdown).await?;
         drop(charge);
         match source {
             Source::Push | Source::Send => link.written(len),
