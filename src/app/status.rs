@@ -43,8 +43,8 @@ pub(crate) fn metrics(
 ) -> u16 {
     scratch.clear();
     let (devices, streams, uptime) = (hub.devices.len(), hub.streams.len(), hub.uptime_secs());
+    let mailbox = hub.mailbox.stats();
     if prometheus {
-        let mailbox = hub.mailbox.stats();
         metrics::write_prometheus(
             scratch,
             hub.metrics,
@@ -66,7 +66,6 @@ pub(crate) fn metrics(
             out.extend_from_slice(scratch);
         }
     } else {
-        let mailbox = hub.mailbox.stats();
         metrics::write_json(
             scratch,
             hub.metrics,
