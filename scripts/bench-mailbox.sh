@@ -240,4 +240,5 @@ for r in rows:
               f"**{r['rss_bytes_per_message']:,} bytes per kept message** (the budget charged {r['charged_bytes_per_message']:,} each); "
               f"on return {r['delivered_in_order']:,} delivered in order in {r['return_secs']} s, {r['held_after_return']} left.")
 PY
+[ -s "$LOG" ] || rm -f "$LOG"
 echo "bench-mailbox: $OUT" >&2
