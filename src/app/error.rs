@@ -18,6 +18,8 @@ pub(crate) enum ApiError {
     Unauthorized,
     /// Upgrade from an origin not in `allowed_origins` (403).
     OriginRefused,
+    /// `/devices` while `api_token` is unset: the list is never shown anonymously (403).
+    DeviceListOff,
     /// Unknown path (404).
     NotFound,
     /// Known path, wrong method (405); carries the path's `Allow` list.
@@ -55,7 +57,7 @@ impl ApiError {
             ApiError::Http(e) => e.status(),
             ApiError::MissingHost | ApiError::BadRequest(_) => 400,
             ApiError::Unauthorized => 401,
-            ApiError::OriginRefused => 403,
+            ApiError::OriginRefused | ApiError::DeviceListOff => 403,
             ApiError::NotFound => 404,
             ApiError::MethodNotAllowed(_) => 405,
             ApiError::HeadTimeout | ApiError::BodyTimeout => 408,
@@ -164,6 +166,7 @@ impl ApiError {
             ApiError::BadRequest(why) => why,
             ApiError::Unauthorized => "Not authenticated",
             ApiError::OriginRefused => "Origin not allowed",
+            ApiError::DeviceListOff => "The device list needs api_token to be set",
             ApiError::NotFound => "Not Found",
             ApiError::MethodNotAllowed(_) => "Method Not Allowed",
             ApiError::HeadTimeout => "Request head timed out",

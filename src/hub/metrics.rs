@@ -106,6 +106,10 @@ pub(crate) struct Metrics {
     pub sends_too_slow: Counter,
     /// Streams ended because a device's answer did not fit the memory budget.
     pub sends_over_budget: Counter,
+    /// Requests from a browser page of an origin not in `cors_allowed_origins` (docs/protocol.md §17.4).
+    pub origins_refused_cors: Counter,
+    /// WebSocket upgrades refused with 403 because their `Origin` is not in `allowed_origins`.
+    pub origins_refused_websocket: Counter,
     /// HTTP requests whose head was read and whose answer is not complete yet (open
     /// `/sse/send` streams included).
     pub(crate) requests_in_progress: Gauge,
@@ -140,6 +144,8 @@ impl Metrics {
             sends_shutdown: Counter::new(),
             sends_too_slow: Counter::new(),
             sends_over_budget: Counter::new(),
+            origins_refused_cors: Counter::new(),
+            origins_refused_websocket: Counter::new(),
             requests_in_progress: Gauge::new(),
             http_responses: [
                 Counter::new(),
@@ -210,6 +216,12 @@ pub(crate) fn write_json(
     for (name, value) in m.counters() {
         let _ = write!(out, ",\"{name}\":{value}");
     }
+    let _ = write!(
+        out,
+        ",\"origins_refused\":{{\"cors\":{},\"websocket\":{}}}",
+        m.origins_refused_cors.get(),
+        m.origins_refused_websocket.get()
+    );
     let _ = write!(
         out,
         ",\"requests_in_progress\":{}",
@@ -316,7 +328,7 @@ pub(crate) fn write_prometheus(
             rss,
         );
     }
-    let families: [Family<'_>; 11] = [
+    let families: [Family<'_>; 12] = [
         (
             "wssed_connections_accepted_total",
             "TCP connections accepted.",
@@ -388,6 +400,15 @@ pub(crate) fn write_prometheus(
             ],
         ),
         (
+            "wssed_origins_refused_total",
+            "Browser origins refused, by the check that refused them.",
+            "check",
+            &[
+                ("cors", &m.origins_refused_cors),
+                ("websocket", &m.origins_refused_websocket),
+            ],
+        ),
+        (
             "wssed_heartbeat_timeouts_total",
             "Sessions ended by a missing pong or a stalled write.",
             "",
@@ -454,5 +475,24 @@ mod tests {
         assert_eq!(v["memory_budget_bytes"], 1000);
         assert_eq!(v["memory_used_bytes"], 0);
         assert_eq!(v["memory_refused"]["frame"], 0);
+        assert_eq!(v["origins_refused"]["cors"], 0);
+    }
+
+    #[test]
+    fn refused_origins_are_one_family_with_a_label_per_check() {
+        let m = Metrics::new();
+        m.origins_refused_cors.add(2);
+        m.origins_refused_websocket.inc();
+        let mut out = Vec::new();
+        write_prometheus(&mut out, &m, &Budget::new(), 0, 0, 0);
+        let text = String::from_utf8(out).unwrap_or_default();
+        assert!(text.contains("# TYPE wssed_origins_refused_total counter\n"));
+        assert!(text.contains("wssed_origins_refused_total{check=\"cors\"} 2\n"));
+        assert!(text.contains("wssed_origins_refused_total{check=\"websocket\"} 1\n"));
+        let mut out = Vec::new();
+        write_json(&mut out, &m, &Budget::new(), 0, 0, 0);
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap_or_default();
+        assert_eq!(v["origins_refused"]["cors"], 2);
+        assert_eq!(v["origins_refused"]["websocket"], 1);
     }
 }

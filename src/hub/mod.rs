@@ -10,6 +10,7 @@ pub(crate) mod devices;
 pub(crate) mod ids;
 pub(crate) mod link;
 pub(crate) mod metrics;
+pub(crate) mod origins;
 pub(crate) mod streams;
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};

@@ -16,7 +16,7 @@ use tokio::time::{timeout, Instant};
 use super::io::{Io, Next, Read, Scratch, MAX_PIPELINED_BYTES, READ_BUFFER_BYTES};
 use crate::app::error::ApiError;
 use crate::app::route::{Action, Endpoint, Request};
-use crate::app::{push, status};
+use crate::app::{cors, push, status};
 use crate::hub::ack::AckSlot;
 use crate::hub::budget::{Charge, OverBudget, Use};
 use crate::hub::metrics::InProgress;
@@ -154,6 +154,7 @@ impl Conn {
                 Ok(Step::Head { head, consumed }) => {
                     in_progress.replace(metrics.requests_in_progress.enter());
                     let request = Request::new(&head, &self.hub.config);
+                    cors::apply(&head, &request, &self.hub, &mut self.io.head_fields);
                     self.io.buf.advance(consumed);
                     self.release_body();
                     // One deadline for the whole body: a per-read timeout alone would let a
@@ -335,6 +336,12 @@ impl Conn {
                 persist,
                 head_only,
             ),
+            Action::Serve(Endpoint::Page) | Action::Head(Endpoint::Page) => {
+                status::page(&mut self.io.out, persist, head_only)
+            }
+            Action::Serve(Endpoint::Devices) | Action::Head(Endpoint::Devices) => {
+                status::devices(&hub, &mut self.io.out, persist, head_only)
+            }
             Action::Serve(Endpoint::Ws) | Action::Head(Endpoint::Ws) => {
                 return self.upgrade(request, keep_alive).await;
             }

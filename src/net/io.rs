@@ -13,7 +13,7 @@ use crate::app::error::ApiError;
 use crate::app::push;
 use crate::hub::budget::{Budget, Charge, OverBudget, Use};
 use crate::hub::{self, Hub};
-use crate::wire::http::response::Persist;
+use crate::wire::http::response::{self, Persist};
 use crate::wire::upgrade::Upgrade;
 
 /// Read buffer allocated per connection, and the most one read takes.
@@ -94,6 +94,9 @@ pub(crate) struct Io {
     out_charge: Charge,
     /// Pays for `buf` past `READ_BUFFER_BYTES` (long heads, pipelined requests).
     buf_charge: Charge,
+    /// Header lines (CORS, `app::cors`) for the current request's answer: the next flush puts
+    /// them into the head in `out`, then empties this.
+    pub(crate) head_fields: Vec<u8>,
 }
 
 impl Io {
@@ -112,6 +115,7 @@ impl Io {
             write_timeout,
             out_charge: budget.empty(),
             buf_charge: budget.empty(),
+            head_fields: Vec::new(),
         }
     }
 
@@ -183,6 +187,12 @@ impl Io {
     /// Writes and clears `out`; a buffer grown past `WRITE_BUFFER_BYTES` is freed, and
     /// what paid for it given back.
     pub(crate) async fn flush(&mut self) -> Result<(), Closed> {
+        if !self.head_fields.is_empty() {
+            response::insert_fields(&mut self.out, &self.head_fields);
+            self.head_fields.clear();
+            // A few hundred bytes at most; the answer goes out even if they don't fit.
+            let _ = self.pay_for_answer();
+        }
         let r = timeout(self.write_timeout, self.stream.write_all(&self.out)).await;
         self.out.clear();
         if self.out.capacity() > WRITE_BUFFER_BYTES {

@@ -16,7 +16,9 @@ use std::time::Duration;
 
 use errors::{closest, Origin};
 pub use errors::{ConfigError, ErrorKind};
-use kinds::{Address, Count, Kind, List, ListOf, Optional, Raw, Secret, Secs, LEVELS, POLICIES};
+use kinds::{
+    Address, Count, Kind, List, ListOf, Optional, Raw, Secret, Secs, Switch, LEVELS, POLICIES,
+};
 pub use sources::parse_args;
 #[cfg(test)]
 pub(crate) use sources::parse_args_with_env;
@@ -55,9 +57,9 @@ pub const MAX_MEMORY_BUDGET_BYTES: usize = if usize::BITS > 32 {
 } else {
     usize::MAX
 };
-/// Most entries in `allowed_origins`.
+/// Most entries in `allowed_origins`, and in `cors_allowed_origins`.
 pub const MAX_ALLOWED_ORIGINS: usize = 64;
-/// Longest entry of `allowed_origins`, in bytes.
+/// Longest entry of `allowed_origins` or `cors_allowed_origins`, in bytes.
 pub const MAX_ORIGIN_BYTES: usize = 256;
 /// Longest `api_token` or `ws_secret`, in bytes.
 pub const MAX_SECRET_BYTES: usize = 1024;
@@ -193,6 +195,11 @@ settings! {
     /// when non-empty, a WebSocket upgrade whose Origin is not listed gets 403
     allowed_origins: Vec<String> = Vec::new(),
         List { of: ListOf::Origins, max: MAX_ALLOWED_ORIGINS };
+    /// browser pages of these origins may call the HTTP endpoints (CORS, docs/protocol.md §17); empty: no CORS headers
+    cors_allowed_origins: Vec<String> = Vec::new(),
+        List { of: ListOf::CorsOrigins, max: MAX_ALLOWED_ORIGINS };
+    /// serve the status page at / (docs/protocol.md §18); false: / is 404
+    status_page: bool = false, Switch;
     /// most verbose log level written
     log_level: log::LevelFilter = log::LevelFilter::Info, LEVELS;
     /// runtime threads; 1 runs one event loop (tokio's current-thread runtime), more a pool

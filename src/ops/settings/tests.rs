@@ -114,7 +114,8 @@ max_pending_sends = 7\nsend_timeout_secs = 8\nkeepalive_secs = 9\nping_interval_
 pong_timeout_secs = 11\nheader_timeout_secs = 12\nbody_timeout_secs = 15\n\
 idle_timeout_secs = 13\nwrite_timeout_secs = 16\nshutdown_timeout_secs = 14\non_duplicate = \"replace\"\napi_token = \"tok\"\n\
 ws_secret = \"sec\"\nallowed_origins = [\"https://a.example\"]\nlog_level = \"debug\"\n\
-worker_threads = 3\nqueue_bytes = 17\nstream_buffer_bytes = 18\nmemory_budget_bytes = 19\n",
+worker_threads = 3\nqueue_bytes = 17\nstream_buffer_bytes = 18\nmemory_budget_bytes = 19\n\
+cors_allowed_origins = [\"http://nas.lan:8123\"]\nstatus_page = true\n",
     );
     let from_file = run(&["--config", file.path()]);
     let from_flags = run(&[
@@ -144,6 +145,8 @@ worker_threads = 3\nqueue_bytes = 17\nstream_buffer_bytes = 18\nmemory_budget_by
         "--queue-bytes=17",
         "--stream-buffer-bytes=18",
         "--memory-budget-bytes=19",
+        "--cors-allowed-origins=http://nas.lan:8123",
+        "--status-page=true",
     ]);
     let expected = Config {
         listen: "127.0.0.1:1".parse().unwrap(),
@@ -172,6 +175,8 @@ worker_threads = 3\nqueue_bytes = 17\nstream_buffer_bytes = 18\nmemory_budget_by
         queue_bytes: 17,
         stream_buffer_bytes: 18,
         memory_budget_bytes: Some(19),
+        cors_allowed_origins: vec!["http://nas.lan:8123".into()],
+        status_page: true,
     };
     assert_eq!(from_file, expected);
     assert_eq!(from_flags, expected);
@@ -221,7 +226,7 @@ fn equals_form_takes_the_rest_of_the_word() {
 
 #[test]
 fn a_bad_flag_value_names_its_key() {
-    let cases: [(&str, &str); 26] = [
+    let cases: [(&str, &str); 28] = [
         ("listen", "localhost:8080"),
         ("public_accounts", "ok,not-ok"),
         ("max_connections", "0"),
@@ -249,6 +254,8 @@ fn a_bad_flag_value_names_its_key() {
         ("api_token", ""),
         ("ws_secret", ""),
         ("allowed_origins", "example.com"),
+        ("cors_allowed_origins", "null"),
+        ("status_page", "yes"),
         ("log_level", "verbose"),
         ("worker_threads", "65"),
     ];
@@ -439,6 +446,43 @@ fn origins_must_be_matchable() {
             max: MAX_ALLOWED_ORIGINS
         }
     );
+}
+
+#[test]
+fn cors_origins_are_real_origins_a_browser_can_send() {
+    for (bad, why) in [
+        ("null", "sandboxed page"),
+        ("*", "scheme://host"),
+        ("http://nas.lan:80", "default port"),
+        ("https://NAS.lan:443", "default port"),
+        ("http://nas.lan/", "path"),
+    ] {
+        let e = fail(&["--cors-allowed-origins", bad]);
+        assert_eq!(e.key(), Some("cors_allowed_origins"), "{bad}");
+        assert!(e.to_string().contains(why), "{bad}: {e}");
+    }
+    let c = run(&[
+        "--cors-allowed-origins",
+        "http://nas.lan:8123,https://ha.local,http://127.0.0.1:8081",
+    ]);
+    assert_eq!(c.cors_allowed_origins.len(), 3);
+    // Listed once each, like the other lists.
+    let e = fail(&["--cors-allowed-origins", "https://a.lan,https://a.lan"]);
+    assert_eq!(e.kind(), &ErrorKind::DuplicateEntry("https://a.lan".into()));
+}
+
+#[test]
+fn switches_take_true_or_false_as_text_and_booleans_in_the_file() {
+    assert!(run(&["--status-page", "true"]).status_page);
+    assert!(!run(&["--status-page=false"]).status_page);
+    assert!(!Config::default().status_page);
+    let e = fail(&["--status-page", "1"]);
+    assert!(e.to_string().contains("true, false"), "{e}");
+    let file = TempFile::new(b"status_page = true\n");
+    assert!(run(&["--config", file.path()]).status_page);
+    let file = TempFile::new(b"status_page = 1\n");
+    let e = fail(&["--config", file.path()]);
+    assert!(e.to_string().contains("expected a boolean"), "{e}");
 }
 
 #[test]
