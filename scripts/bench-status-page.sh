@@ -3,12 +3,13 @@
 # unpaced push scenario: 100 devices, 32 upstream connections) for wssed set up three ways,
 # taking turns for ROUNDS rounds so that background load hits them alike:
 #
-#   base  the commit BASE (default main), built apart: the push path before the browser work
+#   base  the commit BASE (default: where this branch left main), built apart: the push path
+#         before the browser work
 #   off   this tree, defaults (status_page = false, no CORS)
 #   on    this tree with --status-page true --cors-allowed-origins http://127.0.0.1:9, while a
 #         poller does what an open status page does: GET /health and /metrics every 2 s
 #
-#   scripts/bench-status-page.sh            BASE=main ROUNDS=5 PUSHES=100000
+#   scripts/bench-status-page.sh            ROUNDS=5 PUSHES=100000 (BASE: a commit)
 #   BASE= scripts/bench-status-page.sh      without the base build (off and on only)
 #
 # All three servers run at once on core 0 (an idle one costs nothing), the load tool on core 1.
@@ -17,7 +18,7 @@
 # and the poller are ended by their PIDs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-BASE=${BASE-main}
+BASE=${BASE-$(git merge-base main HEAD)}
 ROUNDS=${ROUNDS:-5}
 PUSHES=${PUSHES:-100000}
 BASE_PORT=${BASE_PORT:-18200}
