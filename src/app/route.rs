@@ -180,7 +180,8 @@ impl Request {
         }
         let action = std::mem::replace(&mut self.action, Err(ApiError::NotFound))?;
         if let Action::Serve(Endpoint::Devices) | Action::Head(Endpoint::Devices) = action {
-            // Device ids are never shown to anyone who could not push to them anyway.
+            // Ids go only to a viewer who presented the api_token; with none set, every viewer
+            // is anonymous, so nobody sees them (docs/protocol.md §18.2).
             if !self.token_set {
                 return Err(ApiError::DeviceListOff);
             }
