@@ -164,43 +164,59 @@ fn count(hub: &Hub, outcome: Result<(), Undelivered>) {
     }
 }
 
-/// Serves `/sse/push`; writes the response into `out` and returns its status.
-pub(crate) async fn push(
+/// A push whose frame is queued (or found no device): it needs its request body no more.
+pub(crate) struct PushInFlight {
+    target: Target,
+    /// Queued and waiting for its acknowledgement, or why it was not.
+    queued: Result<(), Undelivered>,
+}
+
+/// Starts `/sse/push`: validates `body`, routes it and queues its frame without waiting.
+/// Err: the refusal to answer with.
+pub(crate) fn push_start(
     body: &[u8],
     hub: &Hub,
     slot: &Arc<AckSlot>,
     scratch: &mut Scratch,
+) -> Result<PushInFlight, ApiError> {
+    let env = envelope::parse_envelope(body).map_err(ApiError::from)?;
+    let target = target(&env, hub, scratch);
+    let cid = correlation_id(&env);
+    let queued = match (slot.ack(0), frame(&env, &cid, hub, scratch)) {
+        (_, Err(e)) => Err(e),
+        (Some(ack), Ok(frame)) => enqueue(hub, &target.user, frame, Some(ack)),
+        (None, Ok(_)) => Err(Undelivered::NotConnected),
+    };
+    Ok(PushInFlight { target, queued })
+}
+
+/// Finishes `/sse/push`: waits until its frame is on the device's socket (or lost), writes
+/// the answer into `out` and returns its status.
+pub(crate) async fn push_finish(
+    push: PushInFlight,
+    hub: &Hub,
+    slot: &AckSlot,
+    scratch: &mut Scratch,
     out: &mut Vec<u8>,
     persist: Persist,
 ) -> u16 {
-    let (target, frame) = match envelope::parse_envelope(body) {
-        Ok(env) => {
-            let target = target(&env, hub, scratch);
-            let cid = correlation_id(&env);
-            (target, frame(&env, &cid, hub, scratch))
-        }
-        Err(errors) => return refuse(&ApiError::from(errors), out, persist),
-    };
-    let outcome = match (slot.ack(0), frame) {
-        (_, Err(e)) => Err(e),
-        (Some(ack), Ok(frame)) => match enqueue(hub, &target.user, frame, Some(ack)) {
-            Ok(()) => {
-                slot.wait().await;
-                match slot.outcome(0) {
-                    Outcome::Delivered => Ok(()),
-                    Outcome::Lost => Err(Undelivered::NotConnected),
-                }
+    let PushInFlight { target, queued } = push;
+    let outcome = match queued {
+        Ok(()) => {
+            slot.wait().await;
+            match slot.outcome(0) {
+                Outcome::Delivered => Ok(()),
+                Outcome::Lost => Err(Undelivered::NotConnected),
             }
-            Err(e) => Err(e),
-        },
-        (None, Ok(_)) => Err(Undelivered::NotConnected),
+        }
+        Err(e) => Err(e),
     };
     count(hub, outcome);
     let (status, message) = match outcome {
         Ok(()) => ("success", "Message delivered"),
         Err(Undelivered::NotConnected) => ("partial", Undelivered::NotConnected.text()),
-        Err(Undelivered::QueueFull) => return refuse(&ApiError::QueueFull, out, persist),
-        Err(Undelivered::OverBudget) => return refuse(&ApiError::OverBudget, out, persist),
+        Err(Undelivered::QueueFull) => return ApiError::QueueFull.answer(out, persist),
+        Err(Undelivered::OverBudget) => return ApiError::OverBudget.answer(out, persist),
     };
     let json = &mut scratch.frame;
     json.clear();
@@ -288,24 +304,20 @@ fn mark(results: &mut [ItemResult], index: usize, outcome: Result<(), Undelivere
     }
 }
 
-/// Serves `/sse/push/batch`; writes the response into `out` and returns its status.
+/// Starts `/sse/push/batch`: validates `body`, pays for the answer and queues every frame
+/// it can without waiting. Err: the refusal to answer with.
 ///
 /// A batch never fails against itself: an item that finds its device's queue full of this
 /// batch's own earlier frames waits until they are written and then goes in, in index order;
 /// `queue_full` means the queue was full of other traffic. The wait is bounded by
 /// `pong_timeout_secs` without progress, the time after which a device that stopped reading
 /// is dropped anyway.
-pub(crate) async fn batch(
+pub(crate) fn batch_start(
     body: &[u8],
     hub: &Hub,
     scratch: &mut Scratch,
-    out: &mut Vec<u8>,
-    persist: Persist,
-) -> u16 {
-    let envelopes = match envelope::parse_batch(body, hub.config.max_batch) {
-        Ok(list) => list,
-        Err(errors) => return refuse(&ApiError::from(errors), out, persist),
-    };
+) -> Result<BatchInFlight, ApiError> {
+    let envelopes = envelope::parse_batch(body, hub.config.max_batch).map_err(ApiError::from)?;
     // The answer lists every item, so it is paid for before anything is delivered: a batch
     // whose results would not fit the budget is refused whole, never half answered.
     let answer_bytes = ANSWER_HEAD_BYTES
@@ -316,10 +328,10 @@ pub(crate) async fn batch(
                 RESULT_FIXED_BYTES + 2 * json::escaped_len(&env.user_id).max(MAX_USER_ID_BYTES)
             })
             .sum::<usize>();
-    match hub.budget.charge(answer_bytes, Use::Reply) {
-        Ok(charge) => scratch.reply = Some(charge),
-        Err(_) => return refuse(&ApiError::OverBudget, out, persist),
-    }
+    let Ok(reply) = hub.budget.charge(answer_bytes, Use::Reply) else {
+        return Err(ApiError::OverBudget);
+    };
+    scratch.reply = Some(reply);
     // Everything is queued before anything is awaited: items for one device enter its queue
     // in index order, and distinct devices drain their queues concurrently.
     let slot = AckSlot::new(envelopes.len());
@@ -383,8 +395,38 @@ pub(crate) async fn batch(
         }
         mark(&mut results, index, outcome);
     }
-    drop(envelopes);
-    drop(last_queued);
+    Ok(BatchInFlight {
+        slot,
+        results,
+        waiting,
+        answer_bytes,
+    })
+}
+
+/// A batch whose frames are queued, or waiting behind the batch's own: it needs its request
+/// body no more.
+pub(crate) struct BatchInFlight {
+    slot: Arc<AckSlot>,
+    results: Vec<ItemResult>,
+    waiting: Vec<(UserId, Waiting)>,
+    /// What its answer was paid for.
+    answer_bytes: usize,
+}
+
+/// Finishes `/sse/push/batch`: waits until every queued frame is written (or lost), writes
+/// the answer into `out` and returns its status.
+pub(crate) async fn batch_finish(
+    batch: BatchInFlight,
+    hub: &Hub,
+    out: &mut Vec<u8>,
+    persist: Persist,
+) -> u16 {
+    let BatchInFlight {
+        slot,
+        mut results,
+        mut waiting,
+        answer_bytes,
+    } = batch;
     let patience = secs(hub.config.pong_timeout_secs);
     while !waiting.is_empty() {
         waiting.retain_mut(|(_, w)| w.advance(&slot, &mut results));
@@ -430,9 +472,4 @@ pub(crate) async fn batch(
     out.reserve_exact(answer_bytes.saturating_sub(out.len()));
     response::write_json(out, 200, &json, persist, &[], false);
     200
-}
-
-fn refuse(err: &ApiError, out: &mut Vec<u8>, persist: Persist) -> u16 {
-    err.write(out, persist, false);
-    err.status()
 }

@@ -33,7 +33,7 @@ pub(crate) enum Start {
         /// Why the request reached no device.
         why: Undelivered,
     },
-    /// The request is queued for the device; its answers come on `events`.
+    /// The request is queued for the device; its answers come on `answers`.
     Open(Open),
 }
 
@@ -43,12 +43,10 @@ pub(crate) struct Open {
     pub cid: CorrelationId,
     /// The request's `event_type`.
     pub event_type: EventType,
-    /// The device's correlated answers.
-    pub answers: StreamRx,
+    /// The device's correlated answers; dropping them frees the correlation id.
+    pub answers: Answers,
     /// The device session: its end ends the stream.
     pub link: Arc<DeviceLink>,
-    /// Frees the correlation id however the stream ends.
-    _entry: Entry,
 }
 
 impl Open {
@@ -62,15 +60,18 @@ impl Open {
     }
 }
 
-/// Frees the correlation id however the stream ends, including when its task is dropped.
-struct Entry {
+/// A stream's answers. Dropping them frees the stream's correlation id however the stream
+/// ends, including when its task is dropped.
+pub(crate) struct Answers {
+    /// The answers and what they hold of the stream's buffer.
+    pub rx: StreamRx,
     cid: CorrelationId,
     streams: &'static Streams,
 }
 
-impl Drop for Entry {
+impl Drop for Answers {
     fn drop(&mut self) {
-        self.streams.close(&self.cid);
+        self.streams.close(&self.cid, &self.rx);
     }
 }
 
@@ -103,12 +104,12 @@ pub(crate) fn start(body: &[u8], hub: &Hub, scratch: &mut Scratch) -> Start {
         .streams
         .open(&cid, &target.user, device.session, stream_limits(hub))
     {
-        Ok(answers) => answers,
+        Ok(rx) => Answers {
+            rx,
+            cid: cid.clone(),
+            streams: hub.streams,
+        },
         Err(e) => return Start::Refused(open_refusal(e)),
-    };
-    let entry = Entry {
-        cid: cid.clone(),
-        streams: hub.streams,
     };
     let item = Outbound {
         frame: frame.text,
@@ -121,12 +122,11 @@ pub(crate) fn start(body: &[u8], hub: &Hub, scratch: &mut Scratch) -> Start {
             event_type,
             answers,
             link: device.link,
-            _entry: entry,
         }),
         Err(PushError::Full) => {
             hub.metrics.pushes_queue_full.inc();
             // Free the id before answering, so a retry right after the 503 isn't a 409.
-            drop(entry);
+            drop(answers);
             Start::Refused(ApiError::QueueFull)
         }
         Err(PushError::Ended) => Start::Undelivered {

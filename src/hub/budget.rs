@@ -81,6 +81,8 @@ pub(crate) struct Budget {
     /// so the `static` lands in `.bss`).
     limit: AtomicUsize,
     used: AtomicUsize,
+    /// The most `used` has been since start.
+    peak: AtomicUsize,
     refused: [Counter; Use::ALL.len()],
 }
 
@@ -96,6 +98,7 @@ impl Budget {
         Budget {
             limit: AtomicUsize::new(0),
             used: AtomicUsize::new(0),
+            peak: AtomicUsize::new(0),
             refused: [
                 Counter::new(),
                 Counter::new(),
@@ -121,6 +124,11 @@ impl Budget {
     /// Bytes reserved now.
     pub(crate) fn used(&self) -> usize {
         self.used.load(Ordering::Relaxed)
+    }
+
+    /// The most bytes reserved at once since start.
+    pub(crate) fn peak(&self) -> usize {
+        self.peak.load(Ordering::Relaxed)
     }
 
     /// Reservations refused so far for `what`.
@@ -151,9 +159,9 @@ impl Budget {
             .used
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
                 used.checked_add(bytes).filter(|&total| total <= limit)
-            })
-            .is_ok();
-        if fits {
+            });
+        if let Ok(before) = fits {
+            self.peak.fetch_max(before + bytes, Ordering::Relaxed);
             Ok(())
         } else {
             if let Some(c) = self.refused.get(what.index()) {
@@ -240,6 +248,7 @@ mod tests {
         assert_eq!(b.used(), 40);
         drop(c);
         assert_eq!(b.used(), 0);
+        assert_eq!(b.peak(), 100);
         assert_eq!(b.refused(Use::Frame), 1);
         assert_eq!(b.refused(Use::Answer), 1);
         assert_eq!(b.refused(Use::Body), 0);

@@ -14,6 +14,9 @@ use tokio_tungstenite::tungstenite::Utf8Bytes;
 use super::ack::Ack;
 use super::budget::Charge;
 
+/// Queue slots an empty queue keeps; a larger queue is freed once it empties.
+pub(crate) const KEPT_QUEUE_SLOTS: usize = 8;
+
 /// One frame waiting for a device's socket.
 pub(crate) struct Outbound {
     /// The text frame, already spliced.
@@ -123,6 +126,11 @@ impl DeviceLink {
         let mut frames = self.lock();
         let n = frames.queue.len().min(max);
         batch.extend(frames.queue.drain(..n));
+        // A burst's slots are given back once it has passed: an idle device keeps few
+        // (what its session charge covers), however deep its queue once was.
+        if frames.queue.is_empty() && frames.queue.capacity() > KEPT_QUEUE_SLOTS {
+            frames.queue = VecDeque::new();
+        }
     }
 
     /// The session wrote a frame of `len` bytes (taken with `take`) to the socket.

@@ -234,9 +234,10 @@ pub(crate) fn write_json(
     }
     let _ = write!(
         out,
-        "}},\"memory_budget_bytes\":{},\"memory_used_bytes\":{},\"memory_refused\":{{",
+        "}},\"memory_budget_bytes\":{},\"memory_used_bytes\":{},\"memory_used_peak_bytes\":{},\"memory_refused\":{{",
         budget.limit(),
-        budget.used()
+        budget.used(),
+        budget.peak()
     );
     for (i, what) in Use::ALL.iter().enumerate() {
         let sep = if i == 0 { "" } else { "," };
@@ -307,6 +308,12 @@ pub(crate) fn write_prometheus(
         "wssed_memory_used_bytes",
         "Bytes of the memory budget in use now.",
         budget.used() as u64,
+    );
+    gauge(
+        out,
+        "wssed_memory_used_peak_bytes",
+        "The most bytes of the memory budget in use at once since start.",
+        budget.peak() as u64,
     );
     let _ = writeln!(
         out,

@@ -244,9 +244,16 @@ impl<const N: usize> PendingTable<N> {
         }
     }
 
-    /// Frees `id`.
-    pub(crate) fn close(&self, id: &str) {
-        self.lock().swap_remove(id);
+    /// Frees `id` if it still belongs to the stream whose answers are `rx`'s: after an
+    /// overflow the id may already belong to a newer stream, which must keep it.
+    pub(crate) fn close(&self, id: &str, rx: &StreamRx) {
+        let mut map = self.lock();
+        if map
+            .get(id)
+            .is_some_and(|p| Arc::ptr_eq(&p.buffered, &rx.buffered))
+        {
+            map.swap_remove(id);
+        }
     }
 
     /// The stream waiting for `id`, if `user`'s session `session` may answer it.
@@ -292,9 +299,9 @@ mod tests {
         assert!(died.is_err());
         assert!(p.map.is_poisoned());
         let id = CorrelationId::try_from("c1").unwrap();
-        let _rx = p.open(&id, &uid("dev"), 7, L).unwrap();
+        let rx = p.open(&id, &uid("dev"), 7, L).unwrap();
         assert!(p.route("c1", "dev", 7).is_some());
-        p.close("c1");
+        p.close("c1", &rx);
         assert_eq!(p.check("c1"), Ok(()));
     }
 
@@ -303,7 +310,7 @@ mod tests {
         let p = PendingTable::<8>::new();
         p.set_max(2);
         let id = CorrelationId::try_from("c1").unwrap();
-        let _rx = p.open(&id, &uid("dev"), 7, L).unwrap();
+        let rx = p.open(&id, &uid("dev"), 7, L).unwrap();
         assert_eq!(p.check("c1"), Err(OpenError::InUse));
         assert_eq!(
             p.open(&id, &uid("other"), 9, L).err(),
@@ -315,7 +322,7 @@ mod tests {
         let id2 = CorrelationId::try_from("c2").unwrap();
         let _rx2 = p.open(&id2, &uid("dev"), 7, L).unwrap();
         assert_eq!(p.check("c3"), Err(OpenError::Full));
-        p.close("c1");
+        p.close("c1", &rx);
         assert_eq!(p.check("c1"), Ok(()));
     }
 
@@ -323,10 +330,13 @@ mod tests {
     fn closing_a_stream_spares_a_newer_one_with_the_same_id() {
         let p = PendingTable::<8>::new();
         let id = CorrelationId::try_from("c1").unwrap();
-        let _old_rx = p.open(&id, &uid("dev"), 7, L).unwrap();
+        let old_rx = p.open(&id, &uid("dev"), 7, L).unwrap();
         let old_tx = p.route("c1", "dev", 7).unwrap();
-        p.close("c1");
+        p.overflowed("c1", &old_tx, Overflow::TooSlow);
         let new_rx = p.open(&id, &uid("dev"), 7, L).unwrap();
+        // The overflowed stream's late cleanup, and a second overflow report, spare the
+        // newer stream that took the id meanwhile.
+        p.close("c1", &old_rx);
         p.overflowed("c1", &old_tx, Overflow::TooSlow);
         assert_eq!(p.check("c1"), Err(OpenError::InUse));
         assert_eq!(new_rx.buffered.overflow(), None);

@@ -16,7 +16,7 @@ use tokio::time::{timeout, Instant};
 use super::io::{Io, Next, Read, Scratch, MAX_PIPELINED_BYTES, READ_BUFFER_BYTES};
 use crate::app::error::ApiError;
 use crate::app::route::{Action, Endpoint, Request};
-use crate::app::{cors, push, status};
+use crate::app::{cors, push, send, status};
 use crate::hub::ack::AckSlot;
 use crate::hub::budget::{Charge, OverBudget, Use};
 use crate::hub::metrics::InProgress;
@@ -345,31 +345,34 @@ impl Conn {
             Action::Serve(Endpoint::Ws) | Action::Head(Endpoint::Ws) => {
                 return self.upgrade(request, keep_alive).await;
             }
+            // Each starts from the body and needs it no more once its frames are queued: the
+            // body is given back before the wait for delivery, so a push that waits on a slow
+            // device holds its frame, not also its body.
             Action::Serve(Endpoint::Push) => {
                 let ack = Arc::clone(self.ack.get_or_insert_with(|| AckSlot::new(1)));
-                push::push(
-                    &self.body,
-                    &hub,
-                    &ack,
-                    &mut self.scratch.push,
-                    &mut self.io.out,
-                    persist,
-                )
-                .await
+                match push::push_start(&self.body, &hub, &ack, &mut self.scratch.push) {
+                    Err(err) => err.answer(&mut self.io.out, persist),
+                    Ok(in_flight) => {
+                        self.release_body();
+                        let scratch = &mut self.scratch.push;
+                        push::push_finish(in_flight, &hub, &ack, scratch, &mut self.io.out, persist)
+                            .await
+                    }
+                }
             }
             Action::Serve(Endpoint::Batch) => {
-                push::batch(
-                    &self.body,
-                    &hub,
-                    &mut self.scratch.push,
-                    &mut self.io.out,
-                    persist,
-                )
-                .await
+                match push::batch_start(&self.body, &hub, &mut self.scratch.push) {
+                    Err(err) => err.answer(&mut self.io.out, persist),
+                    Ok(in_flight) => {
+                        self.release_body();
+                        push::batch_finish(in_flight, &hub, &mut self.io.out, persist).await
+                    }
+                }
             }
             Action::Serve(Endpoint::Send) => {
+                let start = send::start(&self.body, &hub, &mut self.scratch.push);
+                self.release_body();
                 let request = super::stream::Request {
-                    body: &self.body,
                     version: request.version,
                     keep_alive,
                 };
@@ -378,6 +381,7 @@ impl Conn {
                     &hub,
                     &self.shutdown,
                     request,
+                    start,
                     &mut self.scratch,
                 )
                 .await;
@@ -401,7 +405,7 @@ impl Conn {
         // `/health` and `/metrics` are answered whatever the budget: an operator needs them
         // most when it is full, and their answers are small and bounded (CONNECTION_BYTES).
         let status = if matches!(action, Action::Serve(Endpoint::Health | Endpoint::Metrics))
-            || self.io.pay_for_answer().is_ok()
+            || self.io.pay_for_answer(0).is_ok()
         {
             status
         } else {

@@ -144,11 +144,12 @@ impl Io {
         }
     }
 
-    /// Pays for the answer in `out` past the connection's own buffer. Err: it does not fit
-    /// the memory budget (the caller answers 503 instead, when nothing was done yet).
-    pub(crate) fn pay_for_answer(&mut self) -> Result<(), OverBudget> {
+    /// Pays for the answer in `out` past the connection's own buffer, and for `also` bytes
+    /// held beside it until it is written. Err: it does not fit the memory budget (the caller
+    /// answers 503 instead, when nothing was done yet).
+    pub(crate) fn pay_for_answer(&mut self, also: usize) -> Result<(), OverBudget> {
         let extra = self.out.capacity().saturating_sub(WRITE_BUFFER_BYTES);
-        self.out_charge.grow_to(extra, Use::Reply)
+        self.out_charge.grow_to(extra + also, Use::Reply)
     }
 
     /// Takes over a charge made for the coming answer before it was built.
@@ -191,7 +192,7 @@ impl Io {
             response::insert_fields(&mut self.out, &self.head_fields);
             self.head_fields.clear();
             // A few hundred bytes at most; the answer goes out even if they don't fit.
-            let _ = self.pay_for_answer();
+            let _ = self.pay_for_answer(0);
         }
         let r = timeout(self.write_timeout, self.stream.write_all(&self.out)).await;
         self.out.clear();
@@ -248,7 +249,8 @@ impl Io {
         let keep = persist.keeps_alive() && !err.closes_connection();
         self.out.clear();
         err.write(&mut self.out, persist, head_only);
-        if self.pay_for_answer().is_err() {
+        // A 422 keeps its rendered body until the refusal is dropped, after the write.
+        if self.pay_for_answer(err.held_bytes()).is_err() {
             // A refusal too large for the budget (a long 422) becomes the budget's refusal.
             self.out.clear();
             ApiError::OverBudget.write(&mut self.out, persist, head_only);

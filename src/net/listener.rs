@@ -50,6 +50,17 @@ pub async fn run(
     listener: std::net::TcpListener,
     on_ready: impl FnOnce(SocketAddr),
 ) -> io::Result<i32> {
+    // Accepted sockets inherit their kernel buffers from the listener: set once, here, for
+    // every connection (a stalled device would otherwise pin up to tcp_wmem's maximum, 4 MiB,
+    // of kernel memory that the service's cgroup pays for).
+    let sock = socket2::SockRef::from(&listener);
+    let buffer = config.socket_buffer_bytes;
+    if let Err(e) = sock
+        .set_send_buffer_size(buffer)
+        .and_then(|()| sock.set_recv_buffer_size(buffer))
+    {
+        log::warn!("cannot set socket buffers to {buffer} bytes: {e}");
+    }
     let listener = TcpListener::from_std(listener)?;
     let addr = listener.local_addr()?;
     let mut signals = Signals::install()

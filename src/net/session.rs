@@ -2,10 +2,12 @@
 //! upgraded, registered in the device table for as long as it lives.
 
 use std::future::Future;
+use std::io::IoSlice;
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::{interval_at, sleep_until, timeout, timeout_at, Instant};
@@ -21,9 +23,11 @@ use crate::hub::devices::RegisterError;
 use crate::hub::link::{DeviceLink, Outbound};
 use crate::hub::streams::Overflow;
 use crate::hub::{self, Devices, Hub};
+use crate::ops::memory::SESSION_BYTES;
 use crate::ops::settings::{secs, Config};
 use crate::wire::close::Close;
 use crate::wire::envelope::{classify_device_message, DeviceMessage, UserId};
+use crate::wire::frames::TextFrameHead;
 use crate::wire::upgrade::Upgrade;
 
 /// Frames taken from the queue and written before one flush.
@@ -34,10 +38,6 @@ pub(crate) const WRITE_BATCH_FRAMES: usize = 32;
 pub(crate) const WS_READ_BUFFER_BYTES: usize = 512;
 /// Bytes tungstenite gathers before writing to the socket; we flush after each batch anyway.
 pub(crate) const WS_WRITE_BUFFER_BYTES: usize = 0;
-/// What a device session holds besides its queued frames and its inbound message: the task,
-/// tungstenite's state and buffers, the queue's link and table entry (docs/memory.md,
-/// measured about 4.4 KiB). Charged to the memory budget for the session's life.
-pub(crate) const SESSION_BYTES: usize = 8 * 1024;
 /// How long a close handshake may take before the socket is dropped.
 pub(crate) const CLOSE_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -327,9 +327,9 @@ async fn bounded(
 }
 
 /// Writes the frames one by one and acknowledges each as delivered once it is on the
-/// socket, so every frame's answer follows what happened to that frame. Frames move into the
-/// messages (a `Bytes` clone would cost an allocation per frame). The frames not written when
-/// a write fails are dropped with their acks, which reports them as not delivered.
+/// socket, so every frame's answer follows what happened to that frame. The frames not
+/// written when a write fails are dropped with their acks, which reports them as not
+/// delivered.
 async fn write_frames(
     hub: &Hub,
     ws: &mut Ws,
@@ -341,10 +341,7 @@ async fn write_frames(
     for item in batch.drain(..) {
         let Outbound { frame, ack, charge } = item;
         let len = frame.len();
-        // With no write buffer (WS_WRITE_BUFFER_BYTES) each frame goes to the socket as it
-        // is fed, so the flush inside `send` costs no extra system call. The charge is held
-        // until then: a frame waiting for a stalled socket sits in tungstenite's buffer.
-        bounded(ws.send(Message::Text(frame)), deadline, shutdown).await?;
+        bounded(write_text_frame(ws, frame.as_bytes()), deadline, shutdown).await?;
         drop(charge);
         link.written(len);
         hub.metrics.frames_out.inc();
@@ -352,6 +349,29 @@ async fn write_frames(
         if let Some(ack) = ack {
             ack.delivered();
         }
+    }
+    Ok(())
+}
+
+/// Writes one text frame straight to the socket: its header and the frame's own bytes in one
+/// vectored write. Through tungstenite the payload would be copied into its write buffer,
+/// which keeps the capacity of the largest frame ever sent for the session's life. Whatever
+/// tungstenite has buffered (a pong) goes out first, so frames never interleave; a partial
+/// write that fails leaves the stream broken, but then the session ends anyway.
+async fn write_text_frame(ws: &mut Ws, payload: &[u8]) -> Result<(), WsError> {
+    ws.flush().await?;
+    let head = TextFrameHead::new(payload.len());
+    let (mut head, mut payload) = (head.as_bytes(), payload);
+    let stream = ws.get_mut();
+    while !head.is_empty() || !payload.is_empty() {
+        let parts = [IoSlice::new(head), IoSlice::new(payload)];
+        let n = stream.write_vectored(&parts).await?;
+        if n == 0 {
+            return Err(WsError::Io(std::io::ErrorKind::WriteZero.into()));
+        }
+        let from_head = n.min(head.len());
+        head = head.get(from_head..).unwrap_or_default();
+        payload = payload.get(n - from_head..).unwrap_or_default();
     }
     Ok(())
 }

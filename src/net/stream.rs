@@ -6,7 +6,7 @@ use tokio::sync::watch;
 use tokio::time::{interval_at, sleep_until, Instant};
 
 use super::io::{Io, Next, Scratch, MAX_PIPELINED_BYTES};
-use crate::app::send::{self, End, Framing, Open, Start};
+use crate::app::send::{End, Framing, Open, Start};
 use crate::hub::streams::{Overflow, StreamEvent};
 use crate::hub::{self, Hub};
 use crate::ops::settings::secs;
@@ -17,30 +17,28 @@ use crate::wire::http::response::Persist;
 const STREAM_READ_BYTES: usize = 512;
 
 /// A `/sse/send` request, read.
-pub(crate) struct Request<'b> {
-    /// Its body.
-    pub(crate) body: &'b [u8],
+pub(crate) struct Request {
     /// Its HTTP version.
     pub(crate) version: Version,
     /// The connection may stay open after it.
     pub(crate) keep_alive: bool,
 }
 
-/// Serves one `/sse/send` request.
+/// Serves one `/sse/send` request that `send::start` began.
 pub(crate) async fn serve(
     io: &mut Io,
     hub: &Hub,
     shutdown: &watch::Receiver<bool>,
-    request: Request<'_>,
+    request: Request,
+    start: Start,
     scratch: &mut Scratch,
 ) -> Next {
     let Request {
-        body,
         version,
         keep_alive,
     } = request;
     let framing = Framing::new(version, keep_alive);
-    match send::start(body, hub, &mut scratch.push) {
+    match start {
         // A refusal keeps the connection as the request asked; a stream may not (HTTP/1.0).
         Start::Refused(err) => {
             let persist = Persist::new(version, keep_alive);
@@ -107,7 +105,7 @@ async fn relay(
             io.buf.len() < MAX_PIPELINED_BYTES && io.reserve_read(STREAM_READ_BYTES).is_ok();
         let step = tokio::select! {
             biased;
-            ev = open.answers.events.recv() => Wake::Event(ev),
+            ev = open.answers.rx.events.recv() => Wake::Event(ev),
             () = open.link.gone() => Wake::Gone,
             () = hub::stopping(&mut shutdown) => Wake::End(End::Shutdown),
             () = sleep_until(deadline) => Wake::End(End::Timeout),
@@ -122,7 +120,7 @@ async fn relay(
             })) => {
                 deadline = Instant::now() + send_timeout;
                 framing.write_event(&mut io.out, &mut scratch.text, event_type, text.as_bytes());
-                open.answers.buffered.taken(text.len());
+                open.answers.rx.buffered.taken(text.len());
                 // The answer's charge pays for its copy in `out` until that is written.
                 held = Some(charge);
                 if is_final {
@@ -134,7 +132,7 @@ async fn relay(
             Wake::Gone => break End::DeviceGone,
             // Only the device session removes a live stream's entry: when an answer could
             // not be held for it.
-            Wake::Event(None) => match open.answers.buffered.overflow() {
+            Wake::Event(None) => match open.answers.rx.buffered.overflow() {
                 Some(Overflow::OverBudget) => break End::OverBudget,
                 Some(Overflow::TooSlow) | None => break End::TooSlow,
             },

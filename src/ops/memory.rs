@@ -23,10 +23,16 @@ pub const FIXED_BYTES: u64 = 8 * MIB;
 /// Held outside the budget per TCP connection the cap allows: the task, its own read and
 /// answer buffers, the socket's state (docs/memory.md; growth past them is charged).
 pub const CONNECTION_BYTES: u64 = 16 * 1024;
-/// Share, in percent, of what is left under the limit that the budget takes. The rest pays
-/// for allocator slack (freed pages the allocator has not returned yet) and the kernel's
-/// socket buffers, which the cgroup also counts.
-pub const BUDGET_SHARE_PERCENT: u64 = 75;
+/// What a device session is charged for its life besides its queued frames and a large
+/// inbound message: the task, tungstenite's state and 512-byte read buffer, the queue's link and
+/// table entry (measured about 4.4 KiB idle, docs/memory.md).
+pub const SESSION_BYTES: usize = 8 * 1024;
+/// The heap's slack over what the budget holds, in percent: the allocator's size classes and
+/// the pages it keeps after a burst (docs/memory.md measured 25–45 %).
+pub const HEAP_SLACK_PERCENT: u64 = 50;
+/// Share, in percent, of what is left under the limit that the budget takes: with the heap's
+/// slack on top, a full budget still fits.
+pub const BUDGET_SHARE_PERCENT: u64 = 100 * 100 / (100 + HEAP_SLACK_PERCENT);
 
 /// Where the budget in force came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -77,7 +83,8 @@ impl fmt::Display for InForce {
                     write!(
                         f,
                         "; the limit is too small for these settings, using the minimum: lower \
-                         max_connections or max_pending_sends, or raise MemoryMax"
+                         max_connections, max_pending_sends or socket_buffer_bytes, or raise \
+                         MemoryMax"
                     )?;
                 }
                 Ok(())
@@ -95,11 +102,26 @@ impl fmt::Display for InForce {
 }
 
 /// What the daemon holds outside the budget with `config`, at most: everything traffic can
-/// make it hold is charged to the budget, so this is the idle daemon and the fixed part of
-/// each TCP connection the cap allows.
+/// make it hold is charged to the budget, so this is the idle daemon, the fixed part of each
+/// TCP connection the cap allows, and each one's kernel buffers (which the cgroup counts too:
+/// the kernel doubles `socket_buffer_bytes` for its bookkeeping, in each direction).
 pub fn reserve_bytes(config: &Config) -> u64 {
     let connections = config.max_open_connections() as u64;
-    FIXED_BYTES.saturating_add(connections.saturating_mul(CONNECTION_BYTES))
+    let per_connection = CONNECTION_BYTES.saturating_add(4 * config.socket_buffer_bytes as u64);
+    FIXED_BYTES.saturating_add(connections.saturating_mul(per_connection))
+}
+
+/// The most that live sessions can hold of the budget with `config`: every device connected,
+/// stalled, with its queue full, and every stream's buffer full. Work beyond that (new pushes,
+/// bodies being read) is what the budget refuses when it is full; board profiles keep this
+/// under half their budget (board/README.md).
+pub fn live_bytes(config: &Config) -> u64 {
+    // A frame or an answer alone always fits, whatever the byte caps.
+    let frame = config.queue_bytes.max(config.max_body_bytes) as u64;
+    let answers = config.stream_buffer_bytes.max(config.max_message_bytes) as u64;
+    (config.max_connections as u64)
+        .saturating_mul(SESSION_BYTES as u64 + frame)
+        .saturating_add((config.max_pending_sends as u64).saturating_mul(answers))
 }
 
 /// The budget for `config` under `limit` (the cgroup's, when one was found).
@@ -142,7 +164,87 @@ pub fn in_force(config: &Config) -> InForce {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ops::settings::{parse_args_with_env, Command};
     use std::path::PathBuf;
+
+    /// A `MemoryMax=` value (`128M`, `1536M`, `1G`) in bytes.
+    fn memory_max(dropin: &str) -> u64 {
+        let value = dropin
+            .lines()
+            .find_map(|l| l.strip_prefix("MemoryMax="))
+            .expect("MemoryMax=");
+        let (digits, unit) = value.split_at(value.len() - 1);
+        let n: u64 = digits.parse().expect("MemoryMax digits");
+        n * match unit {
+            "K" => 1024,
+            "M" => MIB,
+            "G" => 1024 * MIB,
+            other => panic!("MemoryMax unit {other}"),
+        }
+    }
+
+    /// Every board profile, as its `.deb` installs it: its settings fit its `MemoryMax` by
+    /// construction (the budget is derived from it), and what live sessions can hold stays
+    /// under half the budget, so new work always has room once hostile clients fill theirs.
+    /// Prints board/README.md's table.
+    #[test]
+    fn every_board_profile_leaves_half_its_budget_to_new_work() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("board");
+        let mut boards: Vec<_> = std::fs::read_dir(&root)
+            .expect("board/")
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.join("wssed.toml").exists())
+            .collect();
+        boards.sort();
+        assert!(boards.len() >= 4, "{boards:?}");
+        println!("| board | `MemoryMax` | held outside the budget | budget | live sessions at most | share of the budget |");
+        println!("| --- | --- | --- | --- | --- | --- |");
+        for board in boards {
+            let toml = board.join("wssed.toml");
+            let args = ["--config", toml.to_str().expect("UTF-8 path")];
+            let Ok(Command::Run(config)) = parse_args_with_env(args, |_| None) else {
+                panic!("{} does not load", toml.display());
+            };
+            let dropin = std::fs::read_to_string(board.join("wssed.service.d/board.conf"))
+                .expect("board.conf");
+            let max = memory_max(&dropin);
+            let got = derive(
+                &config,
+                Ok(MemoryLimit {
+                    bytes: max,
+                    file: PathBuf::from("memory.max"),
+                }),
+            );
+            let reserve = reserve_bytes(&config);
+            let live = live_bytes(&config);
+            let name = board.file_name().and_then(|n| n.to_str()).unwrap_or("?");
+            assert!(
+                !matches!(
+                    got.source,
+                    Source::Cgroup {
+                        too_small: true,
+                        ..
+                    }
+                ),
+                "{name}: MemoryMax too small: {got}"
+            );
+            assert!(reserve + got.bytes < max, "{name}: {got}");
+            assert!(
+                live * 2 <= got.bytes,
+                "{name}: live sessions can hold {} MiB of a {} MiB budget",
+                live / MIB,
+                got.bytes / MIB
+            );
+            println!(
+                "| `{name}` | {} MiB | {} MiB | {} MiB | {} MiB | {} % |",
+                max / MIB,
+                reserve / MIB,
+                got.bytes / MIB,
+                live / MIB,
+                live * 100 / got.bytes
+            );
+        }
+    }
 
     fn limit(bytes: u64) -> MemoryLimit {
         MemoryLimit {
@@ -170,7 +272,10 @@ mod tests {
             ..Config::default()
         };
         let reserve = reserve_bytes(&config);
-        assert_eq!(reserve, FIXED_BYTES + 1024 * CONNECTION_BYTES);
+        assert_eq!(
+            reserve,
+            FIXED_BYTES + 1024 * (CONNECTION_BYTES + 4 * config.socket_buffer_bytes as u64)
+        );
         let got = derive(&config, Ok(limit(128 * MIB)));
         assert_eq!(
             got.bytes,

@@ -161,6 +161,43 @@ impl FrameWatch {
     }
 }
 
+/// The header of an unmasked text frame with FIN set, as a server sends it (RFC 6455 §5.2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TextFrameHead {
+    bytes: [u8; 10],
+    len: usize,
+}
+
+impl TextFrameHead {
+    /// The header for a payload of `payload_len` bytes.
+    pub fn new(payload_len: usize) -> TextFrameHead {
+        let mut bytes = [0u8; 10];
+        bytes[0] = 0x81;
+        let len = match payload_len {
+            0..=125 => {
+                bytes[1] = payload_len as u8;
+                2
+            }
+            126..=0xffff => {
+                bytes[1] = 126;
+                bytes[2..4].copy_from_slice(&(payload_len as u16).to_be_bytes());
+                4
+            }
+            _ => {
+                bytes[1] = 127;
+                bytes[2..10].copy_from_slice(&(payload_len as u64).to_be_bytes());
+                10
+            }
+        };
+        TextFrameHead { bytes, len }
+    }
+
+    /// The header's bytes.
+    pub fn as_bytes(&self) -> &[u8] {
+        self.bytes.get(..self.len).unwrap_or_default()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -256,5 +293,20 @@ mod tests {
         w.feed(&data_frame(false, 1, 10)).unwrap();
         w.feed(&data_frame(true, 0, 0)).unwrap();
         assert_eq!(w.message_bytes(), 0);
+    }
+
+    #[test]
+    fn text_frame_heads_use_the_shortest_length_form() {
+        assert_eq!(TextFrameHead::new(0).as_bytes(), [0x81, 0]);
+        assert_eq!(TextFrameHead::new(125).as_bytes(), [0x81, 125]);
+        assert_eq!(TextFrameHead::new(126).as_bytes(), [0x81, 126, 0, 126]);
+        assert_eq!(
+            TextFrameHead::new(65_535).as_bytes(),
+            [0x81, 126, 0xff, 0xff]
+        );
+        assert_eq!(
+            TextFrameHead::new(65_536).as_bytes(),
+            [0x81, 127, 0, 0, 0, 0, 0, 1, 0, 0]
+        );
     }
 }

@@ -51,6 +51,8 @@ pub const MAX_MESSAGE_BYTES_CEILING: usize = 64 * 1024 * 1024;
 pub const MAX_QUEUE_DEPTH: usize = 65_536;
 /// Ceiling of `queue_bytes` and `stream_buffer_bytes`.
 pub const MAX_BUFFER_BYTES_CEILING: usize = 1 << 30;
+/// Ceiling of `socket_buffer_bytes` (the kernel caps it lower, at net.core.wmem_max/rmem_max).
+pub const MAX_SOCKET_BUFFER_BYTES: usize = 16 * 1024 * 1024;
 /// Ceiling of `memory_budget_bytes` (1 TiB: more is surely a unit mistake).
 pub const MAX_MEMORY_BUDGET_BYTES: usize = if usize::BITS > 32 {
     1 << 40
@@ -165,6 +167,8 @@ settings! {
     max_pending_sends: usize = 1024, Count { max: PENDING_TABLE_CAPACITY, unit: "streams" };
     /// bytes of device answers held for one /sse/send stream whose caller reads slowly (an answer alone always fits)
     stream_buffer_bytes: usize = 262_144, Count { max: MAX_BUFFER_BYTES_CEILING, unit: "bytes" };
+    /// the kernel's send and receive buffer of each connection (SO_SNDBUF, SO_RCVBUF; the kernel doubles it): bounds the kernel memory a stalled peer pins
+    socket_buffer_bytes: usize = 16_384, Count { max: MAX_SOCKET_BUFFER_BYTES, unit: "bytes" };
     /// bytes traffic may make the daemon hold in all (queued frames, stream buffers, request bodies, answers, device sessions); unset: derived from the cgroup memory limit, else 256 MiB (docs/memory.md)
     memory_budget_bytes: Option<usize> = None,
         Optional(Count { max: MAX_MEMORY_BUDGET_BYTES, unit: "bytes" });
