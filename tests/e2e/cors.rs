@@ -228,6 +228,7 @@ async fn unlisted_origins_get_no_allow_field_and_are_counted_and_logged_sparingl
         "debug",
     ]);
     let evil = "http://evil.lan";
+    let first = std::time::Instant::now();
     let r = d.request(&preflight("/sse/push", evil)).await;
     assert_eq!(r.status, 204);
     // Vary only: the answer depends on Origin, and this one allows nothing.
@@ -256,6 +257,7 @@ async fn unlisted_origins_get_no_allow_field_and_are_counted_and_logged_sparingl
     );
     // A listed CORS origin is no device origin: /ws has its own list.
     d.request(&upgrade(PAGE)).await.assert_detail(403);
+    let spread = first.elapsed();
     assert_eq!(refused(&d).await, (4, 2));
     let r = d.get("/metrics?format=prometheus").await;
     let text = r.text();
@@ -265,14 +267,19 @@ async fn unlisted_origins_get_no_allow_field_and_are_counted_and_logged_sparingl
     ] {
         assert!(text.lines().any(|l| l == line), "{line} in {text}");
     }
-    // Six refusals within the interval: one debug line, naming the first origin.
+    // Six refusals within the 10 s interval: one debug line, naming the first origin. (On a
+    // target slow enough to spread them wider, a few lines, never one per refusal.)
     wait_until(step(), "the refusal is logged", || async {
         d.log_text().contains("refused")
     })
     .await;
     let log = d.log_text();
     let lines: Vec<&str> = log.lines().filter(|l| l.contains("refused:")).collect();
-    assert_eq!(lines.len(), 1, "{log}");
+    if spread < std::time::Duration::from_secs(9) {
+        assert_eq!(lines.len(), 1, "{log}");
+    } else {
+        assert!(!lines.is_empty() && lines.len() < 6, "{log}");
+    }
     assert!(
         lines[0].contains("DEBUG") && lines[0].contains("Origin http://evil.lan refused"),
         "{log}"
