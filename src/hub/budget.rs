@@ -9,7 +9,7 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use super::metrics::Counter;
+use super::counter::Counter;
 
 /// What a reservation is for: the refusal counters are kept per use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

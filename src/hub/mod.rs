@@ -6,6 +6,7 @@
 
 pub(crate) mod ack;
 pub(crate) mod budget;
+pub(crate) mod counter;
 pub(crate) mod devices;
 pub(crate) mod ids;
 pub(crate) mod link;

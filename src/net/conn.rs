@@ -19,7 +19,7 @@ use crate::app::route::{Action, Endpoint, Request};
 use crate::app::{cors, push, send, status};
 use crate::hub::ack::AckSlot;
 use crate::hub::budget::{Charge, OverBudget, Use};
-use crate::hub::metrics::InProgress;
+use crate::hub::counter::InProgress;
 use crate::hub::Hub;
 use crate::ops::settings::secs;
 use crate::wire::http::framer::{Framer, Interim, Step};
