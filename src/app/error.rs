@@ -47,6 +47,9 @@ pub(crate) enum ApiError {
     TooManyConnections,
     /// The work does not fit the memory budget now (503).
     OverBudget,
+    /// A plain HTTP request on the TLS port (400; the connection closes).
+    #[cfg(feature = "tls")]
+    PlainHttpOnTls,
 }
 
 impl ApiError {
@@ -55,6 +58,8 @@ impl ApiError {
         match self {
             ApiError::Http(e) => e.status(),
             ApiError::MissingHost | ApiError::BadRequest(_) => 400,
+            #[cfg(feature = "tls")]
+            ApiError::PlainHttpOnTls => 400,
             ApiError::Unauthorized => 401,
             ApiError::OriginRefused => 403,
             ApiError::NotFound => 404,
@@ -80,6 +85,8 @@ impl ApiError {
             | ApiError::BodyTimeout
             | ApiError::LengthRequired
             | ApiError::TooManyConnections => true,
+            #[cfg(feature = "tls")]
+            ApiError::PlainHttpOnTls => true,
             _ => false,
         }
     }
@@ -186,6 +193,8 @@ impl ApiError {
             ApiError::TooManySends => "Too many open send streams",
             ApiError::TooManyConnections => "Too many connections",
             ApiError::OverBudget => "Memory budget exhausted",
+            #[cfg(feature = "tls")]
+            ApiError::PlainHttpOnTls => "Plain HTTP request sent to the TLS port",
         }
     }
 }

@@ -28,11 +28,14 @@ pub(crate) enum Use {
     Inbound,
     /// A connection's read buffer grown past its own size (long heads, pipelined requests).
     Head,
+    /// A TLS connection's buffers: a handshake's, a session's at rest, a large record's.
+    #[cfg(feature = "tls")]
+    Tls,
 }
 
 impl Use {
     /// Every use, in the order of the refusal counters.
-    pub(crate) const ALL: [Use; 7] = [
+    pub(crate) const ALL: &'static [Use] = &[
         Use::Frame,
         Use::Answer,
         Use::Body,
@@ -40,6 +43,8 @@ impl Use {
         Use::Session,
         Use::Inbound,
         Use::Head,
+        #[cfg(feature = "tls")]
+        Use::Tls,
     ];
 
     /// The label of its refusal counter (`/metrics`, Prometheus `reason`).
@@ -52,6 +57,8 @@ impl Use {
             Use::Session => "session",
             Use::Inbound => "inbound",
             Use::Head => "head",
+            #[cfg(feature = "tls")]
+            Use::Tls => "tls",
         }
     }
 
@@ -71,6 +78,9 @@ pub(crate) const fn heap_bytes(len: usize) -> usize {
         .saturating_add(ITEM_OVERHEAD_BYTES)
 }
 
+/// How many uses there are (one refusal counter each).
+const USES: usize = Use::ALL.len();
+
 /// A reservation did not fit the budget.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct OverBudget;
@@ -83,7 +93,7 @@ pub(crate) struct Budget {
     used: AtomicUsize,
     /// The most `used` has been since start.
     peak: AtomicUsize,
-    refused: [Counter; Use::ALL.len()],
+    refused: [Counter; USES],
 }
 
 impl Default for Budget {
@@ -99,15 +109,7 @@ impl Budget {
             limit: AtomicUsize::new(0),
             used: AtomicUsize::new(0),
             peak: AtomicUsize::new(0),
-            refused: [
-                Counter::new(),
-                Counter::new(),
-                Counter::new(),
-                Counter::new(),
-                Counter::new(),
-                Counter::new(),
-                Counter::new(),
-            ],
+            refused: [const { Counter::new() }; USES],
         }
     }
 

@@ -141,12 +141,10 @@ pub fn load(cert_file: &Path, key_file: &Path) -> Result<Loaded, TlsFileError> {
 
     let key = match PrivateKeyDer::from_pem_slice(&key_pem) {
         Ok(key) => key,
-        Err(pem::Error::NoItemsFound) => {
-            return Err(key_err(
-                "no private key in it (expected PEM: PRIVATE KEY, RSA PRIVATE KEY or EC PRIVATE KEY)"
-                    .to_owned(),
-            ))
-        }
+        Err(pem::Error::NoItemsFound) => return Err(key_err(
+            "no private key in it (expected PEM: PRIVATE KEY, RSA PRIVATE KEY or EC PRIVATE KEY)"
+                .to_owned(),
+        )),
         Err(e) => return Err(key_err(pem_problem(&e))),
     };
     let provider = provider::default_provider();
@@ -325,7 +323,12 @@ fn time_secs(tag: u8, text: &[u8]) -> Option<i64> {
     let hour = digits(at + 4..at + 6)?;
     let minute = digits(at + 6..at + 8)?;
     let second = digits(at + 8..at + 10)?;
-    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || hour > 23 || minute > 59 || second > 60 {
+    if !(1..=12).contains(&month)
+        || !(1..=31).contains(&day)
+        || hour > 23
+        || minute > 59
+        || second > 60
+    {
         return None;
     }
     Some(days_from_civil(year, month, day) * 86_400 + hour * 3600 + minute * 60 + second)

@@ -244,7 +244,10 @@ impl fmt::Display for ErrorKind {
             ),
             ErrorKind::EmptyPath => write!(f, "must not be empty when set"),
             ErrorKind::NothingToListenOn => {
-                write!(f, "is off and tls_listen is unset: there is nothing to listen on")
+                write!(
+                    f,
+                    "is off and tls_listen is unset: there is nothing to listen on"
+                )
             }
             ErrorKind::RequiredWith(other) => write!(f, "must be set when {other} is set"),
             ErrorKind::SameAddressAs(other) => write!(f, "is the same address as {other}"),

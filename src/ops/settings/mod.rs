@@ -361,12 +361,21 @@ impl Config {
         }
         // A TLS listener may also come from socket activation, so the files are what
         // TLS needs; tls_listen needs them.
-        if self.tls_cert_file.is_none() && (self.tls_listen.is_some() || self.tls_key_file.is_some()) {
-            let with = if self.tls_listen.is_some() { "tls_listen" } else { "tls_key_file" };
+        if self.tls_cert_file.is_none()
+            && (self.tls_listen.is_some() || self.tls_key_file.is_some())
+        {
+            let with = if self.tls_listen.is_some() {
+                "tls_listen"
+            } else {
+                "tls_key_file"
+            };
             return Err(refuse("tls_cert_file", ErrorKind::RequiredWith(with)));
         }
         if self.tls_key_file.is_none() && self.tls_cert_file.is_some() {
-            return Err(refuse("tls_key_file", ErrorKind::RequiredWith("tls_cert_file")));
+            return Err(refuse(
+                "tls_key_file",
+                ErrorKind::RequiredWith("tls_cert_file"),
+            ));
         }
         if self.tls_listen.is_some() && self.tls_listen == self.listen {
             return Err(refuse("tls_listen", ErrorKind::SameAddressAs("listen")));

@@ -814,7 +814,11 @@ fn listen_off_needs_a_tls_listener() {
     ]);
     assert_eq!(c.listen, None);
     assert!(c.tls_enabled());
-    assert!(c.to_toml().contains("listen = \"off\"\n"), "{}", c.to_toml());
+    assert!(
+        c.to_toml().contains("listen = \"off\"\n"),
+        "{}",
+        c.to_toml()
+    );
 }
 
 #[test]
@@ -822,12 +826,18 @@ fn tls_settings_come_together() {
     let e = fail(&["--tls-listen=127.0.0.1:8443"]);
     assert_eq!(
         (e.key(), e.kind()),
-        (Some("tls_cert_file"), &ErrorKind::RequiredWith("tls_listen"))
+        (
+            Some("tls_cert_file"),
+            &ErrorKind::RequiredWith("tls_listen")
+        )
     );
     let e = fail(&["--tls-listen=127.0.0.1:8443", "--tls-cert-file=c.pem"]);
     assert_eq!(
         (e.key(), e.kind()),
-        (Some("tls_key_file"), &ErrorKind::RequiredWith("tls_cert_file"))
+        (
+            Some("tls_key_file"),
+            &ErrorKind::RequiredWith("tls_cert_file")
+        )
     );
     let e = fail(&["--tls-key-file=k.pem"]);
     assert_eq!(e.key(), Some("tls_cert_file"));
