@@ -377,7 +377,8 @@ impl Config {
                 ErrorKind::RequiredWith("tls_cert_file"),
             ));
         }
-        if self.tls_listen.is_some() && self.tls_listen == self.listen {
+        // Port 0 (any free port) twice is two ports.
+        if self.tls_listen.is_some_and(|a| a.port() != 0) && self.tls_listen == self.listen {
             return Err(refuse("tls_listen", ErrorKind::SameAddressAs("listen")));
         }
         Ok(())
