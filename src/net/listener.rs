@@ -81,7 +81,7 @@ fn adopt(listener: std::net::TcpListener, buffer: usize) -> io::Result<TcpListen
 type TlsSide = Option<Arc<super::tls::Tls>>;
 /// Without the `tls` feature there is never a TLS side.
 #[cfg(not(feature = "tls"))]
-type TlsSide = Option<std::convert::Infallible>;
+type TlsSide = Option<Arc<std::convert::Infallible>>;
 
 /// Held by every connection task; shutdown waits until all are dropped.
 #[derive(Clone)]
@@ -290,6 +290,8 @@ fn is_per_connection_error(e: &io::Error) -> bool {
     )
 }
 
+// Without the `tls` feature `tls` is always None, and never consumed.
+#[cfg_attr(not(feature = "tls"), allow(clippy::needless_pass_by_value))]
 fn spawn_connection(
     stream: TcpStream,
     peer: SocketAddr,

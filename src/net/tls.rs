@@ -149,15 +149,15 @@ impl Tls {
             () = hub::stopping(&mut shutdown) => return None,
         };
         match first {
-            Err(_) => return self.failed(hub, HandshakeFailure::Timeout),
-            Ok(None) => return self.failed(hub, HandshakeFailure::Closed),
+            Err(_) => return failed(hub, HandshakeFailure::Timeout),
+            Ok(None) => return failed(hub, HandshakeFailure::Closed),
             Ok(Some(HANDSHAKE_RECORD)) => {}
             Ok(Some(b)) if b.is_ascii_uppercase() => {
                 hub.metrics.tls.failed(HandshakeFailure::PlainHttp);
                 answer_plain_http(tcp, hub).await;
                 return None;
             }
-            Ok(Some(_)) => return self.failed(hub, HandshakeFailure::NotTls),
+            Ok(Some(_)) => return failed(hub, HandshakeFailure::NotTls),
         }
         let metered = Metered::new(tcp, charge);
         let handshake = self.acceptor.accept_with(metered, |conn| {
@@ -168,20 +168,14 @@ impl Tls {
             () = hub::stopping(&mut shutdown) => return None,
         };
         match done {
-            Err(_) => self.failed(hub, HandshakeFailure::Timeout),
-            Ok(Err(e)) => self.failed(hub, classify(&e)),
+            Err(_) => failed(hub, HandshakeFailure::Timeout),
+            Ok(Err(e)) => failed(hub, classify(&e)),
             Ok(Ok(mut stream)) => {
                 hub.metrics.tls.handshakes.inc();
                 stream.get_mut().0.established();
                 Some(Socket::Tls(Box::new(TlsSocket { inner: stream })))
             }
         }
-    }
-
-    fn failed(&self, hub: &Hub, why: HandshakeFailure) -> Option<Socket> {
-        hub.metrics.tls.failed(why);
-        log::debug!("TLS handshake failed: {}", why.label());
-        None
     }
 
     /// Reloads the certificate and key on every SIGHUP until shutdown; a reload that fails
@@ -215,6 +209,13 @@ impl Tls {
             }
         }
     }
+}
+
+/// Counts a failed handshake; the connection ends.
+fn failed(hub: &Hub, why: HandshakeFailure) -> Option<Socket> {
+    hub.metrics.tls.failed(why);
+    log::debug!("TLS handshake failed: {}", why.label());
+    None
 }
 
 /// Logs a warning when `info`'s certificate has expired: clients will refuse it, but wssed
