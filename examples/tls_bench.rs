@@ -15,7 +15,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures_util::{SinkExt, StreamExt};
+use futures_util::StreamExt;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -167,7 +167,9 @@ async fn device(b: &Bench, tls: bool, user: &str) -> Ws {
     let scheme = if tls { "wss" } else { "ws" };
     let port = if tls { TLS_PORT } else { PLAIN_PORT };
     let url = format!("{scheme}://localhost:{port}/ws?user_id={user}");
-    let (ws, _) = tokio_tungstenite::client_async(url, c).await.expect("upgrade");
+    let (ws, _) = tokio_tungstenite::client_async(url, c)
+        .await
+        .expect("upgrade");
     ws
 }
 
@@ -190,7 +192,14 @@ fn start(bin: &str, cert: &str, key: &str, devices: usize) -> Child {
         .arg(format!("127.0.0.1:{PLAIN_PORT}"))
         .arg("--tls-listen")
         .arg(format!("127.0.0.1:{TLS_PORT}"))
-        .args(["--tls-cert-file", cert, "--tls-key-file", key, "--log-level", "warn"])
+        .args([
+            "--tls-cert-file",
+            cert,
+            "--tls-key-file",
+            key,
+            "--log-level",
+            "warn",
+        ])
         .args(["--max-connections", &(2 * devices + 16).to_string()])
         .args(["--ping-interval-secs", "3600"])
         .stdout(Stdio::null())
