@@ -7,9 +7,7 @@
 //!
 //! One atomic add per reservation and one per release: no lock on the push path.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-
-use super::metrics::Counter;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 /// What a reservation is for: the refusal counters are kept per use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -93,7 +91,8 @@ pub(crate) struct Budget {
     used: AtomicUsize,
     /// The most `used` has been since start.
     peak: AtomicUsize,
-    refused: [Counter; USES],
+    /// Refusals per use (plain atomics: `metrics` reads the budget, not the other way).
+    refused: [AtomicU64; USES],
 }
 
 impl Default for Budget {
@@ -109,7 +108,7 @@ impl Budget {
             limit: AtomicUsize::new(0),
             used: AtomicUsize::new(0),
             peak: AtomicUsize::new(0),
-            refused: [const { Counter::new() }; USES],
+            refused: [const { AtomicU64::new(0) }; USES],
         }
     }
 
@@ -135,7 +134,9 @@ impl Budget {
 
     /// Reservations refused so far for `what`.
     pub(crate) fn refused(&self, what: Use) -> u64 {
-        self.refused.get(what.index()).map_or(0, Counter::get)
+        self.refused
+            .get(what.index())
+            .map_or(0, |c| c.load(Ordering::Relaxed))
     }
 
     /// Reserves `bytes` for `what`; the charge gives them back when dropped.
@@ -167,7 +168,7 @@ impl Budget {
             Ok(())
         } else {
             if let Some(c) = self.refused.get(what.index()) {
-                c.inc();
+                c.fetch_add(1, Ordering::Relaxed);
             }
             Err(OverBudget)
         }

@@ -48,6 +48,26 @@ pub(crate) async fn refuse(hub: &Hub, mut stream: TcpStream) {
     let _ = timeout(REFUSE_WRITE_TIMEOUT, stream.write_all(&out)).await;
 }
 
+/// A plain HTTP request on the TLS port: a plain `400` saying so, and a lingering close so
+/// the client can read it (docs/protocol.md §17.3).
+#[cfg(feature = "tls")]
+pub(crate) async fn answer_plain_http(hub: &Hub, stream: TcpStream) {
+    let mut io = Io::new(
+        Socket::Plain(stream),
+        READ_BUFFER_BYTES,
+        REFUSE_WRITE_TIMEOUT,
+        hub.budget,
+    );
+    if io
+        .refuse(hub, &ApiError::PlainHttpOnTls, Persist::Close, false)
+        .await
+        .is_ok()
+    {
+        let mut shutdown = hub.shutdown.clone();
+        io.linger(&mut shutdown).await;
+    }
+}
+
 /// A connection that became a device session: the socket, the bytes read past the upgrade
 /// request, and the validated upgrade.
 pub(crate) struct Upgraded {

@@ -320,8 +320,11 @@ fn spawn_connection(
         let socket = match tls {
             #[cfg(feature = "tls")]
             Some(tls) => match tls.accept(stream, &hub).await {
-                Some(socket) => socket,
-                None => return,
+                super::tls::Handshake::Done(tls) => Stream::Tls(tls),
+                super::tls::Handshake::PlainHttp(tcp) => {
+                    return super::conn::answer_plain_http(&hub, tcp).await;
+                }
+                super::tls::Handshake::Failed => return,
             },
             _ => Stream::Plain(stream),
         };

@@ -21,19 +21,14 @@ use rustls::sign::CertifiedKey;
 use rustls::ServerConfig;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
-use tokio::sync::watch;
 use tokio::time::{timeout, timeout_at, Instant};
 use tokio_rustls::TlsAcceptor;
 
-use super::io::{Io, WRITE_BUFFER_BYTES};
-use super::socket::Socket;
-use crate::app::error::ApiError;
 use crate::hub::budget::{heap_bytes, Charge, Use};
 use crate::hub::metrics::HandshakeFailure;
 use crate::hub::{self, Hub};
 use crate::ops::settings::{secs, Config};
 use crate::ops::tls::{self as files, CertInfo, Loaded};
-use crate::wire::http::response::Persist;
 
 /// Plaintext bytes rustls may hold for sending before a write waits for the socket. Small, so
 /// a device that stops reading pins little; records are then at most this long.
@@ -50,8 +45,7 @@ pub(crate) const TLS_SMALL_RECORDS_BYTES: usize = 4 * 1024;
 /// What a handshake's server flight adds to the certificate chain: hello, extensions,
 /// signature, finished, tickets.
 pub(crate) const TLS_FLIGHT_BYTES: usize = 2 * 1024;
-/// How long the alert sent to a refused connection, or the 400 to a plain HTTP request,
-/// may take to be written.
+/// How long the alert to a connection refused before its handshake may take to be written.
 pub(crate) const TLS_REFUSE_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
 /// The first byte of a TLS handshake record (RFC 8446 §5.1, content type 22).
 const HANDSHAKE_RECORD: u8 = 0x16;
@@ -134,20 +128,19 @@ impl Tls {
         self.current.set(loaded.key);
     }
 
-    /// Runs the handshake on an accepted connection; the socket to serve HTTP on, or None
-    /// when the connection ended (counted by reason).
-    pub(crate) async fn accept(&self, tcp: TcpStream, hub: &Hub) -> Option<Socket> {
+    /// Runs the handshake on an accepted connection (every way it fails is counted).
+    pub(crate) async fn accept(&self, tcp: TcpStream, hub: &Hub) -> Handshake {
         let chain = self.chain_bytes.load(std::sync::atomic::Ordering::Relaxed);
         let Ok(charge) = hub.budget.charge(handshake_bytes(chain), Use::Tls) else {
             hub.metrics.tls.failed(HandshakeFailure::OverBudget);
             refuse(tcp).await;
-            return None;
+            return Handshake::Failed;
         };
         let deadline = Instant::now() + self.handshake_timeout;
         let mut shutdown = hub.shutdown.clone();
         let first = tokio::select! {
             r = timeout_at(deadline, first_byte(&tcp)) => r,
-            () = hub::stopping(&mut shutdown) => return None,
+            () = hub::stopping(&mut shutdown) => return Handshake::Failed,
         };
         match first {
             Err(_) => return failed(hub, HandshakeFailure::Timeout),
@@ -155,8 +148,7 @@ impl Tls {
             Ok(Some(HANDSHAKE_RECORD)) => {}
             Ok(Some(b)) if b.is_ascii_uppercase() => {
                 hub.metrics.tls.failed(HandshakeFailure::PlainHttp);
-                answer_plain_http(tcp, hub).await;
-                return None;
+                return Handshake::PlainHttp(tcp);
             }
             Ok(Some(_)) => return failed(hub, HandshakeFailure::NotTls),
         }
@@ -166,7 +158,7 @@ impl Tls {
         });
         let done = tokio::select! {
             r = timeout_at(deadline, handshake) => r,
-            () = hub::stopping(&mut shutdown) => return None,
+            () = hub::stopping(&mut shutdown) => return Handshake::Failed,
         };
         match done {
             Err(_) => failed(hub, HandshakeFailure::Timeout),
@@ -174,7 +166,7 @@ impl Tls {
             Ok(Ok(mut stream)) => {
                 hub.metrics.tls.handshakes.inc();
                 stream.get_mut().0.established();
-                Some(Socket::Tls(Box::new(TlsSocket { inner: stream })))
+                Handshake::Done(Box::new(TlsSocket { inner: stream }))
             }
         }
     }
@@ -212,11 +204,22 @@ impl Tls {
     }
 }
 
+/// How a handshake ended.
+pub(crate) enum Handshake {
+    /// Done: the stream to serve HTTP on.
+    Done(Box<TlsSocket>),
+    /// A plain HTTP request came instead: the connection, its request unread, to answer
+    /// with a plain 400 (docs/protocol.md §17.3).
+    PlainHttp(TcpStream),
+    /// Failed (counted by reason) or abandoned for shutdown: the connection is closed.
+    Failed,
+}
+
 /// Counts a failed handshake; the connection ends.
-fn failed(hub: &Hub, why: HandshakeFailure) -> Option<Socket> {
+fn failed(hub: &Hub, why: HandshakeFailure) -> Handshake {
     hub.metrics.tls.failed(why);
     log::debug!("TLS handshake failed: {}", why.label());
-    None
+    Handshake::Failed
 }
 
 /// Logs a warning when `info`'s certificate has expired: clients will refuse it, but wssed
@@ -247,25 +250,6 @@ pub(crate) async fn refuse(mut tcp: TcpStream) {
         tcp.write_all(&INTERNAL_ERROR_ALERT),
     )
     .await;
-}
-
-/// A plain HTTP request on the TLS port: a plain `400` saying so, and a lingering close so
-/// the client can read it (docs/protocol.md §17.3).
-async fn answer_plain_http(tcp: TcpStream, hub: &Hub) {
-    let mut io = Io::new(
-        Socket::Plain(tcp),
-        WRITE_BUFFER_BYTES,
-        TLS_REFUSE_WRITE_TIMEOUT,
-        hub.budget,
-    );
-    if io
-        .refuse(hub, &ApiError::PlainHttpOnTls, Persist::Close, false)
-        .await
-        .is_ok()
-    {
-        let mut shutdown: watch::Receiver<bool> = hub.shutdown.clone();
-        io.linger(&mut shutdown).await;
-    }
 }
 
 /// Why a handshake failed, from the error tokio-rustls returned.
