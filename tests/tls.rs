@@ -515,7 +515,10 @@ async fn tls_only_when_listen_is_off() {
     let pki = Pki::new("only", 30);
     let d = start(&pki, &["--listen", "off"]);
     assert_eq!(d.addr, tls_addr(&d), "no plain listener");
-    assert!(d.log_text().contains("plain listener off"));
+    wait_until(step(), "the log says the plain listener is off", || async {
+        d.log_text().contains("plain listener off")
+    })
+    .await;
     let mut c = https(tls_addr(&d), &pki.path("ca.pem")).await;
     c.send(&get("/health")).await;
     assert_eq!(
