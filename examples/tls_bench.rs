@@ -187,7 +187,7 @@ async fn idle_devices(b: &Bench, pid: u32, tls: bool, n: usize) -> (f64, Vec<Ws>
 }
 
 fn start(bin: &str, cert: &str, key: &str, devices: usize) -> Child {
-    let child = Command::new("taskset")
+    let mut child = Command::new("taskset")
         .args(["-c", "0", bin, "--listen"])
         .arg(format!("127.0.0.1:{PLAIN_PORT}"))
         .arg("--tls-listen")
@@ -212,6 +212,8 @@ fn start(bin: &str, cert: &str, key: &str, devices: usize) -> Child {
         }
         std::thread::sleep(Duration::from_millis(25));
     }
+    let _ = child.kill();
+    let _ = child.wait();
     panic!("wssed did not start");
 }
 
