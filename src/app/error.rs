@@ -49,6 +49,9 @@ pub(crate) enum ApiError {
     TooManyConnections,
     /// The work does not fit the memory budget now (503).
     OverBudget,
+    /// A plain HTTP request on the TLS port (400; the connection closes).
+    #[cfg(feature = "tls")]
+    PlainHttpOnTls,
 }
 
 impl ApiError {
@@ -57,6 +60,8 @@ impl ApiError {
         match self {
             ApiError::Http(e) => e.status(),
             ApiError::MissingHost | ApiError::BadRequest(_) => 400,
+            #[cfg(feature = "tls")]
+            ApiError::PlainHttpOnTls => 400,
             ApiError::Unauthorized => 401,
             ApiError::OriginRefused | ApiError::DeviceListOff => 403,
             ApiError::NotFound => 404,
@@ -82,6 +87,8 @@ impl ApiError {
             | ApiError::BodyTimeout
             | ApiError::LengthRequired
             | ApiError::TooManyConnections => true,
+            #[cfg(feature = "tls")]
+            ApiError::PlainHttpOnTls => true,
             _ => false,
         }
     }
@@ -189,6 +196,8 @@ impl ApiError {
             ApiError::TooManySends => "Too many open send streams",
             ApiError::TooManyConnections => "Too many connections",
             ApiError::OverBudget => "Memory budget exhausted",
+            #[cfg(feature = "tls")]
+            ApiError::PlainHttpOnTls => "Plain HTTP request sent to the TLS port",
         }
     }
 }

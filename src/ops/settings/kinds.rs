@@ -194,6 +194,65 @@ impl Kind<SocketAddr> for Address {
     }
 }
 
+/// The word that turns `listen` off.
+pub(super) const OFF: &str = "off";
+
+/// `listen`: an IP address with a port, or `off` (no plain listener; TLS only).
+pub(super) struct Listen;
+
+impl Kind<Option<SocketAddr>> for Listen {
+    fn read(&self, raw: Raw<'_>) -> Result<Option<SocketAddr>, ErrorKind> {
+        if text(raw)? == OFF {
+            return Ok(None);
+        }
+        Address.read(raw).map(Some)
+    }
+    fn check(&self, _: &Option<SocketAddr>) -> Result<(), ErrorKind> {
+        Ok(())
+    }
+    fn toml(&self, value: &Option<SocketAddr>) -> Option<String> {
+        Some(match value {
+            Some(addr) => toml_string(&addr.to_string()),
+            None => toml_string(OFF),
+        })
+    }
+    fn metavar(&self) -> &'static str {
+        "ADDR|off"
+    }
+    fn bounds(&self) -> Option<String> {
+        Some(format!("or {OFF}: no plain listener, TLS only"))
+    }
+}
+
+/// A file's path: any non-empty text (whether the file is there is checked at start).
+pub(super) struct FilePath;
+
+impl Kind<std::path::PathBuf> for FilePath {
+    fn read(&self, raw: Raw<'_>) -> Result<std::path::PathBuf, ErrorKind> {
+        let path = text(raw)?;
+        if path.is_empty() {
+            return Err(ErrorKind::EmptyPath);
+        }
+        Ok(std::path::PathBuf::from(path))
+    }
+    fn check(&self, value: &std::path::PathBuf) -> Result<(), ErrorKind> {
+        if value.as_os_str().is_empty() {
+            Err(ErrorKind::EmptyPath)
+        } else {
+            Ok(())
+        }
+    }
+    fn toml(&self, value: &std::path::PathBuf) -> Option<String> {
+        Some(toml_string(&value.to_string_lossy()))
+    }
+    fn metavar(&self) -> &'static str {
+        "FILE"
+    }
+    fn bounds(&self) -> Option<String> {
+        None
+    }
+}
+
 /// What a list holds.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub(super) enum ListOf {
