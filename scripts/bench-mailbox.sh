@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The offline mailbox's cost (docs/protocol.md §17), on the release build, 127.0.0.1 only:
+# The offline mailbox's cost (docs/protocol.md §20), on the release build, 127.0.0.1 only:
 #
 #   scripts/bench-mailbox.sh
 #

@@ -21,10 +21,11 @@
 # per-push total is exact; the per-function rows also hold the warm-up, see syscalls.txt);
 # callgrind counts user-space instructions only, the kernel's work is not in Ir).
 #
-# Environment: PUSHES (2000), WARMUP (200), RUNS (3), PORT (18090), PROFILE_CHECKOUT;
-# WSSED_ARGS (flags added to the daemon, e.g. "--mailbox-messages 64"), DRIVER_ARGS (e.g. --away:
-# pushes to a device that is not connected, kept by the offline mailbox) and LABEL (names the
-# variant: the results go to callgrind-<short>-<LABEL>.jsonl and callgrind-<short>-<LABEL>/).
+# Environment: PUSHES (2000), WARMUP (200), RUNS (3), PORT (18090), PROFILE_CHECKOUT, WSSED_ARGS
+# (more daemon flags, e.g. "--status-page true" or "--mailbox-messages 64"; recorded as "args" in
+# each JSON line), DRIVER_ARGS (e.g. --away: pushes to a device that is not connected, kept by the
+# offline mailbox) and LABEL (names the variant: the results go to callgrind-<short>-<LABEL>.jsonl
+# and callgrind-<short>-<LABEL>/).
 set -euo pipefail
 [ $# -eq 1 ] || { echo "usage: $0 COMMIT" >&2; exit 2; }
 cd "$(dirname "$0")/.."
@@ -33,6 +34,7 @@ PUSHES=${PUSHES:-2000}
 WARMUP=${WARMUP:-200}
 RUNS=${RUNS:-3}
 PORT=${PORT:-18090}
+WSSED_ARGS=${WSSED_ARGS:-}
 
 sha=$(git rev-parse --verify "$1^{commit}")
 short=$(git rev-parse --short "$sha")
@@ -66,7 +68,6 @@ if (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; then
     exit 1
 fi
 
-WSSED_ARGS=${WSSED_ARGS:-}
 DRIVER_ARGS=${DRIVER_ARGS:-}
 LABEL=${LABEL:-}
 name=callgrind-$short${LABEL:+-$LABEL}
@@ -120,8 +121,10 @@ for run in $(seq 1 "$RUNS"); do
 import json, sys
 sha, short, run, pushes, ir_push, ir_idle, la, drv, sys_push, label, args = sys.argv[1:]
 d = json.loads(drv)
+args = args.strip()
 print(json.dumps({"scenario": "callgrind_push", "commit": short + (f" ({label})" if label else ""),
-    "commit_full": sha, "args": args.strip(), "run": int(run),
+    "commit_full": sha, "run": int(run),
+    **({"args": args} if args else {}),
     "pushes": int(pushes), "ir_push_phase": int(ir_push), "ir_per_push": round(int(ir_push) / int(pushes)),
     "syscalls_per_push": round(int(sys_push) / int(pushes), 2),
     "ir_idle_same_duration": int(ir_idle), "push_phase_secs": d["push_phase_secs"],

@@ -1,6 +1,7 @@
 //! Keeps `docs/protocol.md` true: every close code, 422 error `type`, batch item `error`,
-//! stream ending and offline mailbox `reason` and drop reason the code can emit is documented in
-//! the section that promises it. The lists
+//! stream ending, and offline mailbox `reason` and drop reason the code can emit is documented
+//! in the section that promises it, and so are the CORS fields and bounds browsers are told
+//! (§17, §18). The lists
 //! come from the code itself (each enum's `every()`, `wire::listed`), so a variant added
 //! without its documentation fails here.
 
@@ -95,12 +96,47 @@ fn every_way_a_stream_ends_is_in_the_stream_endings_table() {
 fn every_mailbox_reason_and_drop_reason_is_documented() {
     for why in NotKept::every() {
         let row = format!("| `\"{}\"` |", why.code());
-        assert_line_with("17.3", &[&row], &format!("{why:?}"));
+        assert_line_with("20.3", &[&row], &format!("{why:?}"));
     }
     for why in Dropped::every() {
         let row = format!("| `{}` |", why.label());
-        assert_line_with("17.2", &[&row], &format!("{why:?}"));
+        assert_line_with("20.2", &[&row], &format!("{why:?}"));
     }
     let gap = gap_frame(7).replace('7', "N");
-    assert_line_with("17.5", &[&format!("`{gap}`")], "the mailbox_gap frame");
+    assert_line_with("20.5", &[&format!("`{gap}`")], "the mailbox_gap frame");
+}
+
+#[test]
+fn what_browsers_are_told_is_in_the_browser_sections() {
+    use crate::app::error::ApiError;
+    use crate::app::status::MAX_LISTED_DEVICES;
+    use crate::hub::origins::ORIGIN_LOG_INTERVAL_SECS;
+    use crate::wire::cors::{ALLOW_HEADERS, EXPOSE_HEADERS, MAX_AGE_SECS};
+    let value = |v: &str| format!("`{v}`");
+    assert_line_with(
+        "17.2",
+        &["`Access-Control-Allow-Headers`", &value(ALLOW_HEADERS)],
+        "the preflight's request fields",
+    );
+    assert_line_with(
+        "17.2",
+        &["`Access-Control-Max-Age`", &value(MAX_AGE_SECS)],
+        "the preflight's cache time",
+    );
+    assert_line_with(
+        "17.3",
+        &["`Access-Control-Expose-Headers`", &value(EXPOSE_HEADERS)],
+        "the fields a page may read",
+    );
+    let interval = format!("({ORIGIN_LOG_INTERVAL_SECS} s");
+    assert_line_with("17.4", &[&interval], "the refused-origin log interval");
+    let most = format!("({MAX_LISTED_DEVICES},");
+    assert_line_with(
+        "18.2",
+        &["`MAX_LISTED_DEVICES`", &most],
+        "the device list's bound",
+    );
+    let detail = ApiError::DeviceListOff.detail();
+    assert_line_with("18.2", &["403", detail], "the device list's refusal");
+    assert_line_with("2.6", &["| 403 |", detail], "the device list's refusal");
 }

@@ -1,5 +1,5 @@
 //! `mailbox_file::Reader` and `verify` on any bytes: the offline mailbox's state file, which the
-//! daemon reads at start and must never trust when damaged (docs/protocol.md §17.7).
+//! daemon reads at start and must never trust when damaged (docs/protocol.md §20.7).
 //!
 //! Invariants:
 //! - no panic, whatever the bytes;

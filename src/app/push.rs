@@ -158,7 +158,7 @@ fn deliver(
 }
 
 /// What the offline mailbox did with a frame whose device did not get it, for the answer's
-/// `queued` and `reason` (docs/protocol.md §17.3): `None` with the mailbox off.
+/// `queued` and `reason` (docs/protocol.md §20.3): `None` with the mailbox off.
 fn mailbox_note(hub: &Hub, outcome: Outcome) -> Option<Result<(), NotKept>> {
     if !hub.mailbox.is_on() {
         return None;

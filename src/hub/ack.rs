@@ -19,7 +19,7 @@ const NOT_KEPT: u8 = 4;
 
 listed! {
     /// Why the offline mailbox did not keep a frame its device did not get (docs/protocol.md
-    /// §17.3): the `reason` of an answer with `"queued":false`.
+    /// §20.3): the `reason` of an answer with `"queued":false`.
     #[derive(Debug, Clone, Copy, PartialEq, Eq)]
     pub(crate) enum NotKept {
         /// The frame alone is longer than `mailbox_bytes`.

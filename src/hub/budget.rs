@@ -29,11 +29,14 @@ pub(crate) enum Use {
     Head,
     /// A message kept for a device that is away (the offline mailbox).
     Mailbox,
+    /// A TLS connection's buffers: a handshake's, a session's at rest, a large record's.
+    #[cfg(feature = "tls")]
+    Tls,
 }
 
 impl Use {
     /// Every use, in the order of the refusal counters.
-    pub(crate) const ALL: [Use; 8] = [
+    pub(crate) const ALL: &'static [Use] = &[
         Use::Frame,
         Use::Answer,
         Use::Body,
@@ -42,6 +45,8 @@ impl Use {
         Use::Inbound,
         Use::Head,
         Use::Mailbox,
+        #[cfg(feature = "tls")]
+        Use::Tls,
     ];
 
     /// The label of its refusal counter (`/metrics`, Prometheus `reason`).
@@ -55,6 +60,8 @@ impl Use {
             Use::Inbound => "inbound",
             Use::Head => "head",
             Use::Mailbox => "mailbox",
+            #[cfg(feature = "tls")]
+            Use::Tls => "tls",
         }
     }
 
@@ -74,6 +81,9 @@ pub(crate) const fn heap_bytes(len: usize) -> usize {
         .saturating_add(ITEM_OVERHEAD_BYTES)
 }
 
+/// How many uses there are (one refusal counter each).
+const USES: usize = Use::ALL.len();
+
 /// A reservation did not fit the budget.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct OverBudget;
@@ -91,7 +101,8 @@ pub(crate) struct Budget {
     used: AtomicUsize,
     /// The most `used` has been since start.
     peak: AtomicUsize,
-    refused: [AtomicU64; Use::ALL.len()],
+    /// Refusals per use (plain atomics: `metrics` reads the budget, not the other way).
+    refused: [AtomicU64; USES],
     /// Asked to free room when a reservation for anything but [`Use::Mailbox`] does not fit.
     give_way: OnceLock<GiveWay>,
 }
@@ -109,7 +120,7 @@ impl Budget {
             limit: AtomicUsize::new(0),
             used: AtomicUsize::new(0),
             peak: AtomicUsize::new(0),
-            refused: [const { AtomicU64::new(0) }; Use::ALL.len()],
+            refused: [const { AtomicU64::new(0) }; USES],
             give_way: OnceLock::new(),
         }
     }

@@ -18,7 +18,7 @@ use super::budget::Charge;
 pub(crate) const KEPT_QUEUE_SLOTS: usize = 8;
 
 /// Where a frame waiting for a device's socket comes from: it decides what becomes of the
-/// frame if the session ends before writing it (docs/protocol.md §17.4).
+/// frame if the session ends before writing it (docs/protocol.md §20.4).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Source {
     /// A push or a batch item: the offline mailbox, when on, keeps it.

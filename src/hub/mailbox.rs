@@ -1,4 +1,4 @@
-//! The offline mailbox (docs/protocol.md §17): pushes for a device that is away are kept, in
+//! The offline mailbox (docs/protocol.md §20): pushes for a device that is away are kept, in
 //! order, and written to it first when it returns. Bounded per device (`mailbox_messages`,
 //! `mailbox_bytes`), in age (`mailbox_ttl_secs`, wall clock), in devices (at most
 //! `max_connections` mailboxes) and by the memory budget, of which kept messages are the first
@@ -23,15 +23,16 @@ use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use super::ack::NotKept;
 use super::budget::{heap_bytes, Budget, Charge, Use};
+use super::counter::Counter;
 use super::devices::{DeviceTable, RegisterError, Registration};
 use super::link::{DeviceLink, Outbound, PushError, QueueLimits, Source};
-use super::metrics::{Counter, MailboxStats};
+use super::metrics::MailboxStats;
 use crate::wire::envelope::UserId;
 use crate::wire::listed::listed;
 use crate::wire::mailbox_file::{Damage, Item, Reader, Writer};
 
 listed! {
-    /// Why a kept message was dropped before its device came back (docs/protocol.md §17.2).
+    /// Why a kept message was dropped before its device came back (docs/protocol.md §20.2).
     #[derive(Debug, Clone, Copy, PartialEq, Eq)]
     pub(crate) enum Dropped {
         /// `mailbox_messages` newer messages came after it.

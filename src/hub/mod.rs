@@ -7,11 +7,13 @@
 
 pub(crate) mod ack;
 pub(crate) mod budget;
+pub(crate) mod counter;
 pub(crate) mod devices;
 pub(crate) mod ids;
 pub(crate) mod link;
 pub(crate) mod mailbox;
 pub(crate) mod metrics;
+pub(crate) mod origins;
 pub(crate) mod streams;
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -136,7 +138,7 @@ impl Hub {
     }
 
     /// Registers a device session for `user` (docs/protocol.md §8.4); with the mailbox on,
-    /// what it kept for the device is put in front of the session's queue (§17.4).
+    /// what it kept for the device is put in front of the session's queue (§20.4).
     pub(crate) fn register(&self, user: &UserId) -> Result<Registration, RegisterError> {
         let (replace, queue) = (self.replace_duplicates(), self.queue_limits());
         if self.mailbox.is_on() {

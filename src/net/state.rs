@@ -1,4 +1,4 @@
-//! The state directory (docs/protocol.md §17.7): the offline mailbox is written there on a
+//! The state directory (docs/protocol.md §20.7): the offline mailbox is written there on a
 //! clean stop and read back at start, so a restart or an upgrade loses nothing it kept.
 //!
 //! One file, written once per stop: to a temporary file, flushed to the disk, renamed over

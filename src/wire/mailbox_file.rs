@@ -1,4 +1,4 @@
-//! The offline mailbox's state file (docs/protocol.md §17.7): what the daemon writes on a clean
+//! The offline mailbox's state file (docs/protocol.md §20.7): what the daemon writes on a clean
 //! stop and reads at start. Like the rest of `wire` it knows no files, paths or shared state: it
 //! reads and writes through `std::io`'s traits, and the caller says how long the input is.
 //!

@@ -1,4 +1,4 @@
-//! The offline mailbox (docs/protocol.md §17): pushes for a device that is away are kept,
+//! The offline mailbox (docs/protocol.md §20): pushes for a device that is away are kept,
 //! bounded, and written to it first, in order, when it returns; they survive a clean restart
 //! through `state_dir`. With the mailbox off (the default) nothing changes: the rest of the
 //! suite runs with it off.
