@@ -120,16 +120,21 @@ pub(crate) fn metrics(
     scratch.clear();
     let (devices, streams, uptime) = (hub.devices.len(), hub.streams.len(), hub.uptime_secs());
     let mailbox = hub.mailbox.stats();
+    let write = if prometheus {
+        metrics::write_prometheus
+    } else {
+        metrics::write_json
+    };
+    write(
+        scratch,
+        hub.metrics,
+        hub.budget,
+        &mailbox,
+        devices,
+        streams,
+        uptime,
+    );
     if prometheus {
-        metrics::write_prometheus(
-            scratch,
-            hub.metrics,
-            hub.budget,
-            &mailbox,
-            devices,
-            streams,
-            uptime,
-        );
         response::write_head(
             out,
             200,
@@ -142,15 +147,6 @@ pub(crate) fn metrics(
             out.extend_from_slice(scratch);
         }
     } else {
-        metrics::write_json(
-            scratch,
-            hub.metrics,
-            hub.budget,
-            &mailbox,
-            devices,
-            streams,
-            uptime,
-        );
         response::write_json(out, 200, scratch, persist, &[], head_only);
     }
     200
