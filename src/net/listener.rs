@@ -107,12 +107,6 @@ pub async fn run(
     let budget = memory::in_force(&config);
     log::info!("memory budget: {budget}");
     let hub = Arc::new(Hub::new(config, budget.bytes, shutdown_rx.clone()));
-    if let Some(dir) = &hub.config.state_dir {
-        super::state::load(&hub, dir);
-    }
-    if hub.mailbox.is_on() {
-        tokio::spawn(sweep_mailbox(Arc::clone(&hub), shutdown_rx.clone()));
-    }
     #[cfg(feature = "tls")]
     let (tls_listener, tls): (Option<TcpListener>, TlsSide) = match listeners.tls {
         Some((listener, loaded)) => {
@@ -133,6 +127,13 @@ pub async fn run(
     };
     #[cfg(not(feature = "tls"))]
     let (tls_listener, tls): (Option<TcpListener>, TlsSide) = (None, None);
+    // Read once nothing else can fail the start: the file is removed once it is read.
+    if let Some(dir) = &hub.config.state_dir {
+        super::state::load(&hub, dir);
+    }
+    if hub.mailbox.is_on() {
+        tokio::spawn(sweep_mailbox(Arc::clone(&hub), shutdown_rx.clone()));
+    }
     let (token_tx, mut all_done) = mpsc::channel::<()>(1);
     let token = TaskToken(token_tx);
     let notifier = Arc::new(Notifier::from_env());
@@ -191,6 +192,10 @@ pub async fn run(
     ) {
         // Without the checker systemd's watchdog would kill us; better to say why now.
         log::error!("cannot start the self-check thread: {e}");
+        // What was read at start is written back: nothing was delivered yet.
+        if let Some(dir) = &hub.config.state_dir {
+            super::state::save(&hub, dir);
+        }
         return Err(e);
     }
 
