@@ -1,4 +1,4 @@
-//! The cluster (README "Scaling past one gateway", docs/protocol.md §20): wssed nodes built
+//! The cluster (README "Scaling past one gateway", docs/protocol.md §21): wssed nodes built
 //! with the `cluster` feature, joined by a real `nats-server` on 127.0.0.1, with real
 //! WebSocket devices and HTTP upstreams. `cargo test` builds the feature through the
 //! self dev-dependency; `.ci/run` installs nats-server and sets `WSSED_REQUIRE_NATS=1`.

@@ -1,5 +1,5 @@
 //! Pushes, batches and sends for a device on another node of the cluster, and what the
-//! device's node does with them (docs/protocol.md §20). The rules are the local ones: a push
+//! device's node does with them (docs/protocol.md §21). The rules are the local ones: a push
 //! is `success` once its frame is on the device's socket, `partial` when no node has the
 //! device; what is new is `503 cluster_unavailable` when the other nodes cannot be asked,
 //! which is never guessed into a `partial`.
@@ -24,7 +24,7 @@ use crate::hub::budget::{heap_bytes, Charge, Use};
 use crate::hub::cluster::{
     Pending, PushReply, Relay, Remote, SendReply, Unreachable, COUNTERS, REMOTE_SESSION,
 };
-use crate::hub::link::{DeviceLink, Outbound, PushError, QueueLimits};
+use crate::hub::link::{DeviceLink, Outbound, PushError, QueueLimits, Source};
 use crate::hub::streams::{OpenError, StreamLimits};
 use crate::hub::Hub;
 use crate::ops::settings::secs;
@@ -537,6 +537,7 @@ pub(crate) fn serve_push(hub: &Hub, link: &Arc<DeviceLink>, payload: &Bytes) -> 
             frame,
             ack: serving.slot.ack(index),
             charge: hub.budget.empty(),
+            source: Source::Push,
         };
         serving.waiting.push_back((index, item));
     }
@@ -592,9 +593,11 @@ impl ServePush {
         self.slot.wait().await;
         for (index, queued) in self.queued.iter().enumerate() {
             if *queued {
+                // Kept by this node's mailbox, or not: not delivered, as far as the sender is
+                // concerned (the remote answer has no `queued` note).
                 self.outcomes[index] = match self.slot.outcome(index) {
                     Outcome::Delivered => Delivery::Delivered,
-                    Outcome::Lost => Delivery::NotConnected,
+                    Outcome::Lost | Outcome::Kept | Outcome::NotKept(_) => Delivery::NotConnected,
                 };
             }
         }
@@ -639,6 +642,7 @@ pub(crate) fn serve_send(
         frame,
         ack: None,
         charge,
+        source: Source::Send,
     };
     match link.push(item) {
         Ok(()) => Ok(answers),

@@ -1,5 +1,5 @@
 //! The cluster as the rest of the daemon sees it (README "Scaling past one gateway",
-//! docs/protocol.md §20): the requests `app` makes of other nodes, as a trait the `net` layer
+//! docs/protocol.md §21): the requests `app` makes of other nodes, as a trait the `net` layer
 //! implements over NATS, and the cluster's counters. No I/O here.
 
 use std::future::Future;
@@ -10,8 +10,8 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use super::budget::Budget;
+use super::counter::{Counter, Gauge};
 use super::link::DeviceLink;
-use super::metrics::{Counter, Gauge};
 use super::streams::StreamTx;
 use super::Streams;
 use crate::wire::cluster::{Delivery, SendRefusal};

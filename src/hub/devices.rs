@@ -110,6 +110,18 @@ impl<const N: usize> DeviceTable<N> {
         replace: bool,
         limits: QueueLimits,
     ) -> Result<Registration, RegisterError> {
+        self.register_replacing(user, replace, limits)
+            .map(|(registration, _)| registration)
+    }
+
+    /// [`DeviceTable::register`], also handing back the link of the session it replaced
+    /// (already kicked), whose frames the offline mailbox carries over to the new one.
+    pub(crate) fn register_replacing(
+        &self,
+        user: &UserId,
+        replace: bool,
+        limits: QueueLimits,
+    ) -> Result<(Registration, Option<Arc<DeviceLink>>), RegisterError> {
         let mut map = self.lock();
         let replaced = match map.get(user.as_str()) {
             Some(_) if !replace => return Err(RegisterError::Duplicate),
@@ -132,10 +144,10 @@ impl<const N: usize> DeviceTable<N> {
             return Err(RegisterError::Full);
         }
         drop(map);
-        if let Some(old) = replaced {
+        if let Some(old) = &replaced {
             old.kick();
         }
-        Ok(Registration { session, link })
+        Ok((Registration { session, link }, replaced))
     }
 
     /// Removes `user` if the entry still belongs to `session` (a replacement keeps its slot).
@@ -157,6 +169,15 @@ impl<const N: usize> DeviceTable<N> {
             session: d.session,
             link: Arc::clone(&d.link),
         })
+    }
+
+    /// Copies the ids of at most `max` connected devices into `out` (cleared first); returns
+    /// how many are connected. The lock is held for the copy only.
+    pub(crate) fn ids(&self, out: &mut Vec<UserId>, max: usize) -> usize {
+        out.clear();
+        let map = self.lock();
+        out.extend(map.keys().take(max).cloned());
+        map.len()
     }
 
     /// Devices connected now.
@@ -192,6 +213,22 @@ mod tests {
             frames,
             bytes: usize::MAX,
         }
+    }
+
+    #[test]
+    fn ids_copies_at_most_max_and_counts_all() {
+        let t = DeviceTable::<8>::new();
+        let _regs: Vec<_> = ["a", "b", "c"]
+            .iter()
+            .map(|id| t.register(&uid(id), false, q(1)).unwrap())
+            .collect();
+        let mut out = vec![uid("stale")];
+        assert_eq!(t.ids(&mut out, 2), 3);
+        assert_eq!(out.len(), 2);
+        assert!(out.iter().all(|id| ["a", "b", "c"].contains(&id.as_str())));
+        assert_eq!(t.ids(&mut out, 10), 3);
+        out.sort();
+        assert_eq!(out, [uid("a"), uid("b"), uid("c")]);
     }
 
     /// Panics unwind (Cargo.toml): a task that panics while holding the lock leaves it

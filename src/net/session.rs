@@ -1,6 +1,7 @@
 //! The device session (docs/protocol.md §8): tokio-tungstenite on the TCP stream our parser
 //! upgraded, registered in the device table for as long as it lives.
 
+use std::collections::VecDeque;
 use std::future::Future;
 use std::io::IoSlice;
 use std::sync::Arc;
@@ -8,7 +9,6 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::{interval_at, sleep_until, timeout, timeout_at, Instant};
 use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError, ProtocolError};
@@ -17,12 +17,13 @@ use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 use tokio_tungstenite::WebSocketStream;
 
+use super::socket::Socket;
 use super::watched::{FramingViolation, InboundOverBudget, Watched};
 use crate::hub::budget::Use;
 use crate::hub::devices::RegisterError;
-use crate::hub::link::{DeviceLink, Outbound};
+use crate::hub::link::{DeviceLink, Outbound, Source};
 use crate::hub::streams::Overflow;
-use crate::hub::{self, Devices, Hub};
+use crate::hub::{self, Hub};
 use crate::ops::memory::SESSION_BYTES;
 use crate::ops::settings::{secs, Config};
 use crate::wire::close::Close;
@@ -82,7 +83,7 @@ enum Ending {
 }
 
 /// Runs a device session on an upgraded stream; `leftover` holds bytes read past the head.
-pub(crate) async fn run(stream: TcpStream, leftover: Vec<u8>, upgrade: Upgrade, hub: Arc<Hub>) {
+pub(crate) async fn run(stream: Socket, leftover: Vec<u8>, upgrade: Upgrade, hub: Arc<Hub>) {
     let config = ws_config(&hub.config);
     let (stream, early) = Watched::new(stream, &leftover, hub.budget, hub.config.max_message_bytes);
     let mut ws =
@@ -93,10 +94,7 @@ pub(crate) async fn run(stream: TcpStream, leftover: Vec<u8>, upgrade: Upgrade, 
         close(&mut ws, Close::OverBudget).await;
         return;
     };
-    let registration = hub
-        .devices
-        .register(&user, hub.replace_duplicates(), hub.queue_limits());
-    let reg = match registration {
+    let reg = match hub.register(&user) {
         Ok(reg) => reg,
         Err(RegisterError::Duplicate) => {
             hub.metrics.devices_refused_duplicate.inc();
@@ -115,9 +113,10 @@ pub(crate) async fn run(stream: TcpStream, leftover: Vec<u8>, upgrade: Upgrade, 
     log::info!("device {user}: connected (session {})", reg.session);
     let session = reg.session;
     let mut guard = Registered {
-        devices: hub.devices,
+        hub: Arc::clone(&hub),
         user: user.clone(),
         session,
+        link: Arc::clone(&reg.link),
         active: true,
     };
     // Present in the cluster, its user id claimed from the other nodes, before it is served.
@@ -132,7 +131,7 @@ pub(crate) async fn run(stream: TcpStream, leftover: Vec<u8>, upgrade: Upgrade, 
     let mut pong_deadline: Option<Instant> = None;
     let mut shutdown = hub.shutdown.clone();
     // Grown on first use: an idle device should cost no batch buffer.
-    let mut batch: Vec<Outbound> = Vec::new();
+    let mut batch: VecDeque<Outbound> = VecDeque::new();
 
     let ending = loop {
         if early.is_err() {
@@ -202,6 +201,16 @@ pub(crate) async fn run(stream: TcpStream, leftover: Vec<u8>, upgrade: Upgrade, 
         }
     };
 
+    // Frames taken but not written when a write failed: with the mailbox on they go back to
+    // the queue, which hands them to the mailbox as the session leaves; otherwise they are lost
+    // now, as before.
+    if !batch.is_empty() {
+        if hub.mailbox.is_on() {
+            reg.link.put_back(std::mem::take(&mut batch));
+        } else {
+            batch.clear();
+        }
+    }
     // Leave the table before the close handshake completes, so `/health` already counts the
     // device out when the device sees its close answered (docs/protocol.md §8.9).
     guard.release();
@@ -330,23 +339,33 @@ async fn bounded(
 }
 
 /// Writes the frames one by one and acknowledges each as delivered once it is on the
-/// socket, so every frame's answer follows what happened to that frame. The frames not
-/// written when a write fails are dropped with their acks, which reports them as not
-/// delivered.
+/// socket, so every frame's answer follows what happened to that frame. When a write fails,
+/// the frame being written is dropped with its ack (not delivered: it may have reached the
+/// device in part or whole), and the frames behind it stay in `batch`, never written.
 async fn write_frames(
     hub: &Hub,
     ws: &mut Ws,
     link: &DeviceLink,
-    batch: &mut Vec<Outbound>,
+    batch: &mut VecDeque<Outbound>,
     deadline: Instant,
     shutdown: &mut watch::Receiver<bool>,
 ) -> Result<(), WriteFailed> {
-    for item in batch.drain(..) {
-        let Outbound { frame, ack, charge } = item;
+    while let Some(item) = batch.pop_front() {
+        let Outbound {
+            frame,
+            ack,
+            charge,
+            source,
+        } = item;
         let len = frame.len();
         bounded(write_text_frame(ws, frame.as_bytes()), deadline, shutdown).await?;
         drop(charge);
-        link.written(len);
+        match source {
+            Source::Push | Source::Send => link.written(len),
+            // The mailbox's frames do not count against the queue's bytes.
+            Source::Kept { .. } => hub.mailbox.delivered(),
+            Source::Gap { .. } => {}
+        }
         hub.metrics.frames_out.inc();
         hub.metrics.bytes_out.add(len as u64);
         if let Some(ack) = ack {
@@ -360,7 +379,8 @@ async fn write_frames(
 /// vectored write. Through tungstenite the payload would be copied into its write buffer,
 /// which keeps the capacity of the largest frame ever sent for the session's life. Whatever
 /// tungstenite has buffered (a pong) goes out first, so frames never interleave; a partial
-/// write that fails leaves the stream broken, but then the session ends anyway.
+/// write that fails leaves the stream broken, but then the session ends anyway. The flush
+/// puts what TLS buffered on the socket, so "written" means the same on both ports.
 async fn write_text_frame(ws: &mut Ws, payload: &[u8]) -> Result<(), WsError> {
     ws.flush().await?;
     let head = TextFrameHead::new(payload.len());
@@ -376,6 +396,7 @@ async fn write_text_frame(ws: &mut Ws, payload: &[u8]) -> Result<(), WsError> {
         head = head.get(from_head..).unwrap_or_default();
         payload = payload.get(n - from_head..).unwrap_or_default();
     }
+    stream.flush().await?;
     Ok(())
 }
 
@@ -393,11 +414,13 @@ async fn close(ws: &mut Ws, why: Close) {
     .await;
 }
 
-/// Keeps the table entry tied to the session: removed on `release` or however the task ends.
+/// Keeps the table entry tied to the session: removed on `release` or however the task ends
+/// (with the mailbox on, the frames not written yet are kept for the device's return).
 struct Registered {
-    devices: &'static Devices,
+    hub: Arc<Hub>,
     user: UserId,
     session: u64,
+    link: Arc<DeviceLink>,
     active: bool,
 }
 
@@ -405,7 +428,7 @@ impl Registered {
     fn release(&mut self) {
         if self.active {
             self.active = false;
-            self.devices.unregister(&self.user, self.session);
+            self.hub.leave(&self.user, self.session, &self.link);
         }
     }
 }

@@ -28,7 +28,7 @@ pub const CONNECTION_BYTES: u64 = 16 * 1024;
 /// table entry (measured about 4.4 KiB idle, docs/memory.md).
 pub const SESSION_BYTES: usize = 8 * 1024;
 /// What a device's presence in a cluster is charged besides its session (docs/protocol.md
-/// §20.2): the NATS client's subscription, whose message channel allocates its first block of
+/// §21.2): the NATS client's subscription, whose message channel allocates its first block of
 /// 32 messages of 184 bytes up front, the subscription's entry in the client, its subject and
 /// the presence's task (measured about 9.5 KiB per idle device on x86_64, BENCHMARKS.md).
 pub const PRESENCE_BYTES: usize = 12 * 1024;

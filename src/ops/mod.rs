@@ -11,4 +11,6 @@ pub mod memory;
 pub mod settings;
 pub(crate) mod signals;
 pub mod systemd;
+#[cfg(feature = "tls")]
+pub mod tls;
 pub(crate) mod watchdog;

@@ -1,4 +1,4 @@
-//! What wssed nodes say to each other over NATS (docs/protocol.md §20), sans-IO: the subjects,
+//! What wssed nodes say to each other over NATS (docs/protocol.md §21), sans-IO: the subjects,
 //! the payloads of pushes, sends, claims and heartbeats, and how two sessions of one user id
 //! on two nodes are settled. `net::cluster` moves these bytes; nothing here does I/O.
 //!

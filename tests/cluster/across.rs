@@ -1,4 +1,4 @@
-//! Three nodes and a real nats-server (docs/protocol.md §20): push, batch, send and mentions
+//! Three nodes and a real nats-server (docs/protocol.md §21): push, batch, send and mentions
 //! across nodes with real WebSocket devices; duplicates under both policies; a device that is
 //! nowhere; the engine going away and coming back; a node that dies.
 

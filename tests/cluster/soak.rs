@@ -1,4 +1,4 @@
-//! Nothing lost across nodes (docs/protocol.md §20.3): numbered pushes to devices spread over
+//! Nothing lost across nodes (docs/protocol.md §21.3): numbered pushes to devices spread over
 //! three nodes, sent through any node, while a node is killed and started again, the engine
 //! is killed and started again, and another node is stopped and started again. Devices whose
 //! node goes away connect again to another one. Every push answered `success` must reach
@@ -23,8 +23,11 @@ use crate::harness::*;
 const DEVICES: usize = 12;
 /// Upstreams, each sending one push at a time.
 const UPSTREAMS: u64 = 3;
-/// Most pushes one upstream sends, however fast the machine.
-const MAX_PUSHES_PER_UPSTREAM: u64 = 8000;
+/// Most pushes one upstream sends, however fast the machine (times `WSSED_TIMEOUT_SCALE`,
+/// which stretches the run as well).
+fn max_pushes_per_upstream() -> u64 {
+    (8000.0 * scale()).min(80_000.0) as u64
+}
 /// Pause between one upstream's pushes, so that the bound lasts the whole run.
 const PUSH_PACE: Duration = Duration::from_millis(1);
 
@@ -127,7 +130,7 @@ async fn upstream(src: u64, nodes: Nodes, stop: Arc<AtomicBool>) -> Vec<(String,
         rng ^= rng << 17;
         rng
     };
-    for seq in 0..MAX_PUSHES_PER_UPSTREAM {
+    for seq in 0..max_pushes_per_upstream() {
         if stop.load(Ordering::Relaxed) {
             break;
         }
@@ -248,7 +251,7 @@ async fn nothing_answered_success_is_lost_or_doubled_while_nodes_and_the_engine_
         "too little traffic to judge ({success} successes)"
     );
     assert!(
-        sent.len() < (UPSTREAMS * MAX_PUSHES_PER_UPSTREAM) as usize,
+        sent.len() < (UPSTREAMS * max_pushes_per_upstream()) as usize,
         "the pushes ran out before the chaos ended"
     );
 

@@ -1,4 +1,4 @@
-//! The node's link to NATS (README "Scaling past one gateway", docs/protocol.md §20): the
+//! The node's link to NATS (README "Scaling past one gateway", docs/protocol.md §21): the
 //! connection and its state, the peers heard from, and the requests this node makes of the
 //! others. `presence` holds each local device's subscription and serves what other nodes
 //! ask of it.

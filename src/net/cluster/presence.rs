@@ -1,4 +1,4 @@
-//! A local device's presence in the cluster (docs/protocol.md §20.2): while its session
+//! A local device's presence in the cluster (docs/protocol.md §21.2): while its session
 //! lives, one subscription to its subjects. Through it the other nodes push to the device,
 //! open streams with it and claim its user id; when the session ends, or this node's
 //! connection to NATS drops, the subscription goes and the device is present nowhere.
@@ -57,7 +57,7 @@ fn unix_nanos() -> u64 {
 }
 
 /// Makes the device of the session `reg` present in the cluster and claims its user id from
-/// the other nodes (docs/protocol.md §20.5): returns once the claim is settled, before the
+/// the other nodes (docs/protocol.md §21.5): returns once the claim is settled, before the
 /// session serves. When another node's session wins, or the budget has no room, the session
 /// is kicked with the close it must send. `None` without a cluster.
 pub(crate) async fn arrive(hub: &Arc<Hub>, user: &UserId, reg: &Registration) -> Option<Presence> {

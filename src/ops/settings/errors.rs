@@ -127,10 +127,25 @@ pub enum ErrorKind {
         /// What is wrong with it.
         why: &'static str,
     },
+    /// A directory path the daemon cannot use as given.
+    BadPath {
+        /// The path.
+        got: String,
+        /// What is wrong with it.
+        why: &'static str,
+    },
+    /// A file path set to the empty string.
+    EmptyPath,
+    /// `listen` is off and no other listener is configured.
+    NothingToListenOn,
+    /// A setting that must be set because another one is.
+    RequiredWith(&'static str),
+    /// Two listeners on one address.
+    SameAddressAs(&'static str),
+    /// A setting this build cannot honour: it lacks the cargo feature named.
+    NotInThisBuild(&'static str),
     /// A `node_name` outside 1–64 of `[A-Za-z0-9_.-]`.
     BadNodeName(String),
-    /// A cluster setting in a build without the `cluster` feature.
-    NoClusterSupport,
 }
 
 impl ConfigError {
@@ -249,9 +264,19 @@ impl fmt::Display for ErrorKind {
                 f,
                 "`{got}` is not 1-{MAX_NODE_NAME_BYTES} of [A-Za-z0-9_.-]"
             ),
-            ErrorKind::NoClusterSupport => write!(
+            ErrorKind::BadPath { got, why } => write!(f, "`{got}` {why}"),
+            ErrorKind::EmptyPath => write!(f, "must not be empty when set"),
+            ErrorKind::NothingToListenOn => {
+                write!(
+                    f,
+                    "is off and tls_listen is unset: there is nothing to listen on"
+                )
+            }
+            ErrorKind::RequiredWith(other) => write!(f, "must be set when {other} is set"),
+            ErrorKind::SameAddressAs(other) => write!(f, "is the same address as {other}"),
+            ErrorKind::NotInThisBuild(feature) => write!(
                 f,
-                "this build has no cluster support (build with `--features cluster`)"
+                "this build lacks the `{feature}` feature: build with `cargo build --release --features {feature}`"
             ),
         }
     }

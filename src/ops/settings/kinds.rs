@@ -2,10 +2,12 @@
 //! environment or the file), checked, written back as TOML and described in `--help`.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 
 use super::errors::{shown, ErrorKind};
 use super::{
-    OnDuplicate, MAX_CLUSTER_URL_BYTES, MAX_ORIGIN_BYTES, MAX_SECRET_BYTES, MAX_TIMEOUT_SECS,
+    OnDuplicate, MAX_CLUSTER_URL_BYTES, MAX_ORIGIN_BYTES, MAX_PATH_BYTES, MAX_SECRET_BYTES,
+    MAX_TIMEOUT_SECS,
 };
 use crate::wire::cluster::is_valid_node_name;
 use crate::wire::mention::is_valid_account_name;
@@ -63,7 +65,12 @@ fn text(raw: Raw<'_>) -> Result<&str, ErrorKind> {
 
 /// A whole number from 1 to `max`.
 fn whole_number(raw: Raw<'_>, max: u64) -> Result<u64, ErrorKind> {
-    let out_of_range = |got: String| ErrorKind::OutOfRange { got, min: 1, max };
+    whole_number_from(raw, 1, max)
+}
+
+/// A whole number from `min` to `max`.
+fn whole_number_from(raw: Raw<'_>, min: u64, max: u64) -> Result<u64, ErrorKind> {
+    let out_of_range = |got: String| ErrorKind::OutOfRange { got, min, max };
     let n: i128 = match raw {
         Raw::Text(text) => match text.parse::<i128>() {
             Ok(n) => n,
@@ -86,7 +93,7 @@ fn whole_number(raw: Raw<'_>, max: u64) -> Result<u64, ErrorKind> {
         }
     };
     match u64::try_from(n) {
-        Ok(n) if (1..=max).contains(&n) => Ok(n),
+        Ok(n) if (min..=max).contains(&n) => Ok(n),
         _ => Err(out_of_range(n.to_string())),
     }
 }
@@ -128,6 +135,67 @@ impl Kind<usize> for Count {
     }
     fn bounds(&self) -> Option<String> {
         Some(format!("1-{} {}", self.max, self.unit))
+    }
+}
+
+/// A count or size where 0 turns the feature off; else read and checked as the `Count`.
+pub(super) struct OffOr(pub(super) Count);
+
+impl Kind<usize> for OffOr {
+    fn read(&self, raw: Raw<'_>) -> Result<usize, ErrorKind> {
+        let n = whole_number_from(raw, 0, self.0.max as u64)?;
+        // At most `max`, which is a usize.
+        Ok(usize::try_from(n).unwrap_or(self.0.max))
+    }
+    fn check(&self, value: &usize) -> Result<(), ErrorKind> {
+        match value {
+            0 => Ok(()),
+            n => self.0.check(n),
+        }
+    }
+    fn toml(&self, value: &usize) -> Option<String> {
+        Some(value.to_string())
+    }
+    fn metavar(&self) -> &'static str {
+        "N"
+    }
+    fn bounds(&self) -> Option<String> {
+        Some(format!("0 = off, else 1-{} {}", self.0.max, self.0.unit))
+    }
+}
+
+/// The absolute path of a directory (it need not exist yet).
+pub(super) struct Dir;
+
+impl Kind<PathBuf> for Dir {
+    fn read(&self, raw: Raw<'_>) -> Result<PathBuf, ErrorKind> {
+        Ok(PathBuf::from(text(raw)?))
+    }
+    fn check(&self, value: &PathBuf) -> Result<(), ErrorKind> {
+        let text = value.to_string_lossy();
+        let bad = |why| ErrorKind::BadPath {
+            got: shown(&text),
+            why,
+        };
+        if !value.is_absolute() {
+            // The working directory of a service is not something to rely on.
+            Err(bad("is not an absolute path"))
+        } else if text.len() > MAX_PATH_BYTES {
+            Err(bad("is too long for a path"))
+        } else if text.contains('\0') {
+            Err(bad("holds a NUL byte"))
+        } else {
+            Ok(())
+        }
+    }
+    fn toml(&self, value: &PathBuf) -> Option<String> {
+        Some(toml_string(&value.to_string_lossy()))
+    }
+    fn metavar(&self) -> &'static str {
+        "DIR"
+    }
+    fn bounds(&self) -> Option<String> {
+        Some("an absolute path".to_owned())
     }
 }
 
@@ -197,6 +265,65 @@ impl Kind<SocketAddr> for Address {
     }
 }
 
+/// The word that turns `listen` off.
+pub(super) const OFF: &str = "off";
+
+/// `listen`: an IP address with a port, or `off` (no plain listener; TLS only).
+pub(super) struct Listen;
+
+impl Kind<Option<SocketAddr>> for Listen {
+    fn read(&self, raw: Raw<'_>) -> Result<Option<SocketAddr>, ErrorKind> {
+        if text(raw)? == OFF {
+            return Ok(None);
+        }
+        Address.read(raw).map(Some)
+    }
+    fn check(&self, _: &Option<SocketAddr>) -> Result<(), ErrorKind> {
+        Ok(())
+    }
+    fn toml(&self, value: &Option<SocketAddr>) -> Option<String> {
+        Some(match value {
+            Some(addr) => toml_string(&addr.to_string()),
+            None => toml_string(OFF),
+        })
+    }
+    fn metavar(&self) -> &'static str {
+        "ADDR|off"
+    }
+    fn bounds(&self) -> Option<String> {
+        Some(format!("or {OFF}: no plain listener, TLS only"))
+    }
+}
+
+/// A file's path: any non-empty text (whether the file is there is checked at start).
+pub(super) struct FilePath;
+
+impl Kind<std::path::PathBuf> for FilePath {
+    fn read(&self, raw: Raw<'_>) -> Result<std::path::PathBuf, ErrorKind> {
+        let path = text(raw)?;
+        if path.is_empty() {
+            return Err(ErrorKind::EmptyPath);
+        }
+        Ok(std::path::PathBuf::from(path))
+    }
+    fn check(&self, value: &std::path::PathBuf) -> Result<(), ErrorKind> {
+        if value.as_os_str().is_empty() {
+            Err(ErrorKind::EmptyPath)
+        } else {
+            Ok(())
+        }
+    }
+    fn toml(&self, value: &std::path::PathBuf) -> Option<String> {
+        Some(toml_string(&value.to_string_lossy()))
+    }
+    fn metavar(&self) -> &'static str {
+        "FILE"
+    }
+    fn bounds(&self) -> Option<String> {
+        None
+    }
+}
+
 /// What a list holds.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub(super) enum ListOf {
@@ -204,6 +331,10 @@ pub(super) enum ListOf {
     AccountNames,
     /// `Origin` values: `scheme://host[:port]` or `null`.
     Origins,
+    /// `Origin` values a CORS answer may name: `scheme://host[:port]`, never `null` (every
+    /// sandboxed page and local file sends it) nor the scheme's default port (browsers leave it
+    /// out, so the entry could never match).
+    CorsOrigins,
     /// NATS server addresses: `nats://host[:port]`, `tls://host[:port]` or `host[:port]`.
     ClusterUrls,
 }
@@ -260,6 +391,12 @@ impl Kind<Vec<String>> for List {
                     got: shown(item),
                     why,
                 })?,
+                ListOf::CorsOrigins => {
+                    check_cors_origin(item).map_err(|why| ErrorKind::BadOrigin {
+                        got: shown(item),
+                        why,
+                    })?;
+                }
                 ListOf::ClusterUrls => {
                     check_cluster_url(item).map_err(|why| ErrorKind::BadClusterUrl {
                         got: shown(item),
@@ -268,9 +405,6 @@ impl Kind<Vec<String>> for List {
                 }
                 ListOf::AccountNames => {}
             }
-        }
-        if self.of == ListOf::ClusterUrls && !items.is_empty() && !cfg!(feature = "cluster") {
-            return Err(ErrorKind::NoClusterSupport);
         }
         // Lists are capped at a few hundred entries, so the quadratic scan stays cheap.
         for (i, item) in items.iter().enumerate() {
@@ -294,6 +428,7 @@ impl Kind<Vec<String>> for List {
         Some(match self.of {
             ListOf::AccountNames => format!("each 1-64 of [A-Za-z0-9_], at most {}", self.max),
             ListOf::Origins => format!("each scheme://host[:port] or null, at most {}", self.max),
+            ListOf::CorsOrigins => format!("each scheme://host[:port], at most {}", self.max),
             ListOf::ClusterUrls => format!(
                 "each nats://host[:port] or tls://host[:port], at most {}; empty: no cluster",
                 self.max
@@ -378,6 +513,22 @@ fn check_cluster_url(url: &str) -> Result<(), &'static str> {
     Ok(())
 }
 
+fn check_cors_origin(origin: &str) -> Result<(), &'static str> {
+    if origin == "null" {
+        return Err(
+            "would let every sandboxed page and local file read answers; list real origins",
+        );
+    }
+    check_origin(origin)?;
+    let lower = origin.to_ascii_lowercase();
+    if (lower.starts_with("http://") && lower.ends_with(":80"))
+        || (lower.starts_with("https://") && lower.ends_with(":443"))
+    {
+        return Err("names the scheme's default port, which browsers leave out of Origin");
+    }
+    Ok(())
+}
+
 /// A node's name: 1–64 of `[A-Za-z0-9_.-]`; unset means the host name.
 pub(super) struct NodeName;
 
@@ -402,6 +553,41 @@ impl Kind<Option<String>> for NodeName {
     }
     fn shown_default(&self, _: &Option<String>) -> String {
         "the host name".to_owned()
+    }
+}
+
+/// `true` or `false`.
+pub(super) struct Switch;
+
+impl Kind<bool> for Switch {
+    fn read(&self, raw: Raw<'_>) -> Result<bool, ErrorKind> {
+        match raw {
+            Raw::File(toml::Value::Boolean(b)) => Ok(*b),
+            Raw::File(toml::Value::String(_)) | Raw::Text(_) => match text(raw)? {
+                "true" => Ok(true),
+                "false" => Ok(false),
+                other => Err(ErrorKind::NotOneOf {
+                    got: shown(other),
+                    choices: "true, false".to_owned(),
+                }),
+            },
+            Raw::File(other) => Err(ErrorKind::WrongType {
+                expected: "a boolean",
+                found: toml_type(other),
+            }),
+        }
+    }
+    fn check(&self, _: &bool) -> Result<(), ErrorKind> {
+        Ok(())
+    }
+    fn toml(&self, value: &bool) -> Option<String> {
+        Some(value.to_string())
+    }
+    fn metavar(&self) -> &'static str {
+        "BOOL"
+    }
+    fn bounds(&self) -> Option<String> {
+        Some("true or false".to_owned())
     }
 }
 

@@ -12,12 +12,14 @@ mod sources;
 mod tests;
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use errors::{closest, Origin};
 pub use errors::{ConfigError, ErrorKind};
 use kinds::{
-    Address, Count, Kind, List, ListOf, NodeName, Optional, Raw, Secret, Secs, LEVELS, POLICIES,
+    Address, Count, Dir, FilePath, Kind, List, ListOf, Listen, NodeName, OffOr, Optional, Raw,
+    Secret, Secs, Switch, LEVELS, POLICIES,
 };
 pub use sources::parse_args;
 #[cfg(test)]
@@ -59,9 +61,13 @@ pub const MAX_MEMORY_BUDGET_BYTES: usize = if usize::BITS > 32 {
 } else {
     usize::MAX
 };
-/// Most entries in `allowed_origins`.
+/// Ceiling of `mailbox_messages`, in messages per device.
+pub const MAX_MAILBOX_MESSAGES: usize = 65_536;
+/// Longest `state_dir`, in bytes (Linux's `PATH_MAX` less its NUL).
+pub const MAX_PATH_BYTES: usize = 4095;
+/// Most entries in `allowed_origins`, and in `cors_allowed_origins`.
 pub const MAX_ALLOWED_ORIGINS: usize = 64;
-/// Longest entry of `allowed_origins`, in bytes.
+/// Longest entry of `allowed_origins` or `cors_allowed_origins`, in bytes.
 pub const MAX_ORIGIN_BYTES: usize = 256;
 /// Most entries in `cluster_urls`.
 pub const MAX_CLUSTER_URLS: usize = 16;
@@ -129,7 +135,7 @@ macro_rules! settings {
                         kind,
                     })?;
                 )+
-                Ok(())
+                self.check_together()
             }
 
             /// The table's description of every setting, with this config's values.
@@ -151,7 +157,15 @@ macro_rules! settings {
 
 settings! {
     /// address:port for HTTP and WebSocket, one port for both (e.g. [::]:8080)
-    listen: SocketAddr = SocketAddr::from(([0, 0, 0, 0], 8080)), Address;
+    listen: Option<SocketAddr> = Some(SocketAddr::from(([0, 0, 0, 0], 8080))), Listen;
+    /// address:port for HTTPS and WSS, the same routes as listen (builds with the tls feature; needs tls_cert_file and tls_key_file)
+    tls_listen: Option<SocketAddr> = None, Optional(Address);
+    /// PEM file: the server certificate, then its chain; read at start and on SIGHUP
+    tls_cert_file: Option<PathBuf> = None, Optional(FilePath);
+    /// PEM file: the certificate's private key (PKCS#8, RSA or EC); read at start and on SIGHUP
+    tls_key_file: Option<PathBuf> = None, Optional(FilePath);
+    /// a TLS handshake must finish within this, from accept (TLS slowloris)
+    tls_handshake_timeout_secs: u64 = 10, Secs;
     /// user ids that @mentions route to
     public_accounts: Vec<String> = Vec::new(),
         List { of: ListOf::AccountNames, max: MAX_PUBLIC_ACCOUNTS };
@@ -194,6 +208,14 @@ settings! {
     write_timeout_secs: u64 = 60, Secs;
     /// drain time on SIGTERM
     shutdown_timeout_secs: u64 = 5, Secs;
+    /// messages kept for one device while it is away, delivered in order when it returns (docs/protocol.md §20); 0 turns the mailbox off
+    mailbox_messages: usize = 0, OffOr(Count { max: MAX_MAILBOX_MESSAGES, unit: "messages" });
+    /// bytes of frames kept for one device while it is away; the oldest give way to a newer one
+    mailbox_bytes: usize = 65_536, Count { max: MAX_BUFFER_BYTES_CEILING, unit: "bytes" };
+    /// a kept message older than this (wall clock, across restarts) is dropped, never delivered
+    mailbox_ttl_secs: u64 = 3600, Secs;
+    /// where the mailbox is written on a clean stop and read at start (systemd StateDirectory=); unset: kept in memory only
+    state_dir: Option<PathBuf> = None, Optional(Dir);
     /// a user id connecting twice: reject (close the new session) or replace (close the old one)
     on_duplicate: OnDuplicate = OnDuplicate::Reject, POLICIES;
     /// when set, /sse/* needs Authorization: Bearer TOKEN, else 401
@@ -203,6 +225,11 @@ settings! {
     /// when non-empty, a WebSocket upgrade whose Origin is not listed gets 403
     allowed_origins: Vec<String> = Vec::new(),
         List { of: ListOf::Origins, max: MAX_ALLOWED_ORIGINS };
+    /// browser pages of these origins may call the HTTP endpoints (CORS, docs/protocol.md §17); empty: no CORS headers
+    cors_allowed_origins: Vec<String> = Vec::new(),
+        List { of: ListOf::CorsOrigins, max: MAX_ALLOWED_ORIGINS };
+    /// serve the status page at / (docs/protocol.md §18); false: / is 404
+    status_page: bool = false, Switch;
     /// most verbose log level written
     log_level: log::LevelFilter = log::LevelFilter::Info, LEVELS;
     /// runtime threads; 1 runs one event loop (tokio's current-thread runtime), more a pool
@@ -339,6 +366,62 @@ pub fn markdown_table() -> String {
 }
 
 impl Config {
+    /// The rules between settings, checked after each one alone passed.
+    fn check_together(&self) -> Result<(), ConfigError> {
+        let refuse = |key: &'static str, kind: ErrorKind| ConfigError {
+            key: Some(key),
+            origin: Origin::Settings,
+            kind,
+        };
+        let tls_set = self.tls_listen.is_some()
+            || self.tls_cert_file.is_some()
+            || self.tls_key_file.is_some();
+        if tls_set && !cfg!(feature = "tls") {
+            let key = if self.tls_listen.is_some() {
+                "tls_listen"
+            } else if self.tls_cert_file.is_some() {
+                "tls_cert_file"
+            } else {
+                "tls_key_file"
+            };
+            return Err(refuse(key, ErrorKind::NotInThisBuild("tls")));
+        }
+        if !self.cluster_urls.is_empty() && !cfg!(feature = "cluster") {
+            return Err(refuse("cluster_urls", ErrorKind::NotInThisBuild("cluster")));
+        }
+        if self.listen.is_none() && self.tls_listen.is_none() {
+            return Err(refuse("listen", ErrorKind::NothingToListenOn));
+        }
+        // A TLS listener may also come from socket activation, so the files are what
+        // TLS needs; tls_listen needs them.
+        if self.tls_cert_file.is_none()
+            && (self.tls_listen.is_some() || self.tls_key_file.is_some())
+        {
+            let with = if self.tls_listen.is_some() {
+                "tls_listen"
+            } else {
+                "tls_key_file"
+            };
+            return Err(refuse("tls_cert_file", ErrorKind::RequiredWith(with)));
+        }
+        if self.tls_key_file.is_none() && self.tls_cert_file.is_some() {
+            return Err(refuse(
+                "tls_key_file",
+                ErrorKind::RequiredWith("tls_cert_file"),
+            ));
+        }
+        // Port 0 (any free port) twice is two ports.
+        if self.tls_listen.is_some_and(|a| a.port() != 0) && self.tls_listen == self.listen {
+            return Err(refuse("tls_listen", ErrorKind::SameAddressAs("listen")));
+        }
+        Ok(())
+    }
+
+    /// True when TLS is configured (its certificate and key are set).
+    pub fn tls_enabled(&self) -> bool {
+        self.tls_cert_file.is_some() && self.tls_key_file.is_some()
+    }
+
     /// Most TCP connections served at once (devices, streams and the extra room); a
     /// connection over it is answered 503 at once.
     pub fn max_open_connections(&self) -> usize {
