@@ -1,10 +1,51 @@
 //! Every refusal the daemon can answer with, each mapped to exactly one status and body.
 
+use crate::hub::streams::OpenError;
 use crate::wire::envelope::ValidationErrors;
 use crate::wire::http::error::HttpError;
 use crate::wire::http::response::{self, Persist};
 use crate::wire::json;
+use crate::wire::listed::listed;
 use crate::wire::upgrade::Refusal;
+
+listed! {
+    /// Why a frame did not reach its device.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub(crate) enum Undelivered {
+        /// Not connected, or gone before the write.
+        NotConnected,
+        /// The device's queue is full.
+        QueueFull,
+        /// The frame did not fit the memory budget.
+        OverBudget,
+        /// The device is not here and the other nodes of the cluster cannot be asked (the
+        /// link to NATS is down, or the device's node did not answer in time).
+        #[cfg_attr(not(feature = "cluster"), allow(dead_code))]
+        ClusterUnavailable,
+    }
+}
+
+impl Undelivered {
+    /// The batch result's `error` value.
+    pub(crate) fn code(self) -> &'static str {
+        match self {
+            Undelivered::NotConnected => "not_connected",
+            Undelivered::QueueFull => "queue_full",
+            Undelivered::OverBudget => "over_budget",
+            Undelivered::ClusterUnavailable => "cluster_unavailable",
+        }
+    }
+
+    /// The human text: a push's `message`, a stream's closing event.
+    pub(crate) fn text(self) -> &'static str {
+        match self {
+            Undelivered::NotConnected => "User not connected",
+            Undelivered::QueueFull => "User queue full",
+            Undelivered::OverBudget => "Memory budget exhausted",
+            Undelivered::ClusterUnavailable => "Cluster unavailable",
+        }
+    }
+}
 
 /// A refused request. `write` renders its one answer on the wire.
 #[derive(Debug)]
@@ -215,6 +256,15 @@ impl From<ValidationErrors<'_>> for ApiError {
         let mut body = Vec::with_capacity(128);
         errors.write_json(&mut body);
         ApiError::Invalid(body)
+    }
+}
+
+impl From<OpenError> for ApiError {
+    fn from(e: OpenError) -> Self {
+        match e {
+            OpenError::InUse => ApiError::CorrelationInUse,
+            OpenError::Full => ApiError::TooManySends,
+        }
     }
 }
 

@@ -9,6 +9,7 @@ use tokio::time::timeout;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use super::error::ApiError;
+pub(crate) use super::error::Undelivered;
 use crate::hub::ack::{Ack, AckSlot, NotKept, Outcome};
 use crate::hub::budget::{heap_bytes, Charge, Use};
 use crate::hub::devices::DeviceHandle;
@@ -20,47 +21,7 @@ use crate::ops::settings::secs;
 use crate::wire::envelope::{self, CorrelationId, Envelope, UserId};
 use crate::wire::http::response::{self, Persist};
 use crate::wire::limits::MAX_USER_ID_BYTES;
-use crate::wire::listed::listed;
 use crate::wire::{json, mention};
-
-listed! {
-    /// Why a frame did not reach its device.
-    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-    pub(crate) enum Undelivered {
-        /// Not connected, or gone before the write.
-        NotConnected,
-        /// The device's queue is full.
-        QueueFull,
-        /// The frame did not fit the memory budget.
-        OverBudget,
-        /// The device is not here and the other nodes of the cluster cannot be asked (the
-        /// link to NATS is down, or the device's node did not answer in time).
-        #[cfg_attr(not(feature = "cluster"), allow(dead_code))]
-        ClusterUnavailable,
-    }
-}
-
-impl Undelivered {
-    /// The batch result's `error` value.
-    pub(crate) fn code(self) -> &'static str {
-        match self {
-            Undelivered::NotConnected => "not_connected",
-            Undelivered::QueueFull => "queue_full",
-            Undelivered::OverBudget => "over_budget",
-            Undelivered::ClusterUnavailable => "cluster_unavailable",
-        }
-    }
-
-    /// The human text: a push's `message`, a stream's closing event.
-    pub(crate) fn text(self) -> &'static str {
-        match self {
-            Undelivered::NotConnected => "User not connected",
-            Undelivered::QueueFull => "User queue full",
-            Undelivered::OverBudget => "Memory budget exhausted",
-            Undelivered::ClusterUnavailable => "Cluster unavailable",
-        }
-    }
-}
 
 /// Per-connection buffers the push path reuses, so a push allocates only its frame.
 #[derive(Default)]

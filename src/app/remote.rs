@@ -16,16 +16,14 @@ use tokio::task::JoinHandle;
 use tokio::time::{timeout, Duration};
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
-use super::error::ApiError;
-use super::push::Undelivered;
-use super::send::{Answers, EventType, Open, Start};
+use super::error::{ApiError, Undelivered};
 use crate::hub::ack::{AckSlot, Outcome};
 use crate::hub::budget::{heap_bytes, Charge, Use};
 use crate::hub::cluster::{
     Pending, PushReply, Relay, Remote, SendReply, Unreachable, COUNTERS, REMOTE_SESSION,
 };
 use crate::hub::link::{DeviceLink, Outbound, PushError, QueueLimits, Source};
-use crate::hub::streams::{OpenError, StreamLimits};
+use crate::hub::streams::{Answers, OpenError};
 use crate::hub::Hub;
 use crate::ops::settings::secs;
 use crate::wire::close::Close;
@@ -33,6 +31,10 @@ use crate::wire::cluster::{
     self, holder_yields, Claim, ClaimReply, Delivery, SendRefusal, SendRequest, FRAME_PREFIX_BYTES,
 };
 use crate::wire::envelope::{self, CorrelationId, Envelope, UserId};
+use crate::wire::limits::MAX_EVENT_TYPE_BYTES;
+
+/// A stream's `event_type` (the same type as `send::EventType`).
+type EventType = Option<heapless::String<MAX_EVENT_TYPE_BYTES>>;
 
 /// The cluster, when `user` is not connected here and one is configured.
 fn elsewhere<'h>(hub: &'h Hub, user: &str) -> Option<&'h Arc<dyn Remote>> {
@@ -345,34 +347,20 @@ pub(crate) struct Elsewhere {
     _charge: Charge,
 }
 
-fn stream_limits(hub: &Hub) -> StreamLimits {
-    StreamLimits {
-        answers: hub.config.queue_depth,
-        bytes: hub.config.stream_buffer_bytes,
-    }
-}
-
-fn open_refusal(e: OpenError) -> ApiError {
-    match e {
-        OpenError::InUse => ApiError::CorrelationInUse,
-        OpenError::Full => ApiError::TooManySends,
-    }
-}
-
 /// Starts a `/sse/send` on another node when `user` is not connected here and a cluster is
 /// configured (its 409 and 503 for this node's table were checked already); `None`: serve
-/// it here.
+/// it here. Err: the refusal to answer with at once.
 pub(crate) fn send_elsewhere(
     env: &Envelope<'_>,
     cid: &CorrelationId,
     user: &UserId,
     event_type: &EventType,
     hub: &Hub,
-) -> Option<Start> {
+) -> Option<Result<Elsewhere, ApiError>> {
     let cluster = elsewhere(hub, user)?;
     if !cluster.is_up() {
         COUNTERS.unreachable(Unreachable::Down);
-        return Some(Start::Refused(ApiError::ClusterUnavailable));
+        return Some(Err(ApiError::ClusterUnavailable));
     }
     let mut payload = Vec::new();
     cluster::encode_send(
@@ -385,26 +373,26 @@ pub(crate) fn send_elsewhere(
     envelope::write_device_frame(env, cid, &mut payload);
     if payload.len() > cluster.max_payload() {
         COUNTERS.unreachable(Unreachable::TooLarge);
-        return Some(Start::Refused(ApiError::ClusterUnavailable));
+        return Some(Err(ApiError::ClusterUnavailable));
     }
     let Ok(charge) = hub
         .budget
         .charge(heap_bytes(payload.capacity()), Use::Frame)
     else {
-        return Some(Start::Refused(ApiError::OverBudget));
+        return Some(Err(ApiError::OverBudget));
     };
     // An entry here as for a local device, so that 409 and max_pending_sends count this
     // node's streams whatever node their devices are on.
     let rx = match hub
         .streams
-        .open(cid, user, REMOTE_SESSION, stream_limits(hub))
+        .open(cid, user, REMOTE_SESSION, hub.stream_limits())
     {
         Ok(rx) => rx,
-        Err(e) => return Some(Start::Refused(open_refusal(e))),
+        Err(e) => return Some(Err(ApiError::from(e))),
     };
     let answers = Answers::new(rx, cid.clone(), hub.streams);
     let Some(tx) = hub.streams.route(cid, user, REMOTE_SESSION) else {
-        return Some(Start::Refused(ApiError::TooManySends));
+        return Some(Err(ApiError::TooManySends));
     };
     // Stands for the device's session, which lives on the other node.
     let device = Arc::new(DeviceLink::new(QueueLimits {
@@ -420,7 +408,7 @@ pub(crate) fn send_elsewhere(
     };
     COUNTERS.sends.inc();
     let reply = cluster.open_send(user, Bytes::from(payload), relay);
-    Some(Start::Elsewhere(Elsewhere {
+    Some(Ok(Elsewhere {
         cid: cid.clone(),
         event_type: event_type.clone(),
         answers,
@@ -430,10 +418,35 @@ pub(crate) fn send_elsewhere(
     }))
 }
 
+/// What a send to another node came to.
+pub(crate) enum Settled {
+    /// The stream is open: its answers come on `answers`, and `device` ends when the device
+    /// leaves its node.
+    Opened {
+        /// The request's correlation id.
+        cid: CorrelationId,
+        /// The request's `event_type`.
+        event_type: EventType,
+        /// The stream's entry here.
+        answers: Answers,
+        /// Stands for the device's session.
+        device: Arc<DeviceLink>,
+    },
+    /// Refused: answered as an ordinary error.
+    Refused(ApiError),
+    /// No node holds the device: a stream whose only event says so.
+    NotConnected {
+        /// The request's correlation id.
+        cid: CorrelationId,
+        /// The request's `event_type`.
+        event_type: EventType,
+    },
+}
+
 impl Elsewhere {
     /// Waits for the device's node: the stream opens, or the request is answered as the
     /// local one would be.
-    pub(crate) async fn settle(self, hub: &Hub) -> Start {
+    pub(crate) async fn settle(self, hub: &Hub) -> Settled {
         let Elsewhere {
             cid,
             event_type,
@@ -444,12 +457,12 @@ impl Elsewhere {
         } = self;
         let why = match reply.await {
             Ok(SendReply::Opened) => {
-                return Start::Open(Open {
+                return Settled::Opened {
                     cid,
                     event_type,
                     answers,
-                    link: device,
-                })
+                    device,
+                }
             }
             Ok(SendReply::Nowhere) => {
                 COUNTERS.no_responders.inc();
@@ -473,12 +486,8 @@ impl Elsewhere {
         // The id is free before the answer, so a retry right after it is no 409.
         drop(answers);
         match why {
-            Some(err) => Start::Refused(err),
-            None => Start::Undelivered {
-                cid,
-                event_type,
-                why: Undelivered::NotConnected,
-            },
+            Some(err) => Settled::Refused(err),
+            None => Settled::NotConnected { cid, event_type },
         }
     }
 }
@@ -635,7 +644,7 @@ pub(crate) fn serve_send(
     };
     let rx = hub
         .streams
-        .open(&cid, user, session, stream_limits(hub))
+        .open(&cid, user, session, hub.stream_limits())
         .map_err(refusal)?;
     let answers = Answers::new(rx, cid, hub.streams);
     let item = Outbound {

@@ -166,23 +166,28 @@ pub(crate) struct Counters {
 }
 
 /// The process's cluster counters.
-pub(crate) static COUNTERS: Counters = Counters {
-    present: Gauge::new(),
-    pushes: Counter::new(),
-    sends: Counter::new(),
-    claims: Counter::new(),
-    no_responders: Counter::new(),
-    unavailable: Counter::new(),
-    timeouts: Counter::new(),
-    malformed: Counter::new(),
-    served_pushes: Counter::new(),
-    served_sends: Counter::new(),
-    served_claims: Counter::new(),
-    duplicates_closed: Counter::new(),
-    reconnects: Counter::new(),
-};
+pub(crate) static COUNTERS: Counters = Counters::new();
 
 impl Counters {
+    /// Every counter at zero (const, for the `static`).
+    pub(crate) const fn new() -> Counters {
+        Counters {
+            present: Gauge::new(),
+            pushes: Counter::new(),
+            sends: Counter::new(),
+            claims: Counter::new(),
+            no_responders: Counter::new(),
+            unavailable: Counter::new(),
+            timeouts: Counter::new(),
+            malformed: Counter::new(),
+            served_pushes: Counter::new(),
+            served_sends: Counter::new(),
+            served_claims: Counter::new(),
+            duplicates_closed: Counter::new(),
+            reconnects: Counter::new(),
+        }
+    }
+
     /// Counts a request that got no answer.
     pub(crate) fn unreachable(&self, why: Unreachable) {
         match why {
@@ -356,21 +361,7 @@ mod tests {
         let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(v["cluster"]["state"], "up");
         assert_eq!(v["cluster"]["peers"], 2);
-        let c = Counters {
-            present: Gauge::new(),
-            pushes: Counter::new(),
-            sends: Counter::new(),
-            claims: Counter::new(),
-            no_responders: Counter::new(),
-            unavailable: Counter::new(),
-            timeouts: Counter::new(),
-            malformed: Counter::new(),
-            served_pushes: Counter::new(),
-            served_sends: Counter::new(),
-            served_claims: Counter::new(),
-            duplicates_closed: Counter::new(),
-            reconnects: Counter::new(),
-        };
+        let c = Counters::new();
         c.pushes.add(3);
         c.unreachable(Unreachable::Timeout);
         let mut out = b"{\"a\":1".to_vec();

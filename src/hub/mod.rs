@@ -203,6 +203,14 @@ impl Hub {
         }
     }
 
+    /// What one `/sse/send` stream may buffer for its upstream.
+    pub(crate) fn stream_limits(&self) -> streams::StreamLimits {
+        streams::StreamLimits {
+            answers: self.config.queue_depth,
+            bytes: self.config.stream_buffer_bytes,
+        }
+    }
+
     /// Whether the self-check passed last time.
     pub(crate) fn is_healthy(&self) -> bool {
         self.healthy.load(Ordering::Relaxed)

@@ -157,6 +157,32 @@ pub(crate) struct StreamRx {
     pub buffered: Arc<Buffered>,
 }
 
+/// A stream's answers. Dropping them frees the stream's correlation id however the stream
+/// ends, including when its task is dropped.
+pub(crate) struct Answers {
+    /// The answers and what they hold of the stream's buffer.
+    pub rx: StreamRx,
+    cid: CorrelationId,
+    streams: &'static super::Streams,
+}
+
+impl Answers {
+    /// The answers of the stream just opened for `cid` in `streams`.
+    pub(crate) fn new(
+        rx: StreamRx,
+        cid: CorrelationId,
+        streams: &'static super::Streams,
+    ) -> Answers {
+        Answers { rx, cid, streams }
+    }
+}
+
+impl Drop for Answers {
+    fn drop(&mut self) {
+        self.streams.close(&self.cid, &self.rx);
+    }
+}
+
 /// How much one stream may buffer for its upstream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct StreamLimits {

@@ -75,7 +75,7 @@ pub(crate) async fn serve(
         }
         #[cfg(feature = "cluster")]
         Start::Elsewhere(elsewhere) => {
-            let start = elsewhere.settle(hub).await;
+            let start = crate::app::send::settle(elsewhere, hub).await;
             let request = Request {
                 version,
                 keep_alive,

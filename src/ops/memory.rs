@@ -265,7 +265,10 @@ mod tests {
                 live_bytes(&fit) * 2 <= derive(&fit, limit()).bytes && fit.max_connections > 1,
                 "{name}: no max_connections keeps half the budget in a cluster"
             );
-            assert!(live_bytes(&clustered) > live, "{name}: presence costs nothing?");
+            assert!(
+                live_bytes(&clustered) > live,
+                "{name}: presence costs nothing?"
+            );
             println!(
                 "| `{name}` | {} MiB | {} MiB | {} MiB | {} MiB | {} % | {} % / {} |",
                 max / MIB,

@@ -17,12 +17,11 @@ use tokio::time::{sleep_until, timeout, Instant};
 
 use super::Cluster;
 use crate::app::remote;
-use crate::app::send::Answers;
 use crate::hub::budget::{Charge, Use};
 use crate::hub::cluster::{Pending, Unreachable, COUNTERS};
 use crate::hub::devices::Registration;
 use crate::hub::link::DeviceLink;
-use crate::hub::streams::StreamEvent;
+use crate::hub::streams::{Answers, StreamEvent};
 use crate::hub::Hub;
 use crate::ops::memory::PRESENCE_BYTES;
 use crate::wire::close::Close;
