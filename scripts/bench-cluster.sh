@@ -48,24 +48,7 @@ LOADGEN=target/release/loadgen
 printf '{"scenario":"binary","arch":"%s","features":"","bytes":%s}\n' "$(uname -m)" "$(stat -c %s target/release/wssed-plain)" >> "$OUT"
 printf '{"scenario":"binary","arch":"%s","features":"cluster","bytes":%s}\n' "$(uname -m)" "$(stat -c %s "$WSSED")" >> "$OUT"
 
-python3 - "$OUT" "$("$NATS" --version)" <<'PY'
-import json, os, platform, subprocess, sys, datetime
-cpu = "?"
-for line in open("/proc/cpuinfo"):
-    if line.startswith("model name"):
-        cpu = line.split(":", 1)[1].strip(); break
-mem = "?"
-for line in open("/proc/meminfo"):
-    if line.startswith("MemTotal"):
-        mem = f"{int(line.split()[1]) // 1024} MiB RAM"; break
-commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True).stdout.strip()
-with open(sys.argv[1], "a") as f:
-    f.write(json.dumps({"scenario": "machine", "nproc": os.cpu_count(), "cpu": cpu, "kernel": platform.release(),
-        "mem": mem, "arch": platform.machine(), "date": datetime.datetime.utcnow().strftime("%Y-%m-%d %H:%M UTC"),
-        "commit": commit + ("+dirty" if dirty else ""), "nats_server": sys.argv[2],
-        "loadavg_start": open("/proc/loadavg").read().split()[:3]}) + "\n")
-PY
+python3 scripts/bench_machine.py "$OUT" "nats_server=$("$NATS" --version)"
 
 for port in "$NATS_PORT" "$NODE_PORT" $((NODE_PORT + 1)) $((NODE_PORT + 2)) "$BASE_PORT"; do
     if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then

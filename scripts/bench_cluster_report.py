@@ -4,38 +4,15 @@
 usage: bench_cluster_report.py RESULTS.jsonl
 A figure that is missing (a run failed) is printed as such, never guessed.
 """
-import json
+import os
 import sys
 
-MISSING = "not measured"
-
-
-def load(path):
-    with open(path, encoding="utf-8") as f:
-        return [json.loads(l) for l in f if l.strip().startswith("{")]
-
-
-def get(r, *path):
-    cur = r
-    for p in path:
-        if not isinstance(cur, dict) or p not in cur:
-            return None
-        cur = cur[p]
-    return cur
-
-
-def fmt(v):
-    if v is None:
-        return MISSING
-    if isinstance(v, float):
-        return f"{v:,.1f}"
-    if isinstance(v, int):
-        return f"{v:,}"
-    return str(v)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_report import MISSING, fmt, get, load  # noqa: E402  (the shared helpers)
 
 
 def median(vals):
-    nums = sorted(v for v in vals if isinstance(v, (int, float)))
+    nums = sorted(v for v in vals if isinstance(v, (int, float)) and not isinstance(v, bool))
     if not nums:
         return None
     n = len(nums)
@@ -46,6 +23,8 @@ def figure(rows, kind, scenario, path, rate=None):
     found = [r for r in rows if r.get("scenario") == scenario and str(r.get("label", "")).startswith(kind)
              and r.get("rate") == rate]
     vals = [get(r, *path) for r in found if not r.get("error")]
+    if vals and all(isinstance(v, bool) for v in vals):
+        return all(vals), fmt(all(vals))
     med = median(vals)
     nums = sorted(v for v in vals if isinstance(v, (int, float)))
     text = fmt(med)
@@ -89,16 +68,12 @@ def main():
         lv, lt = figure(rows, "local", scenario, path, rate)
         cv, ct = figure(rows, "cross-node", scenario, path, rate)
         added = ""
-        if isinstance(lv, (int, float)) and isinstance(cv, (int, float)) and not isinstance(lv, bool):
+        if isinstance(lv, (int, float)) and isinstance(cv, (int, float)) and not isinstance(lv, bool) \
+                and not isinstance(cv, bool):
             if "pushes/s" in name or "items/s" in name:
                 added = f"{cv / lv:.2f}×" if lv else ""
             else:
                 added = f"{cv - lv:+,.1f}"
-        if isinstance(lv, bool) or isinstance(cv, bool):
-            lt, ct = fmt(all(get(r, *path) for r in rows if r.get("scenario") == scenario
-                             and str(r.get("label", "")).startswith("local"))), \
-                fmt(all(get(r, *path) for r in rows if r.get("scenario") == scenario
-                        and str(r.get("label", "")).startswith("cross-node")))
         print(f"| {name} | {lt} | {ct} | {added} |")
     print()
 

@@ -113,6 +113,18 @@ async fn push_batch_and_send_reach_devices_on_other_nodes() {
     let m = cluster_metrics(&n1).await;
     assert!(m["served"]["push"].as_u64() >= Some(1), "{m}");
     assert!(m["served"]["send"].as_u64() >= Some(2), "{m}");
+    assert_eq!(m["present"], 1, "{m}");
+    // The same in Prometheus text.
+    let text = n3.get("/metrics?format=prometheus").await.text();
+    for line in [
+        "wssed_cluster_up 1\n",
+        "wssed_cluster_peers 2\n",
+        "wssed_cluster_requests_total{op=\"push\"} ",
+        "wssed_cluster_errors_total{reason=\"timeout\"} 0\n",
+        "wssed_cluster_reconnects_total 0\n",
+    ] {
+        assert!(text.contains(line), "no {line:?} in\n{text}");
+    }
 }
 
 #[tokio::test]

@@ -4,7 +4,7 @@
 //! `INFO` line) and ended by its PID. Without a `nats-server` the cluster tests say so and
 //! pass without running, unless `WSSED_REQUIRE_NATS=1` (CI sets it), which makes them fail.
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::Read;
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -102,29 +102,7 @@ impl Nats {
             .spawn()
             .map_err(|e| format!("cannot run {}: {e}", bin.display()))?;
         let log = Arc::new(Mutex::new(Vec::new()));
-        for pipe in [
-            child
-                .stderr
-                .take()
-                .map(|p| Box::new(p) as Box<dyn Read + Send>),
-            child
-                .stdout
-                .take()
-                .map(|p| Box::new(p) as Box<dyn Read + Send>),
-        ]
-        .into_iter()
-        .flatten()
-        {
-            let log = Arc::clone(&log);
-            std::thread::spawn(move || {
-                // Bounded by the child's life: the pipe ends when it exits.
-                for line in BufReader::new(pipe).lines().map_while(Result::ok) {
-                    if let Ok(mut log) = log.lock() {
-                        log.push(line);
-                    }
-                }
-            });
-        }
+        capture_output(&mut child, &log, |_| {});
         let mut nats = Nats {
             child: Some(child),
             bin: bin.to_owned(),
