@@ -17,7 +17,7 @@ use tokio::time::{sleep_until, timeout, Instant};
 
 use super::Cluster;
 use crate::app::remote;
-use crate::hub::budget::{Charge, Use};
+use crate::hub::budget::{heap_bytes, Charge, Use};
 use crate::hub::cluster::{Pending, Unreachable, COUNTERS};
 use crate::hub::devices::Registration;
 use crate::hub::link::DeviceLink;
@@ -33,9 +33,10 @@ use crate::wire::envelope::UserId;
 
 /// Beyond `cluster_timeout_secs`, how long a new session waits for its claim to settle.
 const SETTLE_SLACK: Duration = Duration::from_secs(1);
-/// Pushes and sends held while a new session's claim is in flight (a round trip to NATS);
-/// more are dropped unanswered, and their senders time out with 503.
-const HELD_WHILE_CLAIMING: usize = 64;
+/// Pushes and sends held while a new session's claim is in flight (a round trip to NATS),
+/// each paid for from the memory budget; more, or what the budget has no room for, are dropped
+/// unanswered, and their senders time out with 503.
+const HELD_WHILE_CLAIMING: usize = 16;
 
 /// A device's presence; dropping it ends it (the session's end does too).
 pub(crate) struct Presence(JoinHandle<()>);
@@ -160,7 +161,7 @@ async fn present(
     }
     // Pushes and sends that came while the claim was in flight: a session answers for its
     // user id only once it holds it, so the one that loses never answers at all.
-    let mut held: Vec<Message> = Vec::new();
+    let mut held: Vec<(Message, Charge)> = Vec::new();
     loop {
         tokio::select! {
             // Requests before the claim's answer: what a peer sent first is handled first.
@@ -171,7 +172,9 @@ async fn present(
                 if me.established || claims {
                     serve(&cluster, &hub, &user, &link, &me, msg);
                 } else if held.len() < HELD_WHILE_CLAIMING {
-                    held.push(msg);
+                    if let Ok(charge) = hub.budget.charge(heap_bytes(msg.payload.len()), Use::Remote) {
+                        held.push((msg, charge));
+                    }
                 }
             }
             Some(claimed) = OptionFuture::from(claim.as_mut()), if claim.is_some() => {
@@ -182,7 +185,7 @@ async fn present(
                 }
                 let held = std::mem::take(&mut held);
                 if !link.is_kicked() {
-                    for msg in held {
+                    for (msg, _charge) in held {
                         serve(&cluster, &hub, &user, &link, &me, msg);
                     }
                 }
