@@ -122,6 +122,7 @@ pub(crate) fn push_elsewhere(
         return Some(Err(unreachable(Unreachable::Down)));
     }
     let mut payload = Vec::new();
+    cluster.request_header(&mut payload);
     if let Err(why) = append_frame(env, cid, &mut payload, cluster.max_payload()) {
         return Some(Err(unreachable(why)));
     }
@@ -183,10 +184,12 @@ impl BatchElsewhere {
         let mut at = match self.chunks.iter().rposition(|c| c.user == *user) {
             Some(at) => at,
             None => {
+                let mut payload = Vec::new();
+                cluster.request_header(&mut payload);
                 self.chunks.push(Chunk {
                     user: user.clone(),
                     indices: Vec::new(),
-                    payload: Vec::new(),
+                    payload,
                     charge: hub.budget.empty(),
                 });
                 self.chunks.len() - 1
@@ -200,14 +203,17 @@ impl BatchElsewhere {
         if self.chunks[at].payload.len() > max {
             // Over the servers' limit with this frame: it starts the device's next request.
             let tail = self.chunks[at].payload.split_off(start);
+            let mut payload = Vec::with_capacity(tail.len() + 80);
+            cluster.request_header(&mut payload);
+            start = payload.len();
+            payload.extend_from_slice(&tail);
             self.chunks.push(Chunk {
                 user: user.clone(),
                 indices: Vec::new(),
-                payload: tail,
+                payload,
                 charge: hub.budget.empty(),
             });
             at = self.chunks.len() - 1;
-            start = 0;
         }
         let chunk = &mut self.chunks[at];
         let paid = heap_bytes(chunk.payload.capacity());
@@ -363,6 +369,7 @@ pub(crate) fn send_elsewhere(
         return Some(Err(ApiError::ClusterUnavailable));
     }
     let mut payload = Vec::new();
+    cluster.request_header(&mut payload);
     cluster::encode_send(
         SendRequest::Open {
             cid: cid.as_str(),

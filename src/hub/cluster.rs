@@ -116,6 +116,10 @@ pub(crate) trait Remote: std::any::Any + Send + Sync {
     /// The largest request the NATS servers take, in bytes.
     fn max_payload(&self) -> usize;
 
+    /// Appends the header every request to another node starts with (who sends it, and
+    /// when), wire::cluster's `RequestHeader`.
+    fn request_header(&self, out: &mut Vec<u8>);
+
     /// Asks the node that holds `user` to deliver the frames of `payload` (`frames` of them,
     /// wire::cluster's push format) and say what became of each.
     fn push(
@@ -161,6 +165,8 @@ pub(crate) struct Counters {
     pub served_claims: Counter,
     /// Sessions here closed because a session of the same user id on another node won.
     pub duplicates_closed: Counter,
+    /// Requests from other nodes dropped because they arrived after their sender gave up.
+    pub stale: Counter,
     /// Times the link to NATS came back after it was lost.
     pub reconnects: Counter,
 }
@@ -184,6 +190,7 @@ impl Counters {
             served_sends: Counter::new(),
             served_claims: Counter::new(),
             duplicates_closed: Counter::new(),
+            stale: Counter::new(),
             reconnects: Counter::new(),
         }
     }
@@ -259,9 +266,10 @@ pub(crate) fn write_json(out: &mut Vec<u8>, status: &Status, c: &Counters) {
     write_json_group(out, "errors", &c.errors());
     let _ = write!(
         out,
-        ",\"no_responders\":{},\"duplicates_closed\":{},\"reconnects\":{}}}",
+        ",\"no_responders\":{},\"duplicates_closed\":{},\"stale\":{},\"reconnects\":{}}}",
         c.no_responders.get(),
         c.duplicates_closed.get(),
+        c.stale.get(),
         c.reconnects.get()
     );
 }
@@ -291,7 +299,7 @@ pub(crate) fn write_prometheus(out: &mut Vec<u8>, status: &Status, c: &Counters)
         "# HELP wssed_cluster_present Local devices present in the cluster (subscribed, claim settled).\n# TYPE wssed_cluster_present gauge\nwssed_cluster_present {}",
         c.present.get()
     );
-    let families: [Family<'_>; 6] = [
+    let families: [Family<'_>; 7] = [
         (
             "wssed_cluster_requests_total",
             "Requests sent to other nodes, by what they asked.",
@@ -321,6 +329,12 @@ pub(crate) fn write_prometheus(out: &mut Vec<u8>, status: &Status, c: &Counters)
             "Sessions closed here because a session of their user id on another node won.",
             "",
             &[("", &c.duplicates_closed)],
+        ),
+        (
+            "wssed_cluster_stale_total",
+            "Requests from other nodes dropped because they arrived after their sender gave up.",
+            "",
+            &[("", &c.stale)],
         ),
         (
             "wssed_cluster_reconnects_total",

@@ -122,6 +122,48 @@ pub fn is_valid_node_name(name: &str) -> bool {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Malformed;
 
+/// What every request to a device's subjects starts with: who sent it and when, so that the
+/// device's node can drop a request that reaches it after its sender gave up on it (one that
+/// waited in the sender's client while its link to NATS was down, say).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RequestHeader<'a> {
+    /// When it was sent, milliseconds since the Unix epoch on the sender's clock.
+    pub sent_ms: u64,
+    /// The sender's node name.
+    pub node: &'a str,
+}
+
+/// Appends a request header: the time (8 bytes, big-endian), the node name's length (1 byte),
+/// the node name.
+pub fn encode_request_header(header: RequestHeader<'_>, out: &mut Vec<u8>) {
+    out.extend_from_slice(&header.sent_ms.to_be_bytes());
+    // Node names are at most 64 bytes.
+    out.push(u8::try_from(header.node.len()).unwrap_or(u8::MAX));
+    out.extend_from_slice(header.node.as_bytes());
+}
+
+/// Splits a request into its header and the rest; the rest starts at the returned offset.
+pub fn split_request_header(payload: &[u8]) -> Result<(RequestHeader<'_>, usize), Malformed> {
+    let time: [u8; 8] = payload
+        .get(..8)
+        .ok_or(Malformed)?
+        .try_into()
+        .map_err(|_| Malformed)?;
+    let len = usize::from(*payload.get(8).ok_or(Malformed)?);
+    let node = payload.get(9..9 + len).ok_or(Malformed)?;
+    let node = std::str::from_utf8(node).map_err(|_| Malformed)?;
+    if !is_valid_node_name(node) {
+        return Err(Malformed);
+    }
+    Ok((
+        RequestHeader {
+            sent_ms: u64::from_be_bytes(time),
+            node,
+        },
+        9 + len,
+    ))
+}
+
 /// Appends one frame of a push request: its length (4 bytes, big-endian), then its bytes.
 pub fn encode_frame(frame: &[u8], out: &mut Vec<u8>) {
     // Frames are bounded by max_body_bytes (64 MiB at most), far under u32::MAX.
@@ -466,15 +508,19 @@ pub struct Heartbeat<'a> {
     pub node: &'a str,
     /// What it says.
     pub beat: Beat,
+    /// The node's clock when it said it, milliseconds since the Unix epoch: the others learn
+    /// how far its clock is from theirs, to judge the age of its requests.
+    pub now_ms: u64,
 }
 
-/// Appends a heartbeat.
+/// Appends a heartbeat: tag, clock (8 bytes, big-endian), node name.
 pub fn encode_heartbeat(heartbeat: Heartbeat<'_>, out: &mut Vec<u8>) {
     out.push(match heartbeat.beat {
         Beat::Alive => b'h',
         Beat::Hello => b'n',
         Beat::Bye => b'b',
     });
+    out.extend_from_slice(&heartbeat.now_ms.to_be_bytes());
     out.extend_from_slice(heartbeat.node.as_bytes());
 }
 
@@ -487,11 +533,20 @@ pub fn decode_heartbeat(payload: &[u8]) -> Result<Heartbeat<'_>, Malformed> {
         b'b' => Beat::Bye,
         _ => return Err(Malformed),
     };
-    let node = std::str::from_utf8(rest).map_err(|_| Malformed)?;
+    let time: [u8; 8] = rest
+        .get(..8)
+        .ok_or(Malformed)?
+        .try_into()
+        .map_err(|_| Malformed)?;
+    let node = std::str::from_utf8(rest.get(8..).ok_or(Malformed)?).map_err(|_| Malformed)?;
     if !is_valid_node_name(node) {
         return Err(Malformed);
     }
-    Ok(Heartbeat { node, beat })
+    Ok(Heartbeat {
+        node,
+        beat,
+        now_ms: u64::from_be_bytes(time),
+    })
 }
 
 #[cfg(test)]
@@ -577,6 +632,30 @@ mod tests {
         }
         let too_long = format!("wssed.dev.{}.push", "61".repeat(65));
         assert_eq!(parse_device_subject(&too_long), None);
+    }
+
+    #[test]
+    fn request_headers_round_trip_and_damage_is_malformed() {
+        let header = RequestHeader {
+            sent_ms: 1_700_000_000_123,
+            node: "gw-1.site",
+        };
+        let mut out = Vec::new();
+        encode_request_header(header, &mut out);
+        out.extend_from_slice(b"rest");
+        let (got, at) = split_request_header(&out).unwrap();
+        assert_eq!(got, header);
+        assert_eq!(&out[at..], b"rest");
+        for cut in 0..at {
+            assert_eq!(
+                split_request_header(&out[..cut]),
+                Err(Malformed),
+                "cut {cut}"
+            );
+        }
+        let mut bad = out.clone();
+        bad[9] = b'*';
+        assert_eq!(split_request_header(&bad), Err(Malformed));
     }
 
     #[test]
@@ -743,13 +822,18 @@ mod tests {
     #[test]
     fn heartbeats_round_trip_and_node_names_are_checked() {
         for beat in [Beat::Alive, Beat::Hello, Beat::Bye] {
-            let heartbeat = Heartbeat { node: "gw-1", beat };
+            let heartbeat = Heartbeat {
+                node: "gw-1",
+                beat,
+                now_ms: 1_700_000_000_123,
+            };
             let mut out = Vec::new();
             encode_heartbeat(heartbeat, &mut out);
             assert_eq!(decode_heartbeat(&out), Ok(heartbeat));
         }
         assert_eq!(decode_heartbeat(b"h"), Err(Malformed));
-        assert_eq!(decode_heartbeat(b"hgw 1"), Err(Malformed));
+        assert_eq!(decode_heartbeat(b"h\0\0\0\0\0\0\0\0gw 1"), Err(Malformed));
+        assert_eq!(decode_heartbeat(b"h\0\0\0gw1"), Err(Malformed));
         assert!(is_valid_node_name("raspberrypi.local"));
         assert!(!is_valid_node_name(""));
         assert!(!is_valid_node_name("a*b"));

@@ -416,3 +416,30 @@ async fn the_devices_of_a_dead_node_are_nowhere() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn nodes_present_the_cluster_token_and_a_node_without_it_stays_down() {
+    let Some(bin) = nats_or_skip() else {
+        return;
+    };
+    let nats = Nats::start_with(&bin, &["--auth", "s3cret-nats-token"]);
+    let n1 = node(&nats, "n1", &["--cluster-token", "s3cret-nats-token"]);
+    let n2 = node(&nats, "n2", &["--cluster-token", "s3cret-nats-token"]);
+    let outsider = node(&nats, "n3", &["--cluster-token", "wrong"]);
+    wait_all_up(&[&n1, &n2]).await;
+    let mut a = device_on(&n2, "a").await;
+    let r = n1.push(&push_body("a", json!({"with": "token"}))).await;
+    assert_eq!(r.assert_json(200)["status"], "success");
+    assert_eq!(a.recv_json().await["with"], "token");
+    // The node with the wrong token never joins: it serves its own devices, and answers 503
+    // for the others, never partial.
+    let h = outsider.health().await;
+    assert_eq!(h["status"], "healthy");
+    assert_eq!(h["cluster"]["state"], "down");
+    let r = outsider.push(&push_body("a", json!({}))).await;
+    assert_eq!(r.assert_json(503)["error"], "cluster_unavailable");
+    assert!(
+        !outsider.log_text().contains("s3cret"),
+        "the token is never logged"
+    );
+}

@@ -55,6 +55,8 @@ fn free_port() -> u16 {
 pub(crate) struct Nats {
     child: Option<Child>,
     bin: PathBuf,
+    /// Flags after the address and port (`--auth TOKEN`).
+    extra: Vec<String>,
     /// Its port on 127.0.0.1.
     pub port: u16,
     log: Arc<Mutex<Vec<String>>>,
@@ -63,10 +65,16 @@ pub(crate) struct Nats {
 impl Nats {
     /// Starts a server on a free port.
     pub(crate) fn start(bin: &Path) -> Nats {
+        Nats::start_with(bin, &[])
+    }
+
+    /// Starts a server on a free port with `extra` flags (`--auth TOKEN`).
+    pub(crate) fn start_with(bin: &Path, extra: &[&str]) -> Nats {
+        let extra: Vec<String> = extra.iter().map(|s| (*s).to_owned()).collect();
         let mut last = String::new();
         // The port is free when picked; another process may take it before the server does.
         for _ in 0..3 {
-            match Nats::try_start(bin, free_port()) {
+            match Nats::try_start(bin, free_port(), &extra) {
                 Ok(n) => return n,
                 Err(why) => last = why,
             }
@@ -79,7 +87,7 @@ impl Nats {
         assert!(self.child.is_none(), "restart a killed server only");
         let mut last = String::new();
         for _ in 0..20 {
-            match Nats::try_start(&self.bin, self.port) {
+            match Nats::try_start(&self.bin, self.port, &self.extra) {
                 Ok(mut n) => {
                     self.child = n.child.take();
                     self.log = Arc::clone(&n.log);
@@ -93,9 +101,10 @@ impl Nats {
         panic!("nats-server would not start again on {}: {last}", self.port);
     }
 
-    fn try_start(bin: &Path, port: u16) -> Result<Nats, String> {
+    fn try_start(bin: &Path, port: u16, extra: &[String]) -> Result<Nats, String> {
         let mut child = Command::new(bin)
             .args(["-a", "127.0.0.1", "-p", &port.to_string()])
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -106,6 +115,7 @@ impl Nats {
         let mut nats = Nats {
             child: Some(child),
             bin: bin.to_owned(),
+            extra: extra.to_vec(),
             port,
             log,
         };

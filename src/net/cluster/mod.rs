@@ -12,7 +12,7 @@ use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
 use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_nats::client::RequestErrorKind;
 use async_nats::{Client, ConnectOptions, Event, Request, StatusCode, Subscriber};
@@ -30,7 +30,8 @@ use crate::hub::streams::Overflow;
 use crate::ops::settings::{secs, Config};
 use crate::wire::cluster::{
     decode_deliveries, decode_heartbeat, decode_stream, device_subject, encode_heartbeat,
-    encode_send, Beat, Heartbeat, Op, SendRequest, StreamMsg, NODES_SUBJECT,
+    encode_request_header, encode_send, Beat, Heartbeat, Op, RequestHeader, SendRequest, StreamMsg,
+    NODES_SUBJECT,
 };
 use crate::wire::envelope::UserId;
 
@@ -93,6 +94,13 @@ fn random() -> u64 {
     h.finish()
 }
 
+/// This node's clock, milliseconds since the Unix epoch.
+pub(crate) fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
 /// The host name, for `node_name` left unset.
 fn host_name() -> String {
     let name = std::fs::read_to_string("/proc/sys/kernel/hostname")
@@ -110,6 +118,9 @@ fn host_name() -> String {
 struct Peer {
     name: String,
     last_seen: Instant,
+    /// This node's clock minus the peer's, from its latest heartbeat, in milliseconds
+    /// (network delay included, a few milliseconds at most).
+    offset_ms: i64,
 }
 
 /// What the monitor knows of the link and the peers.
@@ -120,9 +131,10 @@ struct Peers {
 }
 
 impl Peers {
-    fn seen(&mut self, name: &str, now: Instant) {
+    fn seen(&mut self, name: &str, now: Instant, offset_ms: i64) {
         if let Some(p) = self.list.iter_mut().find(|p| p.name == name) {
             p.last_seen = now;
+            p.offset_ms = offset_ms;
             return;
         }
         if self.list.len() >= MAX_PEERS {
@@ -139,7 +151,16 @@ impl Peers {
         self.list.push(Peer {
             name: name.to_owned(),
             last_seen: now,
+            offset_ms,
         });
+    }
+
+    /// How old a request the peer `node` sent at `sent_ms` (its clock) is, by this node's
+    /// clock; `None` when the peer's clock is not known yet.
+    fn age_ms(&self, node: &str, sent_ms: u64, now_ms: u64) -> Option<i64> {
+        let peer = self.list.iter().find(|p| p.name == node)?;
+        let sent_here = i128::from(sent_ms) + i128::from(peer.offset_ms);
+        i64::try_from(i128::from(now_ms) - sent_here).ok()
     }
 
     fn forget(&mut self, name: &str) {
@@ -259,6 +280,7 @@ impl Cluster {
             Heartbeat {
                 node: &self.node,
                 beat,
+                now_ms: unix_ms(),
             },
             &mut payload,
         );
@@ -287,15 +309,39 @@ impl Cluster {
             return false;
         }
         let mut peers = self.lock_peers();
+        let offset_ms =
+            i64::try_from(i128::from(unix_ms()) - i128::from(heartbeat.now_ms)).unwrap_or(0);
         match heartbeat.beat {
-            Beat::Alive => peers.seen(heartbeat.node, Instant::now()),
+            Beat::Alive => peers.seen(heartbeat.node, Instant::now(), offset_ms),
             Beat::Hello => {
-                peers.seen(heartbeat.node, Instant::now());
+                peers.seen(heartbeat.node, Instant::now(), offset_ms);
                 return true;
             }
             Beat::Bye => peers.forget(heartbeat.node),
         }
         false
+    }
+
+    /// The header of a request this node sends now.
+    fn header(&self, out: &mut Vec<u8>) {
+        encode_request_header(
+            RequestHeader {
+                sent_ms: unix_ms(),
+                node: &self.node,
+            },
+            out,
+        );
+    }
+
+    /// True when a request reaches this node after its sender gave up waiting for it (it sat
+    /// in the sender's client while its link was down, say): it is dropped unanswered, so that
+    /// a push its sender answered 503 is never delivered late. A request from a node whose
+    /// clock is not known yet (no heartbeat heard) counts as fresh.
+    fn is_stale(&self, header: &RequestHeader<'_>) -> bool {
+        let limit = i64::try_from(self.timeout.as_millis()).unwrap_or(i64::MAX);
+        self.lock_peers()
+            .age_ms(header.node, header.sent_ms, unix_ms())
+            .is_some_and(|age| age > limit)
     }
 
     /// Resolves once the link is no longer up.
@@ -335,6 +381,10 @@ impl Remote for Cluster {
         self.client.max_payload()
     }
 
+    fn request_header(&self, out: &mut Vec<u8>) {
+        self.header(out);
+    }
+
     fn push(
         &self,
         user: &UserId,
@@ -343,17 +393,23 @@ impl Remote for Cluster {
     ) -> Pending<Result<PushReply, Unreachable>> {
         let client = self.client.clone();
         let subject = device_subject(user, Op::Push);
-        let mut up = self.up.subscribe();
         let within = self.timeout;
+        // Checked on the client itself, the moment before the request enters its queue: a
+        // request queued while the client reconnects would go out when the link is back.
+        let connected = client.connection_state() == async_nats::connection::State::Connected;
         Box::pin(async move {
-            let request = client.send_request(
-                subject,
-                Request::new().payload(payload).timeout(Some(within)),
-            );
-            let reply = tokio::select! {
-                r = request => r,
-                () = Cluster::down(&mut up) => return Err(Unreachable::Down),
-            };
+            if !connected {
+                return Err(Unreachable::Down);
+            }
+            // Not raced against the link going down: a request already queued may still go
+            // out when it comes back, and then its real answer is the one to give (or, after
+            // `within`, 503; the device's node then drops it as stale).
+            let reply = client
+                .send_request(
+                    subject,
+                    Request::new().payload(payload).timeout(Some(within)),
+                )
+                .await;
             match reply {
                 Ok(msg) if msg.status.is_none() => decode_deliveries(&msg.payload, frames)
                     .map(PushReply::Delivered)
@@ -372,11 +428,17 @@ impl Remote for Cluster {
     ) -> Pending<Result<SendReply, Unreachable>> {
         let client = self.client.clone();
         let subject = device_subject(user, Op::Send);
-        let mut up = self.up.subscribe();
+        let up = self.up.subscribe();
         let within = self.timeout;
         let user = user.clone();
+        let connected = client.connection_state() == async_nats::connection::State::Connected;
+        let node = self.node.clone();
         Box::pin(async move {
+            if !connected {
+                return Err(Unreachable::Down);
+            }
             let inbox = client.new_inbox();
+            // As for a push: the first answer is waited for even if the link drops meanwhile.
             let opened = async {
                 let mut answers = client
                     .subscribe(inbox.clone())
@@ -392,16 +454,19 @@ impl Remote for Cluster {
                     .ok_or(Unreachable::Down)?;
                 Ok::<_, Unreachable>((answers, first))
             };
-            let (answers, first) = tokio::select! {
-                r = opened => r?,
-                () = Cluster::down(&mut up) => return Err(Unreachable::Down),
-            };
+            let (answers, first) = opened.await?;
             if first.status == Some(StatusCode::NO_RESPONDERS) {
                 return Ok(SendReply::Nowhere);
             }
             match decode_stream(&first.payload) {
                 Ok(StreamMsg::Opened) => {
-                    tokio::spawn(relay_answers(client, subject, user, answers, relay, up));
+                    let ends = Ends {
+                        client,
+                        subject,
+                        user,
+                        node,
+                    };
+                    tokio::spawn(relay_answers(ends, answers, relay, up));
                     Ok(SendReply::Opened)
                 }
                 Ok(StreamMsg::Refused(why)) => Ok(SendReply::Refused(why)),
@@ -411,12 +476,21 @@ impl Remote for Cluster {
     }
 }
 
-/// Feeds the answers the device's node relays into the stream here, until the stream ends
-/// on either side or the link is lost.
-async fn relay_answers(
+/// Where a relayed stream's close goes: the device's `send` subject (a close that waits in the
+/// client past `cluster_timeout_secs` is dropped there as stale, and the device's node frees
+/// the id by its own timeout instead).
+struct Ends {
     client: Client,
     subject: String,
     user: UserId,
+    /// This node's name, for the close's header.
+    node: String,
+}
+
+/// Feeds the answers the device's node relays into the stream here, until the stream ends
+/// on either side or the link is lost.
+async fn relay_answers(
+    ends: Ends,
     mut answers: Subscriber,
     relay: Relay,
     mut up: watch::Receiver<bool>,
@@ -476,7 +550,20 @@ async fn relay_answers(
     drop(tx);
     drop(answers);
     if tell_them {
-        let mut payload = Vec::new();
+        let Ends {
+            client,
+            subject,
+            user,
+            node,
+        } = ends;
+        let mut payload = Vec::with_capacity(32);
+        encode_request_header(
+            RequestHeader {
+                sent_ms: unix_ms(),
+                node: &node,
+            },
+            &mut payload,
+        );
         encode_send(SendRequest::Close { cid: &cid }, &mut payload);
         if let Err(e) = client.publish(subject, payload.into()).await {
             log::debug!("cluster: stream {cid} of {user}: close not sent: {e}");
@@ -679,8 +766,8 @@ mod tests {
         assert_eq!(p.state(t0), DOWN);
         p.connected_at = Some(t0);
         assert_eq!(p.state(t0), UP, "the first connection waits for nobody");
-        p.seen("b", t0);
-        p.seen("c", t0);
+        p.seen("b", t0, 0);
+        p.seen("c", t0, 0);
         let lost = t0 + Duration::from_secs(3);
         p.connected_at = None;
         p.lost_at = Some(lost);
@@ -688,23 +775,42 @@ mod tests {
         let back = lost + Duration::from_secs(1);
         p.connected_at = Some(back);
         assert_eq!(p.state(back), RECOVERING);
-        p.seen("b", back + Duration::from_millis(10));
+        p.seen("b", back + Duration::from_millis(10), 0);
         assert_eq!(p.state(back + Duration::from_millis(20)), RECOVERING);
-        p.seen("c", back + Duration::from_millis(30));
+        p.seen("c", back + Duration::from_millis(30), 0);
         assert_eq!(p.state(back + Duration::from_millis(40)), UP);
         // A peer that never comes back holds recovery for RECOVERY_MAX at most.
         let mut q = peers();
-        q.seen("gone", t0);
+        q.seen("gone", t0, 0);
         q.lost_at = Some(t0 + Duration::from_secs(1));
         q.connected_at = Some(t0 + Duration::from_secs(2));
         assert_eq!(q.state(t0 + Duration::from_secs(3)), RECOVERING);
         assert_eq!(q.state(t0 + Duration::from_secs(2) + RECOVERY_MAX), UP);
         // Peers silent long before the loss are not waited for.
         let mut r = peers();
-        r.seen("old", t0);
+        r.seen("old", t0, 0);
         r.lost_at = Some(t0 + PEER_TTL + Duration::from_secs(1));
         r.connected_at = Some(t0 + PEER_TTL + Duration::from_secs(2));
         assert_eq!(r.state(t0 + PEER_TTL + Duration::from_secs(2)), UP);
+    }
+
+    #[test]
+    fn a_requests_age_is_read_on_this_nodes_clock() {
+        let t0 = Instant::now();
+        let mut p = peers();
+        assert_eq!(
+            p.age_ms("b", 1_000, 5_000),
+            None,
+            "an unknown clock judges nothing"
+        );
+        // b's clock is 60 s behind ours: its 1,000 is our 61,000.
+        p.seen("b", t0, 60_000);
+        assert_eq!(p.age_ms("b", 1_000, 61_500), Some(500));
+        assert_eq!(p.age_ms("b", 1_000, 80_000), Some(19_000));
+        // A clock ahead of ours; an absurd stamp is no age at all (no overflow).
+        p.seen("c", t0, -5_000);
+        assert_eq!(p.age_ms("c", 10_000, 5_000), Some(0));
+        assert_eq!(p.age_ms("c", u64::MAX, 0), None);
     }
 
     #[test]
@@ -712,7 +818,7 @@ mod tests {
         let t0 = Instant::now();
         let mut p = peers();
         for i in 0..MAX_PEERS + 10 {
-            p.seen(&format!("n{i}"), t0 + Duration::from_millis(i as u64));
+            p.seen(&format!("n{i}"), t0 + Duration::from_millis(i as u64), 0);
         }
         assert_eq!(p.list.len(), MAX_PEERS);
         assert!(p.list.iter().all(|peer| peer.name != "n0"));

@@ -27,7 +27,8 @@ use crate::ops::memory::PRESENCE_BYTES;
 use crate::wire::close::Close;
 use crate::wire::cluster::{
     decode_claim, decode_send, device_subject, encode_claim, encode_stream, parse_device_subject,
-    presence_subject, Claim, ClaimReply, Op, SendRefusal, SendRequest, Stamp, StreamMsg,
+    presence_subject, split_request_header, Claim, ClaimReply, Op, SendRefusal, SendRequest, Stamp,
+    StreamMsg,
 };
 use crate::wire::envelope::UserId;
 
@@ -97,7 +98,8 @@ pub(crate) async fn arrive(hub: &Arc<Hub>, user: &UserId, reg: &Registration) ->
 }
 
 fn claim_request(cluster: &Cluster, user: &UserId, me: &Claim) -> Pending<Claimed> {
-    let mut payload = Vec::with_capacity(32);
+    let mut payload = Vec::with_capacity(64);
+    cluster.header(&mut payload);
     encode_claim(me, &mut payload);
     COUNTERS.claims.inc();
     let client = cluster.client.clone();
@@ -253,11 +255,23 @@ fn serve(
     let Some((_, op)) = parse_device_subject(&msg.subject) else {
         return;
     };
+    let Ok((header, at)) = split_request_header(&msg.payload) else {
+        return;
+    };
+    if cluster.is_stale(&header) {
+        COUNTERS.stale.inc();
+        log::debug!(
+            "cluster: dropped a request for {user} from {} that came after its sender gave up",
+            header.node
+        );
+        return;
+    }
+    let payload = msg.payload.slice(at..);
     let session = me.stamp.session;
     match op {
         Op::Push => {
             COUNTERS.served_pushes.inc();
-            let serving = remote::serve_push(hub, link, &msg.payload);
+            let serving = remote::serve_push(hub, link, &payload);
             let Some(reply) = msg.reply else { return };
             let client = cluster.client.clone();
             let link = Arc::clone(link);
@@ -274,13 +288,13 @@ fn serve(
                 }
             });
         }
-        Op::Send => match decode_send(&msg.payload) {
+        Op::Send => match decode_send(&payload) {
             Ok(SendRequest::Open { cid, frame }) => {
                 COUNTERS.served_sends.inc();
                 let Some(reply) = msg.reply.clone() else {
                     return;
                 };
-                let frame = msg.payload.slice_ref(frame);
+                let frame = payload.slice_ref(frame);
                 let opened = remote::serve_send(hub, user, session, link, cid, frame);
                 tokio::spawn(forward(
                     Arc::clone(cluster),
@@ -297,7 +311,7 @@ fn serve(
         },
         Op::Claim => {
             COUNTERS.served_claims.inc();
-            let Ok(claim) = decode_claim(&msg.payload) else {
+            let Ok(claim) = decode_claim(&payload) else {
                 return;
             };
             let answer = remote::settle_claim(hub, link, me, &claim);
