@@ -30,7 +30,8 @@
 # libraries (libc6:arm64 installed for cross-building): the sysroot's ld.so then maps a libc
 # of another version and the program spins in pthread_create (scripts/qemu-libc-trap.sh).
 #
-# Builds go to target/<triple>/release, the layout `cross` and cargo-deb use.
+# Builds go to target/<triple>/release, the layout `cross` and cargo-deb use (for a target whose
+# std is built, a link into target/build-std).
 #
 # Usage: source scripts/cross-env.sh; cross_setup TARGET; cross_cargo build --release ...
 
@@ -196,15 +197,27 @@ cross_cargo() {
         std_args=("-Zbuild-std=std,panic_abort")
         bootstrap=(RUSTC_BOOTSTRAP=1)
     fi
-    local sub=$1
+    local sub=$1 dir=${CROSS_TARGET_DIR:-target}
     shift
+    if [ "$CROSS_BUILD_STD" = 1 ]; then
+        # A build with -Zbuild-std rebuilds the host's proc macros for itself, which makes
+        # every other target's dependents stale (a minute of rebuild at each switch). In a
+        # directory of its own, the other builds stay fresh; target/<triple> points into it,
+        # the layout cross and cargo-deb use.
+        mkdir -p "$dir/build-std/$CROSS_TARGET"
+        if [ ! -L "$dir/$CROSS_TARGET" ]; then
+            rm -rf "${dir:?}/$CROSS_TARGET"
+            ln -s "build-std/$CROSS_TARGET" "$dir/$CROSS_TARGET"
+        fi
+        dir="$dir/build-std"
+    fi
     # The runner (`cargo test` under qemu) takes the dynamic path: test binaries link
     # dynamically unless the board's RUSTFLAGS say +crt-static, and both work with it.
     env "${bootstrap[@]}" RUSTC="$CROSS_RUSTC" \
         "CARGO_TARGET_${t}_LINKER=$CROSS_GNU-gcc" \
         "CC_${tl}=$CROSS_GNU-gcc" "AR_${tl}=$CROSS_GNU-ar" \
         "CARGO_TARGET_${t}_RUNNER=$(cross_qemu_command "${WSSED_QEMU_CPU:-}")" \
-        cargo "$sub" "${std_args[@]}" --target "$CROSS_TARGET" --target-dir "${CROSS_TARGET_DIR:-target}" "$@"
+        cargo "$sub" "${std_args[@]}" --target "$CROSS_TARGET" --target-dir "$dir" "$@"
 }
 
 # Succeeds when BINARY (an ELF file) has no program interpreter: a static binary.

@@ -77,18 +77,10 @@ if [ "$target" = arm-unknown-linux-gnueabi ]; then
     scripts/armv6-bites.sh "$cpu"
 fi
 
-# The board's binary runs with the board's limits: its tables are sized for them, and the
-# daemon refuses defaults over the compiled capacities (max_connections 4096 > 1024 on the Pi
-# Zero). Given as WSSED_* variables, so every daemon the suite starts (`--check-config` runs
-# too) gets them, below any flag a test sets itself.
-mapfile -t board_settings < <(python3 - "board/$board/wssed.toml" <<'PY'
-import sys, tomllib
-config = tomllib.load(open(sys.argv[1], "rb"))
-for key in ("max_connections", "max_pending_sends"):
-    if key in config:
-        print(f"WSSED_{key.upper()}={config[key]}")
-PY
-)
+# The board's binary runs with the board's limits (scripts/board-limits.sh), as WSSED_*
+# variables, so every daemon the suite starts (`--check-config` runs too) gets them, below any
+# flag a test sets itself.
+mapfile -t board_settings < <(scripts/board-limits.sh "$board")
 
 echo "== build info: --version against board/$board/env"
 scripts/check-build-info.sh "$board" "$wrapper"
