@@ -54,6 +54,8 @@ mod tests {
                 "pending_table_capacity"
             ]
         );
-        assert!(text.contains(&format!("\ndevice_table_capacity: {DEVICE_TABLE_CAPACITY}\n")));
+        assert!(text.contains(&format!(
+            "\ndevice_table_capacity: {DEVICE_TABLE_CAPACITY}\n"
+        )));
     }
 }
