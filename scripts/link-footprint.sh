@@ -73,15 +73,22 @@ def rss(r):
 def libc(r):
     g = r.get("guest", r.get("by_mapping"))
     return g["c_library"]
-print("| board | target | binary, static | binary, dynamic | idle RSS KiB, static | idle RSS KiB, dynamic | of which C library files, static / dynamic | measured |")
-print("| --- | --- | ---: | ---: | ---: | ---: | ---: | --- |")
+print("| board | target | binary, static | binary, dynamic | idle RSS KiB, static | idle RSS KiB, dynamic | C library files in the dynamic RSS | dynamic RSS without them | measured |")
+print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
 for board in dict.fromkeys(b for b, _ in runs):
     s, d = runs.get((board, "static")), runs.get((board, "dynamic"))
     if not (s and d):
         continue
     where = "native" if s["where"] == "native" else "guest memory under " + s["where"].replace("qemu-user ", "")
+    own = rss(d) - libc(d)
     print(f"| `{board}` | `{s['target']}` | {s['bytes']:,} | {d['bytes']:,} ({d['bytes'] - s['bytes']:+,}) "
-          f"| {kib(rss(s))} | {kib(rss(d))} ({rss(d) - rss(s):+,}) | {libc(s):,} / {libc(d):,} | {where} |")
+          f"| {kib(rss(s))} | {kib(rss(d))} ({rss(d) - rss(s):+,}) | {libc(d):,} | {own:,} ({own - rss(s):+,}) | {where} |")
+for (board, link), r in runs.items():
+    if link == "static" and r["where"] == "native" and (board, "dynamic") in runs:
+        d = runs[(board, "dynamic")]
+        print(f"\n`{board}`, private memory (USS: what ending the process frees; shared libc.so pages are "
+              f"not in it): static {r['private_kib']:,} KiB, dynamic {d['private_kib']:,} KiB; "
+              f"Pss: static {r['pss_kib']:,} KiB, dynamic {d['pss_kib']:,} KiB.")
 print()
 print(f"Commit {start['commit']}, {start['nproc']} cores ({start['cpu']}), {start['rustc']}, {start['rustc_web']}, "
       f"{start['qemu']}; load average {' '.join(start['loadavg'])} at the start, {' '.join(end['loadavg'])} at the end; "
