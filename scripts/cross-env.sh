@@ -211,8 +211,8 @@ cross_cargo() {
         fi
         dir="$dir/build-std"
     fi
-    # The runner (`cargo test` under qemu) takes the dynamic path: test binaries link
-    # dynamically unless the board's RUSTFLAGS say +crt-static, and both work with it.
+    # The runner (`cargo test` under qemu) loads only the sysroot's C library; a static test
+    # binary runs under it as well.
     env "${bootstrap[@]}" RUSTC="$CROSS_RUSTC" \
         "CARGO_TARGET_${t}_LINKER=$CROSS_GNU-gcc" \
         "CC_${tl}=$CROSS_GNU-gcc" "AR_${tl}=$CROSS_GNU-ar" \
