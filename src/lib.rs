@@ -11,3 +11,6 @@ pub(crate) mod hub;
 pub mod net;
 pub mod ops;
 pub mod wire;
+
+#[cfg(test)]
+mod reference;

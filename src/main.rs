@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use wssed::net::listener;
 use wssed::ops::settings::{self, Command, Config};
-use wssed::ops::{build_info, logger, systemd};
+use wssed::ops::{build_info, logger, memory, systemd};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -28,6 +28,8 @@ fn main() -> ExitCode {
         }
         Command::CheckConfig(config) => {
             print!("{}", config.to_toml());
+            // A comment, so the output stays a settings file that can be fed back.
+            println!("# memory budget in force: {}", memory::in_force(&config));
             ExitCode::SUCCESS
         }
         Command::Run(config) => run(config),

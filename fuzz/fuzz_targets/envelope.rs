@@ -203,7 +203,7 @@ fn string_ok(v: Option<&Value>, min: usize, max: usize, forbidden: &[char]) -> b
     }
 }
 
-/// SPEC §3's rules, applied to serde_json's tree of the body.
+/// The envelope rules of docs/protocol.md §3, applied to serde_json's tree of the body.
 fn envelope_ok(data: &[u8], v: &Value) -> bool {
     let Value::Object(map) = v else {
         return false;

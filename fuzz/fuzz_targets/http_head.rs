@@ -1,22 +1,22 @@
-//! `parse_head` and the request loop around it, on whatever a peer sends.
+//! `parse_head`, and the daemon's request framer around it, on whatever a peer sends.
 //!
 //! Invariants:
 //! - the head parser's documented facts hold for the whole input (Partial only below
 //!   `MAX_HEAD_BYTES`, a complete head ends in an empty line, ...);
-//! - the connection's answer (heads, bodies, then waiting or a framing error) is the same when
-//!   the bytes arrive in one read, one byte per read (small inputs) or in random reads.
+//! - the connection's answer (heads, bodies, then waiting or a framing error), from
+//!   `wssed::wire::http::Framer` driven as `src/net/conn.rs` drives it, is the same when the bytes
+//!   arrive in one read, one byte per read (small inputs) or in random reads.
 //!
 //! `WSSED_FUZZ_TOLERATE=Split/Whole,...` (e.g. `Malformed/MissingVersion`) lets a long run go on
 //! past an open finding: a split read that ends in error `Split` where the whole input ends in
 //! `Whole` is then not a failure. Unset (CI, regressions) everything counts.
 #![no_main]
 
-use std::sync::OnceLock;
-
 use libfuzzer_sys::fuzz_target;
 use wssed::wire::http::{parse_head, BodyFraming, HeadStatus, Method, Version};
 use wssed::wire::limits::{MAX_HEAD_BYTES, MAX_TARGET_BYTES};
-use wssed_fuzz::{drive, random_pieces, Phase, Rng};
+use wssed_fuzz::framing::{assert_same_answer, run, BodyChoice};
+use wssed_fuzz::{random_pieces, Rng};
 
 /// Inputs up to this size are also fed one byte per read (every prefix is parsed).
 const BYTEWISE_MAX_BYTES: usize = 2048;
@@ -26,7 +26,8 @@ const MAX_BODY_BYTES: usize = 256;
 fuzz_target!(|data: &[u8]| {
     check_head_facts(data);
 
-    let whole = drive(data, &[], MAX_BODY_BYTES);
+    let read = |_| BodyChoice::Read;
+    let whole = run(data, &[], MAX_BODY_BYTES, &read);
     let mut rng = Rng::from_input(data, 0);
     let mut splits = vec![
         random_pieces(&mut rng, data.len()),
@@ -36,45 +37,10 @@ fuzz_target!(|data: &[u8]| {
         splits.push(vec![1; data.len()]);
     }
     for pieces in splits {
-        let split = drive(data, &pieces, MAX_BODY_BYTES);
-        assert_eq!(
-            split.events, whole.events,
-            "events differ; reads {pieces:?}"
-        );
-        if tolerated(&split.phase, &whole.phase) {
-            continue;
-        }
-        assert_eq!(
-            split.phase, whole.phase,
-            "end state differs; reads {pieces:?}"
-        );
-        // After a framing error nothing more is read, so bytes consumed no longer matter.
-        if !matches!(whole.phase, Phase::Failed(_)) {
-            assert_eq!(
-                split.consumed(),
-                whole.consumed(),
-                "consumed differs; reads {pieces:?}"
-            );
-        }
+        let split = run(data, &pieces, MAX_BODY_BYTES, &read);
+        assert_same_answer(&split, &whole, &pieces);
     }
 });
-
-/// Whether this pair of end states is an open finding the run was told to step over.
-fn tolerated(split: &Phase, whole: &Phase) -> bool {
-    static PAIRS: OnceLock<Vec<String>> = OnceLock::new();
-    let pairs = PAIRS.get_or_init(|| {
-        std::env::var("WSSED_FUZZ_TOLERATE")
-            .unwrap_or_default()
-            .split(',')
-            .filter(|p| !p.is_empty())
-            .map(str::to_string)
-            .collect()
-    });
-    match (split, whole) {
-        (Phase::Failed(a), Phase::Failed(b)) => pairs.contains(&format!("{a:?}/{b:?}")),
-        _ => false,
-    }
-}
 
 /// The facts `parse_head`'s documentation promises, on the input as one buffer.
 fn check_head_facts(data: &[u8]) {

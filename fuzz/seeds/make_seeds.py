@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Writes the hand-made seed corpora under fuzz/corpus/<target>/ (run from anywhere).
 
-Seeds are real requests and bodies (API.md's examples), plus the edge cases the parsers'
+Seeds are real requests and bodies (the original API's examples), plus the edge cases the parsers'
 documentation names. Regenerating is deterministic; fuzz-found inputs are not kept here.
 """
 import json
@@ -186,8 +186,81 @@ def sse():
         write(t, f"event_{i:02}", s)
 
 
+def framer():
+    """Byte streams of whole connections: pipelined requests, the way a client writes them."""
+    t = "framer"
+    push = json.dumps(PUSH, separators=(",", ":"))
+    send = json.dumps(SEND, indent=2)
+    batch = json.dumps(BATCH)
+
+    def cl(path, body, extra="", version="1.1"):
+        return (f"POST {path} HTTP/{version}\r\nHost: gw:8000\r\nContent-Type: application/json\r\n"
+                f"{extra}Content-Length: {len(body.encode())}\r\n\r\n{body}")
+
+    def chunked(path, chunks, trailers="", extra=""):
+        out = (f"POST {path} HTTP/1.1\r\nHost: gw\r\nContent-Type: application/json\r\n"
+               f"{extra}Transfer-Encoding: chunked\r\n\r\n")
+        for data, ext in chunks:
+            out += f"{len(data.encode()):x}{ext}\r\n{data}\r\n"
+        return out + f"0\r\n{trailers}\r\n"
+
+    get = "GET /health HTTP/1.1\r\nHost: gw\r\n\r\n"
+    write(t, "pipeline_cl_chunked_get",
+          chunked("/sse/push?via=chunked", [('{"a"', ";ext=1"), (":1}", ';q="x y"')], "X-Sum: 9\r\n")
+          + cl("/sse/push/batch", "[]") + get)
+    write(t, "push_batch_send", cl("/sse/push", push) + cl("/sse/push/batch", batch)
+          + cl("/sse/send", send, "Accept: text/event-stream\r\n"))
+    write(t, "chunked_json_split",
+          chunked("/sse/push", [(push[:10], ""), (push[10:40], ";a;b=c"), (push[40:], ";n=\"q\\\"\"")],
+                  "X-Checksum: 1\r\nX-Other:\tv\r\n") + get)
+    write(t, "expect_continue_then_get",
+          cl("/sse/push", push, "Expect: 100-continue\r\n") + get)
+    write(t, "expect_continue_chunked",
+          chunked("/sse/push", [(push, "")], extra="Expect: 100-continue\r\n") + get)
+    write(t, "expect_continue_no_body",
+          "GET /metrics HTTP/1.1\r\nHost: gw\r\nExpect: 100-continue\r\n\r\n" + get)
+    write(t, "http10_keep_alive",
+          cl("/sse/push", push, "Connection: keep-alive\r\n", "1.0")
+          + "GET /health HTTP/1.0\r\nConnection: keep-alive\r\n\r\nGET /metrics HTTP/1.0\r\n\r\n")
+    write(t, "zero_length_bodies", cl("/sse/push", "") + cl("/sse/push", "")
+          + chunked("/sse/push", []) + get)
+    write(t, "gets_keep_alive", get * 6 + "HEAD /health HTTP/1.1\r\nHost: gw\r\n\r\n"
+          + "OPTIONS * HTTP/1.1\r\nHost: gw\r\n\r\n"
+          + "GET /metrics?format=prometheus HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n\r\n")
+    write(t, "push_then_ws_upgrade", (cl("/sse/push", push)
+          + "GET /ws?user_id=dev1 HTTP/1.1\r\nHost: gw\r\nUpgrade: websocket\r\n"
+          "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+          "Sec-WebSocket-Version: 13\r\n\r\n").encode() + b"\x81\x85\x37\xfa\x21\x3d\x7f\x9f\x4d\x51\x58")
+    write(t, "bare_lf_lines", "GET /health HTTP/1.1\nHost: gw\n\n"
+          "POST /sse/push HTTP/1.1\nHost: gw\nContent-Length: 2\n\n{}" + get)
+    write(t, "waiting_in_chunked_body",
+          cl("/sse/push", "{}") + chunked("/sse/push", [(push, "")])[:-20])
+    write(t, "waiting_in_length_body", get + cl("/sse/push", push)[:-7])
+    write(t, "waiting_in_head", get + "POST /sse/push HTTP/1.1\r\nHost: g")
+    write(t, "over_limit_length", cl("/sse/push", "x" * 300) + get)
+    write(t, "over_limit_chunked", chunked("/sse/push", [("y" * 300, "")]) + get)
+    write(t, "over_limit_expect", cl("/sse/push", "z" * 300, "Expect: 100-continue\r\n") + get)
+    write(t, "smuggle_cl_te", "POST /sse/push HTTP/1.1\r\nHost: gw\r\nContent-Length: 6\r\n"
+          "Transfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /admin HTTP/1.1\r\nHost: gw\r\n\r\n")
+    write(t, "smuggle_cl_conflict", get + "POST / HTTP/1.1\r\nHost: gw\r\nContent-Length: 2\r\n"
+          "Content-Length: 3\r\n\r\nab" + get)
+    write(t, "bad_chunk_size_mid_pipeline", get + chunked("/sse/push", [("ab", "")]).replace(
+          "\r\n2\r\n", "\r\n2x\r\n") + get)
+    write(t, "missing_chunk_delimiter", "POST /sse/push HTTP/1.1\r\nHost: gw\r\n"
+          "Transfer-Encoding: chunked\r\n\r\n3\r\nabcd\r\n0\r\n\r\n" + get)
+    write(t, "bad_trailer", chunked("/sse/push", [("{}", "")], "Bad Trailer\r\n") + get)
+    write(t, "te_http10", get + "POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n")
+    write(t, "http09_after_request", get + "GET /\r\n" + get)
+    write(t, "http2_after_request", cl("/sse/push", "{}") + "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+    write(t, "head_too_large_second", get + "GET / HTTP/1.1\r\nX-Big: " + "a" * 16400 + "\r\n\r\n")
+    many = "".join(f"X-{i}: {i}\r\n" for i in range(101))
+    write(t, "too_many_headers_second", cl("/sse/push", "{}") + f"GET / HTTP/1.1\r\n{many}\r\n")
+    write(t, "garbage_after_body", cl("/sse/push", "{}") + "\x16\x03\x01\x02\x00\x01\x00")
+
+
 http_head()
 chunked()
 envelope()
 mention()
 sse()
+framer()

@@ -3,6 +3,7 @@
 use crate::wire::envelope::ValidationErrors;
 use crate::wire::http::error::HttpError;
 use crate::wire::http::response::{self, Persist};
+use crate::wire::json;
 use crate::wire::upgrade::Refusal;
 
 /// A refused request. `write` renders its one answer on the wire.
@@ -44,6 +45,8 @@ pub(crate) enum ApiError {
     TooManySends,
     /// Too many TCP connections are open (503).
     TooManyConnections,
+    /// The work does not fit the memory budget now (503).
+    OverBudget,
 }
 
 impl ApiError {
@@ -62,7 +65,10 @@ impl ApiError {
             ApiError::UnsupportedMediaType => 415,
             ApiError::Invalid(_) => 422,
             ApiError::UpgradeRequired | ApiError::WebSocketVersion => 426,
-            ApiError::QueueFull | ApiError::TooManySends | ApiError::TooManyConnections => 503,
+            ApiError::QueueFull
+            | ApiError::TooManySends
+            | ApiError::TooManyConnections
+            | ApiError::OverBudget => 503,
         }
     }
 
@@ -78,6 +84,20 @@ impl ApiError {
         }
     }
 
+    /// Heap bytes the refusal holds itself (a 422's rendered body).
+    pub(crate) fn held_bytes(&self) -> usize {
+        match self {
+            ApiError::Invalid(body) => body.capacity(),
+            _ => 0,
+        }
+    }
+
+    /// Appends the whole response to a request that asked for a body; returns its status.
+    pub(crate) fn answer(&self, out: &mut Vec<u8>, persist: Persist) -> u16 {
+        self.write(out, persist, false);
+        self.status()
+    }
+
     /// Appends the whole response; `head_only` for an answer to HEAD.
     pub(crate) fn write(&self, out: &mut Vec<u8>, persist: Persist, head_only: bool) {
         let persist = if self.closes_connection() {
@@ -90,14 +110,15 @@ impl ApiError {
             ApiError::Invalid(body) => {
                 response::write_json(out, status, body, persist, &[], head_only);
             }
-            ApiError::QueueFull => response::write_json(
-                out,
-                status,
-                br#"{"status":"error","message":"User queue full"}"#,
-                persist,
-                &[("Retry-After", "1")],
-                head_only,
-            ),
+            // The push answer's shape (docs/protocol.md §5.2), as the original server sent it.
+            ApiError::QueueFull | ApiError::OverBudget => {
+                let mut body = Vec::with_capacity(64);
+                body.extend_from_slice(br#"{"status":"error","message":"#);
+                json::write_string(&mut body, self.detail());
+                body.push(b'}');
+                let retry = [("Retry-After", "1")];
+                response::write_json(out, status, &body, persist, &retry, head_only);
+            }
             ApiError::MethodNotAllowed(allow) => response::write_error(
                 out,
                 status,
@@ -164,6 +185,7 @@ impl ApiError {
             ApiError::QueueFull => "User queue full",
             ApiError::TooManySends => "Too many open send streams",
             ApiError::TooManyConnections => "Too many connections",
+            ApiError::OverBudget => "Memory budget exhausted",
         }
     }
 }

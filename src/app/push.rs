@@ -1,5 +1,5 @@
 //! `/sse/push` and `/sse/push/batch`: validate, route by mention, queue to the device, wait
-//! until the frame is on the device's socket (SPEC §4).
+//! until the frame is on the device's socket (docs/protocol.md §5, §6).
 
 use std::collections::VecDeque;
 use std::io::Write;
@@ -10,21 +10,28 @@ use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use super::error::ApiError;
 use crate::hub::ack::{Ack, AckSlot, Outcome};
+use crate::hub::budget::{heap_bytes, Charge, Use};
 use crate::hub::ids;
 use crate::hub::link::{DeviceLink, Outbound, PushError};
 use crate::hub::Hub;
 use crate::ops::settings::secs;
 use crate::wire::envelope::{self, CorrelationId, Envelope, UserId};
 use crate::wire::http::response::{self, Persist};
+use crate::wire::limits::MAX_USER_ID_BYTES;
+use crate::wire::listed::listed;
 use crate::wire::{json, mention};
 
-/// Why a frame did not reach its device.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Undelivered {
-    /// Not connected, or gone before the write.
-    NotConnected,
-    /// The device's queue is full.
-    QueueFull,
+listed! {
+    /// Why a frame did not reach its device.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub(crate) enum Undelivered {
+        /// Not connected, or gone before the write.
+        NotConnected,
+        /// The device's queue is full.
+        QueueFull,
+        /// The frame did not fit the memory budget.
+        OverBudget,
+    }
 }
 
 impl Undelivered {
@@ -33,6 +40,7 @@ impl Undelivered {
         match self {
             Undelivered::NotConnected => "not_connected",
             Undelivered::QueueFull => "queue_full",
+            Undelivered::OverBudget => "over_budget",
         }
     }
 
@@ -41,6 +49,7 @@ impl Undelivered {
         match self {
             Undelivered::NotConnected => "User not connected",
             Undelivered::QueueFull => "User queue full",
+            Undelivered::OverBudget => "Memory budget exhausted",
         }
     }
 }
@@ -52,7 +61,16 @@ pub(crate) struct Scratch {
     pub text: String,
     /// Where a frame is spliced before it is copied into its own exact-size allocation.
     pub frame: Vec<u8>,
+    /// What a batch paid for its answer before delivering anything; the connection holds
+    /// it until the answer is written.
+    pub reply: Option<Charge>,
 }
+
+/// Room for the head of a JSON answer (status line and headers), in bytes.
+const ANSWER_HEAD_BYTES: usize = 256;
+/// Bytes of a batch result besides its strings: `{"index":N,"user_id":"","success":false,
+/// "error":"not_connected","routed_to":""},` with a 20-digit index.
+const RESULT_FIXED_BYTES: usize = 112;
 
 /// Where a message goes: its mention target if it names a public account, else its user id.
 pub(crate) struct Target {
@@ -62,7 +80,7 @@ pub(crate) struct Target {
     pub routed: bool,
 }
 
-/// Resolves the target of `env` (SPEC §7).
+/// Resolves the target of `env` (docs/protocol.md §9).
 pub(crate) fn target(env: &Envelope<'_>, hub: &Hub, scratch: &mut Scratch) -> Target {
     match mention::route_target(env, &mut scratch.text, |name| hub.is_public(name)) {
         Some(account) => {
@@ -79,32 +97,56 @@ pub(crate) fn target(env: &Envelope<'_>, hub: &Hub, scratch: &mut Scratch) -> Ta
     }
 }
 
-/// The spliced frame for `env` (SPEC §3), with `correlation_id` as the id to add if absent.
-pub(crate) fn frame(env: &Envelope<'_>, correlation_id: &str, scratch: &mut Scratch) -> Utf8Bytes {
+/// A spliced frame and its share of the memory budget.
+pub(crate) struct Frame {
+    /// The text the device receives.
+    pub text: Utf8Bytes,
+    /// Paid before the frame's own allocation; given back when the frame is dropped.
+    pub charge: Charge,
+}
+
+/// The spliced frame for `env` (docs/protocol.md §4), with `correlation_id` as the id to add if absent;
+/// `OverBudget` when it does not fit the memory budget.
+pub(crate) fn frame(
+    env: &Envelope<'_>,
+    correlation_id: &str,
+    hub: &Hub,
+    scratch: &mut Scratch,
+) -> Result<Frame, Undelivered> {
     scratch.frame.clear();
     envelope::write_device_frame(env, correlation_id, &mut scratch.frame);
+    let charge = hub
+        .budget
+        .charge(heap_bytes(scratch.frame.len()), Use::Frame)
+        .map_err(|_| Undelivered::OverBudget)?;
     // An exact-size copy: `Bytes` adopts a full Vec as is, while spare capacity would cost it
     // a second allocation for a shared header (measured by benches/push_alloc.rs).
     let mut exact = Vec::with_capacity(scratch.frame.len());
     exact.extend_from_slice(&scratch.frame);
     // The splice only inserts JSON text around validated UTF-8, so this never fails; if it
     // ever did, sending nothing beats sending bytes the device can't parse.
-    String::from_utf8(exact)
+    let text = String::from_utf8(exact)
         .map(Utf8Bytes::from)
-        .unwrap_or_default()
+        .unwrap_or_default();
+    Ok(Frame { text, charge })
 }
 
 /// Queues `frame` for `user` without waiting.
 pub(crate) fn enqueue(
     hub: &Hub,
     user: &str,
-    frame: Utf8Bytes,
+    frame: Frame,
     ack: Option<Ack>,
 ) -> Result<(), Undelivered> {
     let Some(device) = hub.devices.get(user) else {
         return Err(Undelivered::NotConnected);
     };
-    match device.link.push(Outbound { frame, ack }) {
+    let item = Outbound {
+        frame: frame.text,
+        ack,
+        charge: frame.charge,
+    };
+    match device.link.push(item) {
         Ok(()) => Ok(()),
         Err(PushError::Full) => Err(Undelivered::QueueFull),
         Err(PushError::Ended) => Err(Undelivered::NotConnected),
@@ -117,44 +159,64 @@ fn count(hub: &Hub, outcome: Result<(), Undelivered>) {
         Ok(()) => m.pushes_delivered.inc(),
         Err(Undelivered::NotConnected) => m.pushes_not_connected.inc(),
         Err(Undelivered::QueueFull) => m.pushes_queue_full.inc(),
+        // Counted by the budget's refusals.
+        Err(Undelivered::OverBudget) => {}
     }
 }
 
-/// Serves `/sse/push`; writes the response into `out` and returns its status.
-pub(crate) async fn push(
+/// A push whose frame is queued (or found no device): it needs its request body no more.
+pub(crate) struct PushInFlight {
+    target: Target,
+    /// Queued and waiting for its acknowledgement, or why it was not.
+    queued: Result<(), Undelivered>,
+}
+
+/// Starts `/sse/push`: validates `body`, routes it and queues its frame without waiting.
+/// Err: the refusal to answer with.
+pub(crate) fn push_start(
     body: &[u8],
     hub: &Hub,
     slot: &Arc<AckSlot>,
     scratch: &mut Scratch,
+) -> Result<PushInFlight, ApiError> {
+    let env = envelope::parse_envelope(body).map_err(ApiError::from)?;
+    let target = target(&env, hub, scratch);
+    let cid = correlation_id(&env);
+    let queued = match (slot.ack(0), frame(&env, &cid, hub, scratch)) {
+        (_, Err(e)) => Err(e),
+        (Some(ack), Ok(frame)) => enqueue(hub, &target.user, frame, Some(ack)),
+        (None, Ok(_)) => Err(Undelivered::NotConnected),
+    };
+    Ok(PushInFlight { target, queued })
+}
+
+/// Finishes `/sse/push`: waits until its frame is on the device's socket (or lost), writes
+/// the answer into `out` and returns its status.
+pub(crate) async fn push_finish(
+    push: PushInFlight,
+    hub: &Hub,
+    slot: &AckSlot,
+    scratch: &mut Scratch,
     out: &mut Vec<u8>,
     persist: Persist,
 ) -> u16 {
-    let (target, frame) = match envelope::parse_envelope(body) {
-        Ok(env) => {
-            let target = target(&env, hub, scratch);
-            let cid = correlation_id(&env);
-            (target, frame(&env, &cid, scratch))
-        }
-        Err(errors) => return refuse(&ApiError::from(errors), out, persist),
-    };
-    let outcome = match slot.ack(0) {
-        Some(ack) => match enqueue(hub, &target.user, frame, Some(ack)) {
-            Ok(()) => {
-                slot.wait().await;
-                match slot.outcome(0) {
-                    Outcome::Delivered => Ok(()),
-                    Outcome::Lost => Err(Undelivered::NotConnected),
-                }
+    let PushInFlight { target, queued } = push;
+    let outcome = match queued {
+        Ok(()) => {
+            slot.wait().await;
+            match slot.outcome(0) {
+                Outcome::Delivered => Ok(()),
+                Outcome::Lost => Err(Undelivered::NotConnected),
             }
-            Err(e) => Err(e),
-        },
-        None => Err(Undelivered::NotConnected),
+        }
+        Err(e) => Err(e),
     };
     count(hub, outcome);
     let (status, message) = match outcome {
         Ok(()) => ("success", "Message delivered"),
         Err(Undelivered::NotConnected) => ("partial", Undelivered::NotConnected.text()),
-        Err(Undelivered::QueueFull) => return refuse(&ApiError::QueueFull, out, persist),
+        Err(Undelivered::QueueFull) => return ApiError::QueueFull.answer(out, persist),
+        Err(Undelivered::OverBudget) => return ApiError::OverBudget.answer(out, persist),
     };
     let json = &mut scratch.frame;
     json.clear();
@@ -242,24 +304,34 @@ fn mark(results: &mut [ItemResult], index: usize, outcome: Result<(), Undelivere
     }
 }
 
-/// Serves `/sse/push/batch`; writes the response into `out` and returns its status.
+/// Starts `/sse/push/batch`: validates `body`, pays for the answer and queues every frame
+/// it can without waiting. Err: the refusal to answer with.
 ///
 /// A batch never fails against itself: an item that finds its device's queue full of this
 /// batch's own earlier frames waits until they are written and then goes in, in index order;
 /// `queue_full` means the queue was full of other traffic. The wait is bounded by
 /// `pong_timeout_secs` without progress, the time after which a device that stopped reading
 /// is dropped anyway.
-pub(crate) async fn batch(
+pub(crate) fn batch_start(
     body: &[u8],
     hub: &Hub,
     scratch: &mut Scratch,
-    out: &mut Vec<u8>,
-    persist: Persist,
-) -> u16 {
-    let envelopes = match envelope::parse_batch(body, hub.config.max_batch) {
-        Ok(list) => list,
-        Err(errors) => return refuse(&ApiError::from(errors), out, persist),
+) -> Result<BatchInFlight, ApiError> {
+    let envelopes = envelope::parse_batch(body, hub.config.max_batch).map_err(ApiError::from)?;
+    // The answer lists every item, so it is paid for before anything is delivered: a batch
+    // whose results would not fit the budget is refused whole, never half answered.
+    let answer_bytes = ANSWER_HEAD_BYTES
+        + envelopes
+            .iter()
+            .map(|env| {
+                // A rerouted item names its account, at most as long as a user id.
+                RESULT_FIXED_BYTES + 2 * json::escaped_len(&env.user_id).max(MAX_USER_ID_BYTES)
+            })
+            .sum::<usize>();
+    let Ok(reply) = hub.budget.charge(answer_bytes, Use::Reply) else {
+        return Err(ApiError::OverBudget);
     };
+    scratch.reply = Some(reply);
     // Everything is queued before anything is awaited: items for one device enter its queue
     // in index order, and distinct devices drain their queues concurrently.
     let slot = AckSlot::new(envelopes.len());
@@ -275,13 +347,21 @@ pub(crate) async fn batch(
             outcome: Err(Undelivered::NotConnected),
         });
         let cid = correlation_id(env);
-        let frame = frame(env, &cid, scratch);
         let (Some(ack), Some(device)) = (slot.ack(index), hub.devices.get(&target.user)) else {
             continue;
         };
+        // Spliced only for a connected device: a frame nobody takes costs no budget.
+        let frame = match frame(env, &cid, hub, scratch) {
+            Ok(frame) => frame,
+            Err(why) => {
+                mark(&mut results, index, Err(why));
+                continue;
+            }
+        };
         let item = Outbound {
-            frame,
+            frame: frame.text,
             ack: Some(ack),
+            charge: frame.charge,
         };
         // Once one item of a device waits, the later ones wait behind it (index order).
         if let Some((_, w)) = waiting.iter_mut().find(|(u, _)| *u == target.user) {
@@ -315,8 +395,38 @@ pub(crate) async fn batch(
         }
         mark(&mut results, index, outcome);
     }
-    drop(envelopes);
-    drop(last_queued);
+    Ok(BatchInFlight {
+        slot,
+        results,
+        waiting,
+        answer_bytes,
+    })
+}
+
+/// A batch whose frames are queued, or waiting behind the batch's own: it needs its request
+/// body no more.
+pub(crate) struct BatchInFlight {
+    slot: Arc<AckSlot>,
+    results: Vec<ItemResult>,
+    waiting: Vec<(UserId, Waiting)>,
+    /// What its answer was paid for.
+    answer_bytes: usize,
+}
+
+/// Finishes `/sse/push/batch`: waits until every queued frame is written (or lost), writes
+/// the answer into `out` and returns its status.
+pub(crate) async fn batch_finish(
+    batch: BatchInFlight,
+    hub: &Hub,
+    out: &mut Vec<u8>,
+    persist: Persist,
+) -> u16 {
+    let BatchInFlight {
+        slot,
+        mut results,
+        mut waiting,
+        answer_bytes,
+    } = batch;
     let patience = secs(hub.config.pong_timeout_secs);
     while !waiting.is_empty() {
         waiting.retain_mut(|(_, w)| w.advance(&slot, &mut results));
@@ -358,11 +468,8 @@ pub(crate) async fn batch(
         json.push(b'}');
     }
     json.extend_from_slice(b"]}");
+    // Exactly what was paid for (the buffer would otherwise grow by doubling).
+    out.reserve_exact(answer_bytes.saturating_sub(out.len()));
     response::write_json(out, 200, &json, persist, &[], false);
     200
-}
-
-fn refuse(err: &ApiError, out: &mut Vec<u8>, persist: Persist) -> u16 {
-    err.write(out, persist, false);
-    err.status()
 }

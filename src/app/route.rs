@@ -82,7 +82,7 @@ impl Endpoint {
     }
 }
 
-/// Routes a request: 404 before 405 (SPEC §10).
+/// Routes a request: 404 before 405 (docs/protocol.md §2.3).
 pub(crate) fn route(method: Method, path: &str) -> Result<Action, ApiError> {
     let endpoint = Endpoint::at(path).ok_or(ApiError::NotFound)?;
     match (method, endpoint.is_post()) {
@@ -149,7 +149,8 @@ impl Request {
         }
     }
 
-    /// The action, or the refusal the request gets before its body is read, in SPEC order:
+    /// The action, or the refusal the request gets before its body is read, in the order of
+    /// docs/protocol.md §2.3:
     /// 400 (no Host), 404, 405, 401, 411, 413, 415. Asked once per request.
     pub(crate) fn admit(&mut self, max_body_bytes: usize) -> Result<Action, ApiError> {
         if !self.has_host && self.version == Version::Http11 {

@@ -1,21 +1,20 @@
-//! `/sse/send`: forward a request to a device and stream its correlated answers back as
-//! Server-Sent Events until a final one, a timeout, the device leaving, the upstream leaving
-//! or shutdown (SPEC §5). This is what the endpoint means: the checks, the stream's table
-//! entry and the bytes of its events. `net::stream` drives it over the socket.
+//! `/sse/send`: forward a request to a device and stream its correlated answers back as Server-Sent
+//! Events until a final one, a timeout, the device leaving, the upstream leaving or shutdown
+//! (docs/protocol.md §7). This is what the endpoint means: the checks, the stream's table entry and
+//! the bytes of its events. `net::stream` drives it over the socket.
 
 use std::sync::Arc;
-
-use tokio::sync::mpsc;
 
 use super::error::ApiError;
 use super::push::{self, Scratch, Undelivered};
 use crate::hub::link::{DeviceLink, Outbound, PushError};
-use crate::hub::streams::{OpenError, StreamEvent};
+use crate::hub::streams::{OpenError, StreamLimits, StreamRx};
 use crate::hub::{Hub, Streams};
 use crate::wire::envelope::{self, CorrelationId};
 use crate::wire::http::parse::Version;
 use crate::wire::http::response::{self, Persist};
 use crate::wire::limits::MAX_EVENT_TYPE_BYTES;
+use crate::wire::listed::listed;
 use crate::wire::sse;
 
 /// The `event_type` every event of a stream carries.
@@ -34,7 +33,7 @@ pub(crate) enum Start {
         /// Why the request reached no device.
         why: Undelivered,
     },
-    /// The request is queued for the device; its answers come on `events`.
+    /// The request is queued for the device; its answers come on `answers`.
     Open(Open),
 }
 
@@ -44,12 +43,10 @@ pub(crate) struct Open {
     pub cid: CorrelationId,
     /// The request's `event_type`.
     pub event_type: EventType,
-    /// The device's correlated answers.
-    pub events: mpsc::Receiver<StreamEvent>,
+    /// The device's correlated answers; dropping them frees the correlation id.
+    pub answers: Answers,
     /// The device session: its end ends the stream.
     pub link: Arc<DeviceLink>,
-    /// Frees the correlation id however the stream ends.
-    _entry: Entry,
 }
 
 impl Open {
@@ -63,20 +60,24 @@ impl Open {
     }
 }
 
-/// Frees the correlation id however the stream ends, including when its task is dropped.
-struct Entry {
+/// A stream's answers. Dropping them frees the stream's correlation id however the stream
+/// ends, including when its task is dropped.
+pub(crate) struct Answers {
+    /// The answers and what they hold of the stream's buffer.
+    pub rx: StreamRx,
     cid: CorrelationId,
     streams: &'static Streams,
 }
 
-impl Drop for Entry {
+impl Drop for Answers {
     fn drop(&mut self) {
-        self.streams.close(&self.cid);
+        self.streams.close(&self.cid, &self.rx);
     }
 }
 
-/// Validates `body`, checks the stream table and queues the request for its device, in SPEC
-/// order: 422, 409, 503, then "not connected".
+/// Validates `body`, checks the stream table and queues the request for its device, in the
+/// order of docs/protocol.md §7.2: 422, 409, 503, then "not connected", then the memory
+/// budget (503) for its frame.
 pub(crate) fn start(body: &[u8], hub: &Hub, scratch: &mut Scratch) -> Start {
     let env = match envelope::parse_envelope(body) {
         Ok(env) => env,
@@ -84,9 +85,7 @@ pub(crate) fn start(body: &[u8], hub: &Hub, scratch: &mut Scratch) -> Start {
     };
     let target = push::target(&env, hub, scratch);
     let cid = push::correlation_id(&env);
-    let frame = push::frame(&env, &cid, scratch);
     let event_type = env.event_type.clone();
-    drop(env);
     if let Err(e) = hub.streams.check(&cid) {
         return Start::Refused(open_refusal(e));
     }
@@ -97,29 +96,37 @@ pub(crate) fn start(body: &[u8], hub: &Hub, scratch: &mut Scratch) -> Start {
             why: Undelivered::NotConnected,
         };
     };
-    let events = match hub
+    let Ok(frame) = push::frame(&env, &cid, hub, scratch) else {
+        return Start::Refused(ApiError::OverBudget);
+    };
+    drop(env);
+    let answers = match hub
         .streams
-        .open(&cid, &target.user, device.session, hub.config.queue_depth)
+        .open(&cid, &target.user, device.session, stream_limits(hub))
     {
-        Ok(rx) => rx,
+        Ok(rx) => Answers {
+            rx,
+            cid: cid.clone(),
+            streams: hub.streams,
+        },
         Err(e) => return Start::Refused(open_refusal(e)),
     };
-    let entry = Entry {
-        cid: cid.clone(),
-        streams: hub.streams,
+    let item = Outbound {
+        frame: frame.text,
+        ack: None,
+        charge: frame.charge,
     };
-    match device.link.push(Outbound { frame, ack: None }) {
+    match device.link.push(item) {
         Ok(()) => Start::Open(Open {
             cid,
             event_type,
-            events,
+            answers,
             link: device.link,
-            _entry: entry,
         }),
         Err(PushError::Full) => {
             hub.metrics.pushes_queue_full.inc();
             // Free the id before answering, so a retry right after the 503 isn't a 409.
-            drop(entry);
+            drop(answers);
             Start::Refused(ApiError::QueueFull)
         }
         Err(PushError::Ended) => Start::Undelivered {
@@ -130,6 +137,13 @@ pub(crate) fn start(body: &[u8], hub: &Hub, scratch: &mut Scratch) -> Start {
     }
 }
 
+fn stream_limits(hub: &Hub) -> StreamLimits {
+    StreamLimits {
+        answers: hub.config.queue_depth,
+        bytes: hub.config.stream_buffer_bytes,
+    }
+}
+
 fn open_refusal(e: OpenError) -> ApiError {
     match e {
         OpenError::InUse => ApiError::CorrelationInUse,
@@ -137,22 +151,26 @@ fn open_refusal(e: OpenError) -> ApiError {
     }
 }
 
-/// Why a stream ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum End {
-    /// The device sent its final answer.
-    Final,
-    /// `send_timeout_secs` passed without an answer.
-    Timeout,
-    /// The device session ended, or was never there.
-    DeviceGone,
-    /// The upstream closed its side or stopped reading.
-    UpstreamGone,
-    /// The daemon is shutting down.
-    Shutdown,
-    /// The upstream did not take the device's answers as fast as they came: the stream's
-    /// buffer was full when the next one arrived.
-    TooSlow,
+listed! {
+    /// Why a stream ended.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub(crate) enum End {
+        /// The device sent its final answer.
+        Final,
+        /// `send_timeout_secs` passed without an answer.
+        Timeout,
+        /// The device session ended, or was never there.
+        DeviceGone,
+        /// The upstream closed its side or stopped reading.
+        UpstreamGone,
+        /// The daemon is shutting down.
+        Shutdown,
+        /// The upstream did not take the device's answers as fast as they came: the stream's
+        /// buffer was full when the next one arrived.
+        TooSlow,
+        /// A device's answer did not fit the memory budget.
+        OverBudget,
+    }
 }
 
 impl End {
@@ -163,6 +181,7 @@ impl End {
             End::DeviceGone => Some("User disconnected"),
             End::Shutdown => Some("Server shutting down"),
             End::TooSlow => Some("Upstream too slow"),
+            End::OverBudget => Some("Memory budget exhausted"),
             End::Final | End::UpstreamGone => None,
         }
     }
@@ -177,6 +196,7 @@ impl End {
             End::UpstreamGone => m.sends_upstream_gone.inc(),
             End::Shutdown => m.sends_shutdown.inc(),
             End::TooSlow => m.sends_too_slow.inc(),
+            End::OverBudget => m.sends_over_budget.inc(),
         }
     }
 }

@@ -1,4 +1,5 @@
-//! `/health` and `/metrics` (SPEC §8): what an operator or a device asks of the daemon itself.
+//! `/health` and `/metrics` (docs/protocol.md §10, §11): what an operator or a device asks of the
+//! daemon itself.
 
 use std::io::Write;
 
@@ -43,7 +44,7 @@ pub(crate) fn metrics(
     scratch.clear();
     let (devices, streams, uptime) = (hub.devices.len(), hub.streams.len(), hub.uptime_secs());
     if prometheus {
-        metrics::write_prometheus(scratch, hub.metrics, devices, streams, uptime);
+        metrics::write_prometheus(scratch, hub.metrics, hub.budget, devices, streams, uptime);
         response::write_head(
             out,
             200,
@@ -56,14 +57,14 @@ pub(crate) fn metrics(
             out.extend_from_slice(scratch);
         }
     } else {
-        metrics::write_json(scratch, hub.metrics, devices, streams, uptime);
+        metrics::write_json(scratch, hub.metrics, hub.budget, devices, streams, uptime);
         response::write_json(out, 200, scratch, persist, &[], head_only);
     }
     200
 }
 
 /// True when the request asks for Prometheus text: `?format=prometheus`, or an `Accept`
-/// naming `text/plain` or `application/openmetrics-text` (SPEC §10).
+/// naming `text/plain` or `application/openmetrics-text` (docs/protocol.md §11.2).
 pub(crate) fn wants_prometheus(query: Option<&str>, accept: Option<&[u8]>) -> bool {
     let by_query = query.is_some_and(|q| q.split('&').any(|p| p == "format=prometheus"));
     let by_accept = accept.is_some_and(|a| {

@@ -1,6 +1,6 @@
-//! Delivery acknowledgements. A push is answered `success` only once its frame was written to
-//! the device's socket (SPEC §4), so the HTTP side waits on an [`AckSlot`] that the device
-//! session resolves. A slot is allocated once per upstream connection and reused for every
+//! Delivery acknowledgements. A push is answered `success` only once its frame was written to the
+//! device's socket (docs/protocol.md §4.4), so the HTTP side waits on an [`AckSlot`] that the
+//! device session resolves. A slot is allocated once per upstream connection and reused for every
 //! push on it, so the push path allocates nothing for this.
 
 use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use heapless::index_map::FnvIndexMap;
 
-use super::link::DeviceLink;
+use super::link::{DeviceLink, QueueLimits};
 use crate::wire::envelope::UserId;
 
 /// Pause between attempts of `lockable_within`.
@@ -108,7 +108,7 @@ impl<const N: usize> DeviceTable<N> {
         &self,
         user: &UserId,
         replace: bool,
-        queue_depth: usize,
+        limits: QueueLimits,
     ) -> Result<Registration, RegisterError> {
         let mut map = self.lock();
         let replaced = match map.get(user.as_str()) {
@@ -122,7 +122,7 @@ impl<const N: usize> DeviceTable<N> {
             }
         };
         let session = self.last_session.fetch_add(1, Ordering::Relaxed) + 1;
-        let link = Arc::new(DeviceLink::new(queue_depth));
+        let link = Arc::new(DeviceLink::new(limits));
         let device = Device {
             session,
             link: Arc::clone(&link),
@@ -187,12 +187,19 @@ mod tests {
         UserId::try_from(s).unwrap()
     }
 
+    fn q(frames: usize) -> QueueLimits {
+        QueueLimits {
+            frames,
+            bytes: usize::MAX,
+        }
+    }
+
     /// Panics unwind (Cargo.toml): a task that panics while holding the lock leaves it
     /// poisoned, and the table must go on serving every other session.
     #[test]
     fn a_panic_inside_the_lock_leaves_the_table_serving() {
         let t = std::sync::Arc::new(DeviceTable::<8>::new());
-        let _a = t.register(&uid("a"), false, 4).unwrap();
+        let _a = t.register(&uid("a"), false, q(4)).unwrap();
         let poisoner = std::sync::Arc::clone(&t);
         let died = std::thread::spawn(move || {
             let _guard = poisoner.map.lock();
@@ -203,7 +210,7 @@ mod tests {
         assert!(t.map.is_poisoned());
         assert!(t.lockable_within(Duration::from_millis(10)));
         assert!(t.get("a").is_some());
-        let b = t.register(&uid("b"), false, 4).unwrap();
+        let b = t.register(&uid("b"), false, q(4)).unwrap();
         assert_eq!(t.len(), 2);
         assert!(t.unregister("b", b.session));
     }
@@ -229,9 +236,9 @@ mod tests {
     #[test]
     fn reject_policy_keeps_the_first_session() {
         let t = DeviceTable::<8>::new();
-        let a = t.register(&uid("a"), false, 4).unwrap();
+        let a = t.register(&uid("a"), false, q(4)).unwrap();
         assert_eq!(
-            t.register(&uid("a"), false, 4).err(),
+            t.register(&uid("a"), false, q(4)).err(),
             Some(RegisterError::Duplicate)
         );
         assert_eq!(t.get("a").unwrap().session, a.session);
@@ -240,8 +247,8 @@ mod tests {
     #[test]
     fn replace_policy_kicks_the_old_session_and_keeps_the_slot() {
         let t = DeviceTable::<8>::new();
-        let old = t.register(&uid("a"), true, 4).unwrap();
-        let new = t.register(&uid("a"), true, 4).unwrap();
+        let old = t.register(&uid("a"), true, q(4)).unwrap();
+        let new = t.register(&uid("a"), true, q(4)).unwrap();
         assert!(old.link.is_kicked());
         assert!(!new.link.is_kicked());
         // The old session's late cleanup must not remove the new one.
@@ -255,20 +262,20 @@ mod tests {
     fn runtime_limit_applies_under_the_capacity() {
         let t = DeviceTable::<8>::new();
         t.set_max(2);
-        let _a = t.register(&uid("a"), false, 1).unwrap();
-        let _b = t.register(&uid("b"), false, 1).unwrap();
+        let _a = t.register(&uid("a"), false, q(1)).unwrap();
+        let _b = t.register(&uid("b"), false, q(1)).unwrap();
         assert_eq!(
-            t.register(&uid("c"), false, 1).err(),
+            t.register(&uid("c"), false, q(1)).err(),
             Some(RegisterError::Full)
         );
         // Replacing an existing id needs no new slot.
-        assert!(t.register(&uid("b"), true, 1).is_ok());
+        assert!(t.register(&uid("b"), true, q(1)).is_ok());
     }
 
     #[test]
     fn the_link_ends_when_the_session_drops_its_registration() {
         let t = DeviceTable::<8>::new();
-        let reg = t.register(&uid("a"), false, 1).unwrap();
+        let reg = t.register(&uid("a"), false, q(1)).unwrap();
         let h = t.get("a").unwrap();
         assert!(!h.link.has_ended());
         drop(reg);

@@ -1,4 +1,4 @@
-//! Correlation ids the server generates (SPEC §3, §10: UUID strings).
+//! Correlation ids the server generates (docs/protocol.md §4.1: UUID strings).
 
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, Ordering};

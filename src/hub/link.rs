@@ -5,13 +5,17 @@
 //! about 2 KB per device).
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
 use tokio::sync::Notify;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use super::ack::Ack;
+use super::budget::Charge;
+
+/// Queue slots an empty queue keeps; a larger queue is freed once it empties.
+pub(crate) const KEPT_QUEUE_SLOTS: usize = 8;
 
 /// One frame waiting for a device's socket.
 pub(crate) struct Outbound {
@@ -19,22 +23,35 @@ pub(crate) struct Outbound {
     pub frame: Utf8Bytes,
     /// Told whether the frame reached the socket; dropping it unreported means "not delivered".
     pub ack: Option<Ack>,
+    /// The frame's share of the memory budget, given back when the frame is dropped.
+    pub charge: Charge,
 }
 
 /// Why a frame was not queued.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum PushError {
-    /// `queue_depth` frames are waiting.
+    /// `queue_depth` frames, or `queue_bytes` bytes, are waiting.
     Full,
     /// The session has ended.
     Ended,
 }
 
+/// How much may wait for one device's socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct QueueLimits {
+    /// Most frames (`queue_depth`).
+    pub frames: usize,
+    /// Most bytes of frames (`queue_bytes`); a frame alone always fits.
+    pub bytes: usize,
+}
+
 /// One device session's queue and signals.
 pub(crate) struct DeviceLink {
     frames: Mutex<Frames>,
-    /// Most frames waiting at once (`queue_depth`).
-    depth: usize,
+    limits: QueueLimits,
+    /// Bytes of frames queued or taken by the session and not written yet. Grows under the
+    /// queue's lock; the session lowers it as frames reach the socket.
+    pending_bytes: AtomicUsize,
     /// Wakes the session: a frame arrived, or it was kicked.
     wake: Notify,
     kicked: AtomicBool,
@@ -49,14 +66,18 @@ struct Frames {
 }
 
 impl DeviceLink {
-    /// A link whose queue holds at most `depth` frames.
-    pub(crate) fn new(depth: usize) -> DeviceLink {
+    /// A link whose queue holds at most what `limits` allow.
+    pub(crate) fn new(limits: QueueLimits) -> DeviceLink {
         DeviceLink {
             frames: Mutex::new(Frames {
                 queue: VecDeque::new(),
                 ended: false,
             }),
-            depth: depth.max(1),
+            limits: QueueLimits {
+                frames: limits.frames.max(1),
+                bytes: limits.bytes,
+            },
+            pending_bytes: AtomicUsize::new(0),
             wake: Notify::new(),
             kicked: AtomicBool::new(false),
             gone: Notify::new(),
@@ -83,9 +104,16 @@ impl DeviceLink {
         if frames.ended {
             return Err((PushError::Ended, item));
         }
-        if frames.queue.len() >= self.depth {
+        if frames.queue.len() >= self.limits.frames {
             return Err((PushError::Full, item));
         }
+        let len = item.frame.len();
+        let pending = self.pending_bytes.load(Ordering::Acquire);
+        // A frame alone always fits, so a frame larger than `queue_bytes` is still deliverable.
+        if pending > 0 && pending.saturating_add(len) > self.limits.bytes {
+            return Err((PushError::Full, item));
+        }
+        self.pending_bytes.fetch_add(len, Ordering::AcqRel);
         frames.queue.push_back(item);
         drop(frames);
         // Stores a permit if the session is busy, so the frame is never missed.
@@ -98,6 +126,16 @@ impl DeviceLink {
         let mut frames = self.lock();
         let n = frames.queue.len().min(max);
         batch.extend(frames.queue.drain(..n));
+        // A burst's slots are given back once it has passed: an idle device keeps few
+        // (what its session charge covers), however deep its queue once was.
+        if frames.queue.is_empty() && frames.queue.capacity() > KEPT_QUEUE_SLOTS {
+            frames.queue = VecDeque::new();
+        }
+    }
+
+    /// The session wrote a frame of `len` bytes (taken with `take`) to the socket.
+    pub(crate) fn written(&self, len: usize) {
+        self.pending_bytes.fetch_sub(len, Ordering::AcqRel);
     }
 
     /// True when frames are waiting.
@@ -159,18 +197,33 @@ impl DeviceLink {
 mod tests {
     use super::*;
     use crate::hub::ack::{AckSlot, Outcome};
+    use crate::hub::budget::Budget;
     use std::time::Duration;
+
+    fn budget() -> &'static Budget {
+        let b: &'static Budget = Box::leak(Box::new(Budget::new()));
+        b.set_limit(usize::MAX);
+        b
+    }
 
     fn frame(text: &str) -> Outbound {
         Outbound {
             frame: text.to_owned().into(),
             ack: None,
+            charge: budget().empty(),
+        }
+    }
+
+    fn frames(n: usize) -> QueueLimits {
+        QueueLimits {
+            frames: n,
+            bytes: usize::MAX,
         }
     }
 
     #[test]
     fn a_panic_inside_the_lock_leaves_the_queue_working() {
-        let link = std::sync::Arc::new(DeviceLink::new(2));
+        let link = std::sync::Arc::new(DeviceLink::new(frames(2)));
         link.push(frame("a")).unwrap();
         let poisoner = std::sync::Arc::clone(&link);
         let died = std::thread::spawn(move || {
@@ -189,7 +242,7 @@ mod tests {
 
     #[test]
     fn a_bounded_fifo_that_allocates_nothing_until_used() {
-        let link = DeviceLink::new(2);
+        let link = DeviceLink::new(frames(2));
         assert_eq!(link.lock().queue.capacity(), 0);
         link.push(frame("a")).unwrap();
         link.push(frame("b")).unwrap();
@@ -203,11 +256,12 @@ mod tests {
 
     #[tokio::test]
     async fn ending_refuses_frames_reports_queued_ones_lost_and_wakes_waiters() {
-        let link = std::sync::Arc::new(DeviceLink::new(4));
+        let link = std::sync::Arc::new(DeviceLink::new(frames(4)));
         let slot = AckSlot::new(1);
         link.push(Outbound {
             frame: "x".to_owned().into(),
             ack: slot.ack(0),
+            charge: budget().empty(),
         })
         .unwrap();
         let waiter = {
@@ -232,7 +286,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_push_or_kick_while_the_session_is_busy_is_not_missed() {
-        let link = DeviceLink::new(4);
+        let link = DeviceLink::new(frames(4));
         link.push(frame("a")).unwrap();
         tokio::time::timeout(Duration::from_secs(5), link.woken())
             .await
@@ -242,5 +296,23 @@ mod tests {
             .await
             .unwrap();
         assert!(link.is_kicked());
+    }
+
+    #[test]
+    fn queue_bytes_bound_what_waits_but_a_frame_alone_always_fits() {
+        let link = DeviceLink::new(QueueLimits {
+            frames: 10,
+            bytes: 4,
+        });
+        link.push(frame("123456")).unwrap();
+        assert_eq!(link.push(frame("a")), Err(PushError::Full));
+        let mut batch = Vec::new();
+        link.take(&mut batch, 10);
+        // Taken is not written: the bytes still wait for the socket.
+        assert_eq!(link.push(frame("a")), Err(PushError::Full));
+        link.written(6);
+        link.push(frame("ab")).unwrap();
+        link.push(frame("cd")).unwrap();
+        assert_eq!(link.push(frame("e")), Err(PushError::Full));
     }
 }

@@ -1,6 +1,9 @@
-//! Process-wide counters behind `/metrics` (seed JSON plus counters, SPEC §8).
+//! Process-wide counters behind `/metrics` (the original server's JSON plus counters,
+//! docs/protocol.md §11).
 
 use std::sync::atomic::{AtomicU64, Ordering};
+
+use super::budget::{Budget, Use};
 
 /// One monotonically increasing counter.
 #[derive(Default)]
@@ -101,6 +104,8 @@ pub(crate) struct Metrics {
     pub sends_shutdown: Counter,
     /// Streams ended because their upstream did not take the device's answers fast enough.
     pub sends_too_slow: Counter,
+    /// Streams ended because a device's answer did not fit the memory budget.
+    pub sends_over_budget: Counter,
     /// HTTP requests whose head was read and whose answer is not complete yet (open
     /// `/sse/send` streams included).
     pub(crate) requests_in_progress: Gauge,
@@ -134,6 +139,7 @@ impl Metrics {
             sends_upstream_gone: Counter::new(),
             sends_shutdown: Counter::new(),
             sends_too_slow: Counter::new(),
+            sends_over_budget: Counter::new(),
             requests_in_progress: Gauge::new(),
             http_responses: [
                 Counter::new(),
@@ -154,7 +160,7 @@ impl Metrics {
     }
 
     /// The counters as `(json_name, value)` pairs, in a stable order.
-    pub(crate) fn counters(&self) -> [(&'static str, u64); 22] {
+    pub(crate) fn counters(&self) -> [(&'static str, u64); 23] {
         [
             ("connections_accepted", self.connections_accepted.get()),
             ("connections_refused", self.connections_refused.get()),
@@ -181,14 +187,17 @@ impl Metrics {
             ("sends_upstream_gone", self.sends_upstream_gone.get()),
             ("sends_shutdown", self.sends_shutdown.get()),
             ("sends_too_slow", self.sends_too_slow.get()),
+            ("sends_over_budget", self.sends_over_budget.get()),
         ]
     }
 }
 
-/// Appends the `/metrics` JSON: the seed's fields, then every counter.
+/// Appends the `/metrics` JSON: the original server's fields, then every counter, then the
+/// memory budget.
 pub(crate) fn write_json(
     out: &mut Vec<u8>,
     m: &Metrics,
+    budget: &Budget,
     active: usize,
     pending: usize,
     uptime_secs: u64,
@@ -211,6 +220,17 @@ pub(crate) fn write_json(
         let sep = if i == 0 { "" } else { "," };
         let _ = write!(out, "{sep}\"{}xx\":{}", i + 1, c.get());
     }
+    let _ = write!(
+        out,
+        "}},\"memory_budget_bytes\":{},\"memory_used_bytes\":{},\"memory_used_peak_bytes\":{},\"memory_refused\":{{",
+        budget.limit(),
+        budget.used(),
+        budget.peak()
+    );
+    for (i, what) in Use::ALL.iter().enumerate() {
+        let sep = if i == 0 { "" } else { "," };
+        let _ = write!(out, "{sep}\"{}\":{}", what.label(), budget.refused(*what));
+    }
     out.extend_from_slice(b"}}");
 }
 
@@ -229,6 +249,7 @@ type Family<'m> = (
 pub(crate) fn write_prometheus(
     out: &mut Vec<u8>,
     m: &Metrics,
+    budget: &Budget,
     active: usize,
     pending: usize,
     uptime_secs: u64,
@@ -264,6 +285,36 @@ pub(crate) fn write_prometheus(
         "Seconds since the daemon started.",
         uptime_secs,
     );
+    gauge(
+        out,
+        "wssed_memory_budget_bytes",
+        "Bytes traffic may make the daemon hold (the memory budget).",
+        budget.limit() as u64,
+    );
+    gauge(
+        out,
+        "wssed_memory_used_bytes",
+        "Bytes of the memory budget in use now.",
+        budget.used() as u64,
+    );
+    gauge(
+        out,
+        "wssed_memory_used_peak_bytes",
+        "The most bytes of the memory budget in use at once since start.",
+        budget.peak() as u64,
+    );
+    let _ = writeln!(
+        out,
+        "# HELP wssed_memory_refused_total Work refused because it did not fit the memory budget, by what it was for.\n# TYPE wssed_memory_refused_total counter"
+    );
+    for what in Use::ALL {
+        let _ = writeln!(
+            out,
+            "wssed_memory_refused_total{{reason=\"{}\"}} {}",
+            what.label(),
+            budget.refused(what)
+        );
+    }
     if let Some(rss) = resident_bytes() {
         gauge(
             out,
@@ -340,6 +391,7 @@ pub(crate) fn write_prometheus(
                 ("upstream_gone", &m.sends_upstream_gone),
                 ("shutdown", &m.sends_shutdown),
                 ("too_slow", &m.sends_too_slow),
+                ("over_budget", &m.sends_over_budget),
             ],
         ),
         (
@@ -396,13 +448,18 @@ mod tests {
         let m = Metrics::new();
         m.pushes_delivered.add(3);
         m.response(404);
+        let budget = Budget::new();
+        budget.set_limit(1000);
         let mut out = Vec::new();
-        write_json(&mut out, &m, 2, 1, 9);
+        write_json(&mut out, &m, &budget, 2, 1, 9);
         let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(v["active_connections"], 2);
         assert_eq!(v["service"], "websocket-sse-server");
         assert_eq!(v["pushes_delivered"], 3);
         assert_eq!(v["http_responses"]["4xx"], 1);
         assert_eq!(v["uptime_seconds"], 9);
+        assert_eq!(v["memory_budget_bytes"], 1000);
+        assert_eq!(v["memory_used_bytes"], 0);
+        assert_eq!(v["memory_refused"]["frame"], 0);
     }
 }

@@ -5,6 +5,7 @@
 //! acknowledgements, the counters and the shutdown signal. The hub holds queues, never sockets.
 
 pub(crate) mod ack;
+pub(crate) mod budget;
 pub(crate) mod devices;
 pub(crate) mod ids;
 pub(crate) mod link;
@@ -18,7 +19,9 @@ use tokio::sync::watch;
 
 use crate::ops::limits::{DEVICE_TABLE_CAPACITY, PENDING_TABLE_CAPACITY};
 use crate::ops::settings::{Config, OnDuplicate};
+use budget::Budget;
 use devices::DeviceTable;
+use link::QueueLimits;
 use metrics::Metrics;
 use streams::PendingTable;
 
@@ -28,6 +31,8 @@ static DEVICES: DeviceTable<DEVICE_TABLE_CAPACITY> = DeviceTable::new();
 static STREAMS: PendingTable<PENDING_TABLE_CAPACITY> = PendingTable::new();
 /// The process's counters.
 static METRICS: Metrics = Metrics::new();
+/// The process's memory budget.
+static BUDGET: Budget = Budget::new();
 
 /// The device table of this build.
 pub(crate) type Devices = DeviceTable<DEVICE_TABLE_CAPACITY>;
@@ -44,6 +49,8 @@ pub(crate) struct Hub {
     pub streams: &'static Streams,
     /// The counters behind `/metrics`.
     pub metrics: &'static Metrics,
+    /// The one account of the bytes traffic makes the daemon hold.
+    pub budget: &'static Budget,
     /// When the daemon started.
     pub started: Instant,
     /// Flips to `true` once, when shutdown begins.
@@ -55,16 +62,19 @@ pub(crate) struct Hub {
 }
 
 impl Hub {
-    /// The process's hub for `config`, with the tables' runtime limits applied. The tables
-    /// are the process's own, so a process runs one hub.
-    pub(crate) fn new(config: Config, shutdown: watch::Receiver<bool>) -> Hub {
+    /// The process's hub for `config` and a memory budget of `budget_bytes`, with the
+    /// tables' runtime limits applied. The tables are the process's own, so a process runs
+    /// one hub.
+    pub(crate) fn new(config: Config, budget_bytes: u64, shutdown: watch::Receiver<bool>) -> Hub {
         DEVICES.set_max(config.max_connections);
         STREAMS.set_max(config.max_pending_sends);
+        BUDGET.set_limit(usize::try_from(budget_bytes).unwrap_or(usize::MAX));
         Hub {
             config,
             devices: &DEVICES,
             streams: &STREAMS,
             metrics: &METRICS,
+            budget: &BUDGET,
             started: Instant::now(),
             shutdown,
             open_connections: AtomicUsize::new(0),
@@ -90,6 +100,14 @@ impl Hub {
     /// True when a new user id should replace a connected one.
     pub(crate) fn replace_duplicates(&self) -> bool {
         self.config.on_duplicate == OnDuplicate::Replace
+    }
+
+    /// What may wait for one device's socket.
+    pub(crate) fn queue_limits(&self) -> QueueLimits {
+        QueueLimits {
+            frames: self.config.queue_depth,
+            bytes: self.config.queue_bytes,
+        }
     }
 
     /// Whether the self-check passed last time.

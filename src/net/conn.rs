@@ -1,6 +1,6 @@
 //! The I/O shell of one upstream connection: read, let the framer cut the bytes into
-//! requests, let `app` decide and answer, write. Every phase has a timeout (SPEC §10
-//! "Connection phases"); the buffers are allocated once per connection and reused for every
+//! requests, let `app` decide and answer, write. Every phase has a timeout (docs/protocol.md
+//! §2.2); the buffers are allocated once per connection and reused for every
 //! request on it.
 
 use std::net::SocketAddr;
@@ -16,8 +16,9 @@ use tokio::time::{timeout, Instant};
 use super::io::{Io, Next, Read, Scratch, MAX_PIPELINED_BYTES, READ_BUFFER_BYTES};
 use crate::app::error::ApiError;
 use crate::app::route::{Action, Endpoint, Request};
-use crate::app::{push, status};
+use crate::app::{push, send, status};
 use crate::hub::ack::AckSlot;
+use crate::hub::budget::{Charge, OverBudget, Use};
 use crate::hub::metrics::InProgress;
 use crate::hub::Hub;
 use crate::ops::settings::secs;
@@ -30,6 +31,9 @@ use crate::wire::upgrade::{self, Upgrade};
 /// How long `/__fault/stall` blocks the event loop (test builds only).
 #[cfg(feature = "fault-injection")]
 pub(crate) const FAULT_STALL: Duration = Duration::from_secs(3);
+/// A body buffer up to this size is kept for the connection's next request; a larger one is
+/// freed once its request is served.
+pub(crate) const KEPT_BODY_BYTES: usize = READ_BUFFER_BYTES;
 /// Time allowed for the 503 written to a connection refused at capacity.
 pub(crate) const REFUSE_WRITE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
 
@@ -87,6 +91,8 @@ struct Conn {
     framer: Framer,
     /// The current request's body.
     body: Vec<u8>,
+    /// Pays for `body`'s capacity: bodies are reserved before they are read.
+    body_charge: Charge,
     scratch: Scratch,
     hub: Arc<Hub>,
     shutdown: watch::Receiver<bool>,
@@ -102,9 +108,15 @@ impl Conn {
         // A head, one read's worth of slack, and a send stream's pipelined requests.
         let buffer_limit = MAX_HEAD_BYTES + MAX_PIPELINED_BYTES + READ_BUFFER_BYTES;
         Conn {
-            io: Io::new(stream, buffer_limit, secs(config.write_timeout_secs)),
+            io: Io::new(
+                stream,
+                buffer_limit,
+                secs(config.write_timeout_secs),
+                hub.budget,
+            ),
             framer: Framer::new(config.max_body_bytes),
             body: Vec::new(),
+            body_charge: hub.budget.empty(),
             scratch: Scratch::default(),
             shutdown: hub.shutdown.clone(),
             hub,
@@ -129,6 +141,10 @@ impl Conn {
         // The current phase's deadline; `None` between requests.
         let mut deadline: Option<Instant> = None;
         loop {
+            if self.make_room_for_body().is_err() {
+                self.abort(pending.take(), ApiError::OverBudget).await;
+                return None;
+            }
             let step = self.framer.step(&self.io.buf, &mut self.body);
             let next = match step {
                 Err(e) => {
@@ -139,7 +155,7 @@ impl Conn {
                     in_progress.replace(metrics.requests_in_progress.enter());
                     let request = Request::new(&head, &self.hub.config);
                     self.io.buf.advance(consumed);
-                    self.body.clear();
+                    self.release_body();
                     // One deadline for the whole body: a per-read timeout alone would let a
                     // client dribble a byte at a time and hold the connection forever.
                     deadline = Some(Instant::now() + body);
@@ -192,11 +208,17 @@ impl Conn {
                             self.abort(pending.take(), gone).await;
                             return None;
                         }
+                        Read::OverBudget => {
+                            self.abort(pending.take(), ApiError::OverBudget).await;
+                            return None;
+                        }
                         Read::TimedOut | Read::Closed | Read::ShuttingDown => return None,
                     }
                 }
             };
             drop(in_progress.take());
+            self.release_body();
+            self.io.shrink_read();
             match next {
                 Next::KeepAlive => {}
                 Next::Close => return None,
@@ -205,10 +227,42 @@ impl Conn {
         }
     }
 
+    /// Reserves (and pays for) room for what the next framer step may add to the body, so
+    /// a body never grows past what the budget allowed. Err: it does not fit.
+    fn make_room_for_body(&mut self) -> Result<(), OverBudget> {
+        let growth = self.framer.body_growth(self.io.buf.len(), self.body.len());
+        let need = self.body.len() + growth;
+        if need > self.body.capacity() {
+            self.body_charge.grow_to(need, Use::Body)?;
+            self.body.reserve_exact(need - self.body.len());
+            // The allocator may round up; the charge follows the real capacity.
+            let _ = self.body_charge.grow_to(self.body.capacity(), Use::Body);
+        }
+        Ok(())
+    }
+
+    /// Empties the body buffer for the next request; a large one is freed, and its charge
+    /// given back, so that one big request does not keep its memory for the connection's life.
+    fn release_body(&mut self) {
+        self.body.clear();
+        if self.body.capacity() > KEPT_BODY_BYTES {
+            self.body = Vec::new();
+        }
+        self.body_charge.shrink_to(self.body.capacity());
+    }
+
     /// Decides a request from its head: what its body is read for, or the answer it gets
     /// at once when its body cannot be read.
     async fn admit(&mut self, mut request: Request, keep_alive: bool) -> Result<Pending, Next> {
-        match request.admit(self.hub.config.max_body_bytes) {
+        // A declared length is paid for before any of it is read: what does not fit the
+        // budget is refused now, like any refusal decided from the head.
+        let decided = request
+            .admit(self.hub.config.max_body_bytes)
+            .and_then(|action| match self.reserve_declared_body() {
+                Ok(()) => Ok(action),
+                Err(OverBudget) => Err(ApiError::OverBudget),
+            });
+        match decided {
             Ok(action) => match self.framer.read_body() {
                 Ok(Interim::None) => Ok(Pending::Serve(request, action)),
                 Ok(Interim::Continue) => match self.io.write_now(CONTINUE_100).await {
@@ -225,6 +279,26 @@ impl Conn {
             }
             Err(err) => Err(self.respond_error(&err, &request, false).await),
         }
+    }
+
+    /// Pays for and reserves the declared length of the body just accepted.
+    fn reserve_declared_body(&mut self) -> Result<(), OverBudget> {
+        let max = self.hub.config.max_body_bytes;
+        // Over the limit is 413 when the body is accepted, whatever the budget.
+        let Some(len) = self
+            .framer
+            .declared_length()
+            .and_then(|n| usize::try_from(n).ok())
+            .filter(|&n| n <= max)
+        else {
+            return Ok(());
+        };
+        if len > self.body.capacity() {
+            self.body_charge.grow_to(len, Use::Body)?;
+            self.body.reserve_exact(len);
+            let _ = self.body_charge.grow_to(self.body.capacity(), Use::Body);
+        }
+        Ok(())
     }
 
     /// Serves one request whose body is in `self.body`.
@@ -264,31 +338,34 @@ impl Conn {
             Action::Serve(Endpoint::Ws) | Action::Head(Endpoint::Ws) => {
                 return self.upgrade(request, keep_alive).await;
             }
+            // Each starts from the body and needs it no more once its frames are queued: the
+            // body is given back before the wait for delivery, so a push that waits on a slow
+            // device holds its frame, not also its body.
             Action::Serve(Endpoint::Push) => {
                 let ack = Arc::clone(self.ack.get_or_insert_with(|| AckSlot::new(1)));
-                push::push(
-                    &self.body,
-                    &hub,
-                    &ack,
-                    &mut self.scratch.push,
-                    &mut self.io.out,
-                    persist,
-                )
-                .await
+                match push::push_start(&self.body, &hub, &ack, &mut self.scratch.push) {
+                    Err(err) => err.answer(&mut self.io.out, persist),
+                    Ok(in_flight) => {
+                        self.release_body();
+                        let scratch = &mut self.scratch.push;
+                        push::push_finish(in_flight, &hub, &ack, scratch, &mut self.io.out, persist)
+                            .await
+                    }
+                }
             }
             Action::Serve(Endpoint::Batch) => {
-                push::batch(
-                    &self.body,
-                    &hub,
-                    &mut self.scratch.push,
-                    &mut self.io.out,
-                    persist,
-                )
-                .await
+                match push::batch_start(&self.body, &hub, &mut self.scratch.push) {
+                    Err(err) => err.answer(&mut self.io.out, persist),
+                    Ok(in_flight) => {
+                        self.release_body();
+                        push::batch_finish(in_flight, &hub, &mut self.io.out, persist).await
+                    }
+                }
             }
             Action::Serve(Endpoint::Send) => {
+                let start = send::start(&self.body, &hub, &mut self.scratch.push);
+                self.release_body();
                 let request = super::stream::Request {
-                    body: &self.body,
                     version: request.version,
                     keep_alive,
                 };
@@ -297,6 +374,7 @@ impl Conn {
                     &hub,
                     &self.shutdown,
                     request,
+                    start,
                     &mut self.scratch,
                 )
                 .await;
@@ -313,6 +391,22 @@ impl Conn {
                 let err = ApiError::MethodNotAllowed("");
                 return self.respond_error(&err, &request, keep_alive).await;
             }
+        };
+        if let Some(prepaid) = self.scratch.push.reply.take() {
+            self.io.prepaid(prepaid);
+        }
+        // `/health` and `/metrics` are answered whatever the budget: an operator needs them
+        // most when it is full, and their answers are small and bounded (CONNECTION_BYTES).
+        let status = if matches!(action, Action::Serve(Endpoint::Health | Endpoint::Metrics))
+            || self.io.pay_for_answer(0).is_ok()
+        {
+            status
+        } else {
+            // Only answers of requests that changed nothing are left unpaid (a batch pays
+            // before it delivers), so the budget's refusal can stand in for them.
+            self.io.out.clear();
+            ApiError::OverBudget.write(&mut self.io.out, persist, head_only);
+            ApiError::OverBudget.status()
         };
         hub.metrics.response(status);
         match self.io.flush().await {

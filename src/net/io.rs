@@ -11,13 +11,15 @@ use tokio::time::{timeout, timeout_at, Instant};
 
 use crate::app::error::ApiError;
 use crate::app::push;
+use crate::hub::budget::{Budget, Charge, OverBudget, Use};
 use crate::hub::{self, Hub};
 use crate::wire::http::response::Persist;
 use crate::wire::upgrade::Upgrade;
 
 /// Read buffer allocated per connection, and the most one read takes.
 pub(crate) const READ_BUFFER_BYTES: usize = 4 * 1024;
-/// Response buffer allocated per connection.
+/// Response buffer allocated per connection. An answer that outgrows it is paid for from the
+/// memory budget while it is written, and the larger buffer is freed after.
 pub(crate) const WRITE_BUFFER_BYTES: usize = 1024;
 
 /// Longest time a connection closed after an error answer keeps reading (and dropping)
@@ -75,6 +77,8 @@ pub(crate) enum Read {
     TimedOut,
     /// Shutdown began while waiting.
     ShuttingDown,
+    /// The buffer could not grow within the memory budget.
+    OverBudget,
 }
 
 /// A connection's socket, its read buffer (bytes not consumed yet) and its answer buffer.
@@ -86,18 +90,67 @@ pub(crate) struct Io {
     buffer_limit: usize,
     /// Bound of every write: a peer that stops reading cannot pin the connection.
     write_timeout: Duration,
+    /// Pays for `out` past `WRITE_BUFFER_BYTES` while a large answer is written.
+    out_charge: Charge,
+    /// Pays for `buf` past `READ_BUFFER_BYTES` (long heads, pipelined requests).
+    buf_charge: Charge,
 }
 
 impl Io {
     /// Buffers for `stream`, allocated once and reused for every request on it.
-    pub(crate) fn new(stream: TcpStream, buffer_limit: usize, write_timeout: Duration) -> Io {
+    pub(crate) fn new(
+        stream: TcpStream,
+        buffer_limit: usize,
+        write_timeout: Duration,
+        budget: &'static Budget,
+    ) -> Io {
         Io {
             stream,
             buf: BytesMut::with_capacity(READ_BUFFER_BYTES),
             out: Vec::with_capacity(WRITE_BUFFER_BYTES),
             buffer_limit,
             write_timeout,
+            out_charge: budget.empty(),
+            buf_charge: budget.empty(),
         }
+    }
+
+    /// Makes room for `additional` more bytes in `buf`, paying for growth past the
+    /// connection's own read buffer before it is allocated. Err: it does not fit the budget.
+    pub(crate) fn reserve_read(&mut self, additional: usize) -> Result<(), OverBudget> {
+        // Room at the end, or room at the front that consumed bytes left: no allocation.
+        if self.buf.capacity() - self.buf.len() >= additional || self.buf.try_reclaim(additional) {
+            return Ok(());
+        }
+        // The buffer may grow to twice its size on the way (BytesMut grows like a Vec).
+        let most = (self.buf.len() + additional).max(2 * self.buf.capacity());
+        self.buf_charge
+            .grow_to(most.saturating_sub(READ_BUFFER_BYTES), Use::Head)?;
+        self.buf.reserve(additional);
+        self.buf_charge
+            .shrink_to(self.buf.capacity().saturating_sub(READ_BUFFER_BYTES));
+        Ok(())
+    }
+
+    /// Gives a grown read buffer back once it holds nothing.
+    pub(crate) fn shrink_read(&mut self) {
+        if self.buf.is_empty() && self.buf.capacity() > READ_BUFFER_BYTES {
+            self.buf = BytesMut::with_capacity(READ_BUFFER_BYTES);
+            self.buf_charge.shrink_to(0);
+        }
+    }
+
+    /// Pays for the answer in `out` past the connection's own buffer, and for `also` bytes
+    /// held beside it until it is written. Err: it does not fit the memory budget (the caller
+    /// answers 503 instead, when nothing was done yet).
+    pub(crate) fn pay_for_answer(&mut self, also: usize) -> Result<(), OverBudget> {
+        let extra = self.out.capacity().saturating_sub(WRITE_BUFFER_BYTES);
+        self.out_charge.grow_to(extra + also, Use::Reply)
+    }
+
+    /// Takes over a charge made for the coming answer before it was built.
+    pub(crate) fn prepaid(&mut self, charge: Charge) {
+        self.out_charge.absorb(charge);
     }
 
     /// Reads more bytes into `buf` before `deadline`; with `shutdown`, gives up when it begins.
@@ -111,7 +164,9 @@ impl Io {
             // consumes bodies as they come, so a full buffer means a peer we can't serve.
             return Read::Closed;
         }
-        self.buf.reserve(READ_BUFFER_BYTES);
+        if self.reserve_read(READ_BUFFER_BYTES).is_err() {
+            return Read::OverBudget;
+        }
         let read = match shutdown {
             Some(shutdown) => tokio::select! {
                 r = timeout_at(deadline, self.stream.read_buf(&mut self.buf)) => r,
@@ -126,10 +181,15 @@ impl Io {
         }
     }
 
-    /// Writes and clears `out`.
+    /// Writes and clears `out`; a buffer grown past `WRITE_BUFFER_BYTES` is freed, and
+    /// what paid for it given back.
     pub(crate) async fn flush(&mut self) -> Result<(), Closed> {
         let r = timeout(self.write_timeout, self.stream.write_all(&self.out)).await;
         self.out.clear();
+        if self.out.capacity() > WRITE_BUFFER_BYTES {
+            self.out = Vec::with_capacity(WRITE_BUFFER_BYTES);
+        }
+        self.out_charge.shrink_to(0);
         match r {
             Ok(Ok(())) => Ok(()),
             _ => Err(Closed),
@@ -179,6 +239,15 @@ impl Io {
         let keep = persist.keeps_alive() && !err.closes_connection();
         self.out.clear();
         err.write(&mut self.out, persist, head_only);
+        // A 422 keeps its rendered body until the refusal is dropped, after the write.
+        if self.pay_for_answer(err.held_bytes()).is_err() {
+            // A refusal too large for the budget (a long 422) becomes the budget's refusal.
+            self.out.clear();
+            ApiError::OverBudget.write(&mut self.out, persist, head_only);
+            hub.metrics.response(ApiError::OverBudget.status());
+            self.flush().await?;
+            return Ok(keep);
+        }
         hub.metrics.response(err.status());
         self.flush().await?;
         Ok(keep)

@@ -1,4 +1,4 @@
-//! The listener, the accept loop and the shutdown sequence (SPEC §9).
+//! The listener, the accept loop and the shutdown sequence (docs/protocol.md §12).
 
 use std::io;
 use std::net::SocketAddr;
@@ -11,6 +11,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 
 use crate::hub::{self, Hub};
+use crate::ops::memory;
 use crate::ops::settings::{secs, Config};
 use crate::ops::signals::Signals;
 use crate::ops::systemd::Notifier;
@@ -22,9 +23,6 @@ pub const LISTEN_BACKLOG: i32 = 1024;
 pub const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(5);
 /// Longest pause after repeated accept errors.
 pub const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
-/// HTTP connections allowed beyond `max_connections + max_pending_sends` (health probes,
-/// pushes, upgrades in flight) before new ones are answered 503 at once.
-pub const EXTRA_HTTP_CONNECTIONS: usize = 256;
 /// How long the self-check waits for the device table's lock before it counts as stuck.
 pub const TABLE_LOCK_DEADLINE: Duration = Duration::from_millis(100);
 
@@ -52,13 +50,26 @@ pub async fn run(
     listener: std::net::TcpListener,
     on_ready: impl FnOnce(SocketAddr),
 ) -> io::Result<i32> {
+    // Accepted sockets inherit their kernel buffers from the listener: set once, here, for
+    // every connection (a stalled device would otherwise pin up to tcp_wmem's maximum, 4 MiB,
+    // of kernel memory that the service's cgroup pays for).
+    let sock = socket2::SockRef::from(&listener);
+    let buffer = config.socket_buffer_bytes;
+    if let Err(e) = sock
+        .set_send_buffer_size(buffer)
+        .and_then(|()| sock.set_recv_buffer_size(buffer))
+    {
+        log::warn!("cannot set socket buffers to {buffer} bytes: {e}");
+    }
     let listener = TcpListener::from_std(listener)?;
     let addr = listener.local_addr()?;
     let mut signals = Signals::install()
         .map_err(|e| io::Error::new(e.kind(), format!("cannot install signal handlers: {e}")))?;
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let shutdown_timeout = secs(config.shutdown_timeout_secs);
-    let hub = Arc::new(Hub::new(config, shutdown_rx.clone()));
+    let budget = memory::in_force(&config);
+    log::info!("memory budget: {budget}");
+    let hub = Arc::new(Hub::new(config, budget.bytes, shutdown_rx.clone()));
     let (token_tx, mut all_done) = mpsc::channel::<()>(1);
     let token = TaskToken(token_tx);
     let notifier = Arc::new(Notifier::from_env());
@@ -188,15 +199,10 @@ fn is_per_connection_error(e: &io::Error) -> bool {
     )
 }
 
-/// Most TCP connections served at once.
-fn max_open_connections(hub: &Hub) -> usize {
-    hub.config.max_connections + hub.config.max_pending_sends + EXTRA_HTTP_CONNECTIONS
-}
-
 fn spawn_connection(stream: TcpStream, peer: SocketAddr, hub: Arc<Hub>, token: TaskToken) {
     let open = hub.open_connections.fetch_add(1, Ordering::AcqRel) + 1;
     let guard = OpenGuard(Arc::clone(&hub));
-    if open > max_open_connections(&hub) {
+    if open > hub.config.max_open_connections() {
         hub.metrics.connections_refused.inc();
         tokio::spawn(async move {
             super::conn::refuse(&hub, stream).await;

@@ -1,13 +1,14 @@
-//! The device session (SPEC §6): tokio-tungstenite on the TCP stream our parser upgraded,
-//! registered in the device table for as long as it lives.
+//! The device session (docs/protocol.md §8): tokio-tungstenite on the TCP stream our parser
+//! upgraded, registered in the device table for as long as it lives.
 
 use std::future::Future;
+use std::io::IoSlice;
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
-use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::watch;
 use tokio::time::{interval_at, sleep_until, timeout, timeout_at, Instant};
 use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError, ProtocolError};
@@ -16,13 +17,17 @@ use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 use tokio_tungstenite::WebSocketStream;
 
-use super::watched::{FramingViolation, Watched};
+use super::watched::{FramingViolation, InboundOverBudget, Watched};
+use crate::hub::budget::Use;
 use crate::hub::devices::RegisterError;
-use crate::hub::link::Outbound;
-use crate::hub::streams::StreamEvent;
+use crate::hub::link::{DeviceLink, Outbound};
+use crate::hub::streams::Overflow;
 use crate::hub::{self, Devices, Hub};
+use crate::ops::memory::SESSION_BYTES;
 use crate::ops::settings::{secs, Config};
+use crate::wire::close::Close;
 use crate::wire::envelope::{classify_device_message, DeviceMessage, UserId};
+use crate::wire::frames::TextFrameHead;
 use crate::wire::upgrade::Upgrade;
 
 /// Frames taken from the queue and written before one flush.
@@ -58,10 +63,10 @@ fn ws_config(config: &Config) -> WebSocketConfig {
 type Ws = WebSocketStream<Watched>;
 
 /// How a session ends when the device breaks the protocol (RFC 6455 §7.4.1).
-const PROTOCOL_ERROR: Ending = Ending::Close(1002, "Protocol error");
+const PROTOCOL_ERROR: Ending = Ending::Close(Close::ProtocolError);
 
 /// How a session ends when the daemon shuts down.
-const SHUTDOWN_CLOSE: Ending = Ending::Close(1001, "Server shutting down");
+const SHUTDOWN_CLOSE: Ending = Ending::Close(Close::ShuttingDown);
 
 /// Why a session ended, and the close frame it sends (if any).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,32 +77,37 @@ enum Ending {
     Dropped,
     /// No pong (or a stalled write) within `pong_timeout_secs`.
     HeartbeatTimeout,
-    /// Close with this code and reason.
-    Close(u16, &'static str),
+    /// Close with this close frame.
+    Close(Close),
 }
 
 /// Runs a device session on an upgraded stream; `leftover` holds bytes read past the head.
 pub(crate) async fn run(stream: TcpStream, leftover: Vec<u8>, upgrade: Upgrade, hub: Arc<Hub>) {
     let config = ws_config(&hub.config);
-    let (stream, early) = Watched::new(stream, &leftover);
+    let (stream, early) = Watched::new(stream, &leftover, hub.budget, hub.config.max_message_bytes);
     let mut ws =
         WebSocketStream::from_partially_read(stream, leftover, Role::Server, Some(config)).await;
     let user = upgrade.user_id;
-    let registration =
-        hub.devices
-            .register(&user, hub.replace_duplicates(), hub.config.queue_depth);
+    let Ok(_session_charge) = hub.budget.charge(SESSION_BYTES, Use::Session) else {
+        log::warn!("device {user}: refused, memory budget exhausted");
+        close(&mut ws, Close::OverBudget).await;
+        return;
+    };
+    let registration = hub
+        .devices
+        .register(&user, hub.replace_duplicates(), hub.queue_limits());
     let reg = match registration {
         Ok(reg) => reg,
         Err(RegisterError::Duplicate) => {
             hub.metrics.devices_refused_duplicate.inc();
             log::info!("device {user}: refused, already connected");
-            close(&mut ws, 1008, "User already connected").await;
+            close(&mut ws, Close::AlreadyConnected).await;
             return;
         }
         Err(RegisterError::Full) => {
             hub.metrics.devices_refused_full.inc();
             log::warn!("device {user}: refused, table full");
-            close(&mut ws, 1013, "Server at capacity, try again later").await;
+            close(&mut ws, Close::AtCapacity).await;
             return;
         }
     };
@@ -141,7 +151,7 @@ pub(crate) async fn run(stream: TcpStream, leftover: Vec<u8>, upgrade: Upgrade, 
                             }
                         }
                     }
-                    Some(Ok(Message::Binary(_))) => break Ending::Close(1003, "Binary frames are not accepted"),
+                    Some(Ok(Message::Binary(_))) => break Ending::Close(Close::Binary),
                     Some(Ok(Message::Close(_))) => break Ending::PeerClosed,
                     Some(Ok(_)) => {
                         // Ping (tungstenite queues the pong), Pong, raw frames.
@@ -156,7 +166,7 @@ pub(crate) async fn run(stream: TcpStream, leftover: Vec<u8>, upgrade: Upgrade, 
             }
             _ = reg.link.woken() => {
                 if reg.link.is_kicked() {
-                    break Ending::Close(1008, "Replaced by new connection");
+                    break Ending::Close(Close::Replaced);
                 }
                 // Drain what is queued, a batch at a time; a push arriving meanwhile leaves
                 // a wake-up permit, so nothing waits for the next event.
@@ -164,7 +174,7 @@ pub(crate) async fn run(stream: TcpStream, leftover: Vec<u8>, upgrade: Upgrade, 
                 while reg.link.has_frames() {
                     reg.link.take(&mut batch, WRITE_BATCH_FRAMES);
                     let deadline = Instant::now() + pong_timeout;
-                    if let Err(e) = write_frames(&hub, &mut ws, &mut batch, deadline, &mut shutdown).await {
+                    if let Err(e) = write_frames(&hub, &mut ws, &reg.link, &mut batch, deadline, &mut shutdown).await {
                         failed = Some(e);
                         break;
                     }
@@ -190,7 +200,7 @@ pub(crate) async fn run(stream: TcpStream, leftover: Vec<u8>, upgrade: Upgrade, 
     };
 
     // Leave the table before the close handshake completes, so `/health` already counts the
-    // device out when the device sees its close answered (SPEC §6).
+    // device out when the device sees its close answered (docs/protocol.md §8.9).
     guard.release();
     drop(reg);
     log::info!("device {user}: {}", describe(ending));
@@ -201,7 +211,7 @@ pub(crate) async fn run(stream: TcpStream, leftover: Vec<u8>, upgrade: Upgrade, 
             })
             .await;
         }
-        Ending::Close(code, reason) => close(&mut ws, code, reason).await,
+        Ending::Close(why) => close(&mut ws, why).await,
         Ending::HeartbeatTimeout => {
             hub.metrics.heartbeat_timeouts.inc();
             // A dead peer's window is closed: unsent data could never drain, and a plain
@@ -220,7 +230,7 @@ fn describe(ending: Ending) -> &'static str {
         Ending::PeerClosed => "closed by the device",
         Ending::Dropped => "connection lost",
         Ending::HeartbeatTimeout => "heartbeat timeout",
-        Ending::Close(_, reason) => reason,
+        Ending::Close(why) => why.reason(),
     }
 }
 
@@ -234,10 +244,15 @@ fn ending_for(e: &WsError) -> Ending {
         {
             PROTOCOL_ERROR
         }
-        WsError::Capacity(CapacityError::MessageTooLong { .. }) => {
-            Ending::Close(1009, "Message too big")
+        WsError::Io(io)
+            if io
+                .get_ref()
+                .is_some_and(<dyn std::error::Error + Send + Sync>::is::<InboundOverBudget>) =>
+        {
+            Ending::Close(Close::OverBudget)
         }
-        WsError::Utf8(_) => Ending::Close(1007, "Invalid UTF-8"),
+        WsError::Capacity(CapacityError::MessageTooLong { .. }) => Ending::Close(Close::TooBig),
+        WsError::Utf8(_) => Ending::Close(Close::InvalidUtf8),
         WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake) => Ending::Dropped,
         WsError::Protocol(_) => PROTOCOL_ERROR,
         _ => Ending::Dropped,
@@ -254,18 +269,17 @@ fn on_text(hub: &Hub, user: &UserId, session: u64, text: Utf8Bytes) -> Option<&'
             is_final,
         } => {
             let tx = hub.streams.route(&cid, user, session)?;
-            let event = StreamEvent::Message { text, is_final };
-            // A device session never waits on an upstream: an answer that does not fit the
-            // stream's buffer ends that stream (its driver sees the entry gone while the
-            // device lives, and ends with "too slow"), and the session goes on.
-            match tx.try_send(event) {
-                Ok(()) => {}
-                // The stream ended meanwhile; its own guard frees the id.
-                Err(TrySendError::Closed(_)) => {}
-                Err(TrySendError::Full(_)) => {
-                    log::warn!("stream {cid}: upstream too slow, ending it");
-                    hub.streams.close_stream(&cid, &tx);
+            // A device session never waits on an upstream: an answer that cannot be held
+            // ends that stream (its driver sees the entry gone while the device lives, and
+            // ends with the overflow's reason), and the session goes on.
+            if let Err(why) = tx.send(text, is_final, hub.budget) {
+                match why {
+                    Overflow::TooSlow => log::warn!("stream {cid}: upstream too slow, ending it"),
+                    Overflow::OverBudget => {
+                        log::warn!("stream {cid}: memory budget exhausted, ending it");
+                    }
                 }
+                hub.streams.overflowed(&cid, &tx, why);
             }
             None
         }
@@ -313,35 +327,60 @@ async fn bounded(
 }
 
 /// Writes the frames one by one and acknowledges each as delivered once it is on the
-/// socket, so every frame's answer follows what happened to that frame. Frames move into the
-/// messages (a `Bytes` clone would cost an allocation per frame). The frames not written when
-/// a write fails are dropped with their acks, which reports them as not delivered.
+/// socket, so every frame's answer follows what happened to that frame. The frames not
+/// written when a write fails are dropped with their acks, which reports them as not
+/// delivered.
 async fn write_frames(
     hub: &Hub,
     ws: &mut Ws,
+    link: &DeviceLink,
     batch: &mut Vec<Outbound>,
     deadline: Instant,
     shutdown: &mut watch::Receiver<bool>,
 ) -> Result<(), WriteFailed> {
     for item in batch.drain(..) {
-        let bytes = item.frame.len() as u64;
-        // With no write buffer (WS_WRITE_BUFFER_BYTES) each frame goes to the socket as it
-        // is fed, so the flush inside `send` costs no extra system call.
-        bounded(ws.send(Message::Text(item.frame)), deadline, shutdown).await?;
+        let Outbound { frame, ack, charge } = item;
+        let len = frame.len();
+        bounded(write_text_frame(ws, frame.as_bytes()), deadline, shutdown).await?;
+        drop(charge);
+        link.written(len);
         hub.metrics.frames_out.inc();
-        hub.metrics.bytes_out.add(bytes);
-        if let Some(ack) = item.ack {
+        hub.metrics.bytes_out.add(len as u64);
+        if let Some(ack) = ack {
             ack.delivered();
         }
     }
     Ok(())
 }
 
+/// Writes one text frame straight to the socket: its header and the frame's own bytes in one
+/// vectored write. Through tungstenite the payload would be copied into its write buffer,
+/// which keeps the capacity of the largest frame ever sent for the session's life. Whatever
+/// tungstenite has buffered (a pong) goes out first, so frames never interleave; a partial
+/// write that fails leaves the stream broken, but then the session ends anyway.
+async fn write_text_frame(ws: &mut Ws, payload: &[u8]) -> Result<(), WsError> {
+    ws.flush().await?;
+    let head = TextFrameHead::new(payload.len());
+    let (mut head, mut payload) = (head.as_bytes(), payload);
+    let stream = ws.get_mut();
+    while !head.is_empty() || !payload.is_empty() {
+        let parts = [IoSlice::new(head), IoSlice::new(payload)];
+        let n = stream.write_vectored(&parts).await?;
+        if n == 0 {
+            return Err(WsError::Io(std::io::ErrorKind::WriteZero.into()));
+        }
+        let from_head = n.min(head.len());
+        head = head.get(from_head..).unwrap_or_default();
+        payload = payload.get(n - from_head..).unwrap_or_default();
+    }
+    Ok(())
+}
+
 /// Sends a close frame and waits (bounded) for the device's answer.
-async fn close(ws: &mut Ws, code: u16, reason: &'static str) {
+async fn close(ws: &mut Ws, why: Close) {
     let frame = CloseFrame {
-        code: CloseCode::from(code),
-        reason: reason.into(),
+        code: CloseCode::from(why.code()),
+        reason: why.reason().into(),
     };
     let _ = timeout(CLOSE_HANDSHAKE_TIMEOUT, async {
         if ws.close(Some(frame)).await.is_ok() {

@@ -1,13 +1,13 @@
 //! The SSE stream driver of `/sse/send`: relays a device's correlated answers to the upstream
-//! socket until the stream ends (SPEC §5). What the stream means is `app::send`'s.
+//! socket until the stream ends (docs/protocol.md §7). What the stream means is `app::send`'s.
 
 use tokio::io::AsyncReadExt;
 use tokio::sync::watch;
 use tokio::time::{interval_at, sleep_until, Instant};
 
 use super::io::{Io, Next, Scratch, MAX_PIPELINED_BYTES};
-use crate::app::send::{self, End, Framing, Open, Start};
-use crate::hub::streams::StreamEvent;
+use crate::app::send::{End, Framing, Open, Start};
+use crate::hub::streams::{Overflow, StreamEvent};
 use crate::hub::{self, Hub};
 use crate::ops::settings::secs;
 use crate::wire::http::parse::Version;
@@ -17,30 +17,28 @@ use crate::wire::http::response::Persist;
 const STREAM_READ_BYTES: usize = 512;
 
 /// A `/sse/send` request, read.
-pub(crate) struct Request<'b> {
-    /// Its body.
-    pub(crate) body: &'b [u8],
+pub(crate) struct Request {
     /// Its HTTP version.
     pub(crate) version: Version,
     /// The connection may stay open after it.
     pub(crate) keep_alive: bool,
 }
 
-/// Serves one `/sse/send` request.
+/// Serves one `/sse/send` request that `send::start` began.
 pub(crate) async fn serve(
     io: &mut Io,
     hub: &Hub,
     shutdown: &watch::Receiver<bool>,
-    request: Request<'_>,
+    request: Request,
+    start: Start,
     scratch: &mut Scratch,
 ) -> Next {
     let Request {
-        body,
         version,
         keep_alive,
     } = request;
     let framing = Framing::new(version, keep_alive);
-    match send::start(body, hub, &mut scratch.push) {
+    match start {
         // A refusal keeps the connection as the request asked; a stream may not (HTTP/1.0).
         Start::Refused(err) => {
             let persist = Persist::new(version, keep_alive);
@@ -99,13 +97,15 @@ async fn relay(
     let mut deadline = Instant::now() + send_timeout;
     let mut keepalive = interval_at(Instant::now() + keepalive_every, keepalive_every);
     let event_type = open.event_type.as_deref();
+    let mut held = None;
     let end = loop {
         // Answers first: a final message that arrived just before the device left is relayed.
-        let can_read = io.buf.len() < MAX_PIPELINED_BYTES;
-        io.buf.reserve(if can_read { STREAM_READ_BYTES } else { 0 });
+        // Pipelined requests wait in the buffer, up to a bound and within the budget.
+        let can_read =
+            io.buf.len() < MAX_PIPELINED_BYTES && io.reserve_read(STREAM_READ_BYTES).is_ok();
         let step = tokio::select! {
             biased;
-            ev = open.events.recv() => Wake::Event(ev),
+            ev = open.answers.rx.events.recv() => Wake::Event(ev),
             () = open.link.gone() => Wake::Gone,
             () = hub::stopping(&mut shutdown) => Wake::End(End::Shutdown),
             () = sleep_until(deadline) => Wake::End(End::Timeout),
@@ -113,9 +113,16 @@ async fn relay(
             r = io.stream.read_buf(&mut io.buf), if can_read => Wake::Read(matches!(r, Ok(n) if n > 0)),
         };
         match step {
-            Wake::Event(Some(StreamEvent::Message { text, is_final })) => {
+            Wake::Event(Some(StreamEvent::Message {
+                text,
+                is_final,
+                charge,
+            })) => {
                 deadline = Instant::now() + send_timeout;
                 framing.write_event(&mut io.out, &mut scratch.text, event_type, text.as_bytes());
+                open.answers.rx.buffered.taken(text.len());
+                // The answer's charge pays for its copy in `out` until that is written.
+                held = Some(charge);
                 if is_final {
                     break End::Final;
                 }
@@ -123,9 +130,12 @@ async fn relay(
             // Sessions close because of shutdown too; the upstream should hear the real reason.
             Wake::Event(None) | Wake::Gone if hub.shutting_down() => break End::Shutdown,
             Wake::Gone => break End::DeviceGone,
-            // Only the device session removes a live stream's entry: when an answer found
-            // the stream's buffer full.
-            Wake::Event(None) => break End::TooSlow,
+            // Only the device session removes a live stream's entry: when an answer could
+            // not be held for it.
+            Wake::Event(None) => match open.answers.rx.buffered.overflow() {
+                Some(Overflow::OverBudget) => break End::OverBudget,
+                Some(Overflow::TooSlow) | None => break End::TooSlow,
+            },
             Wake::End(end) => break end,
             Wake::Keepalive => framing.write_keepalive(&mut io.out, &mut scratch.text),
             Wake::Read(true) => continue,
@@ -134,6 +144,7 @@ async fn relay(
         if !io.out.is_empty() && io.flush().await.is_err() {
             break End::UpstreamGone;
         }
+        drop(held.take());
     };
     // The id is free before the last event goes out, so a retry that follows it is no 409.
     let (cid, event_type) = open.close();

@@ -10,6 +10,10 @@ pub(crate) const DEVICE_TABLE_CAPACITY: usize =
 pub(crate) const PENDING_TABLE_CAPACITY: usize =
     parse_usize_or(option_env!("WSSED_PENDING_TABLE_CAPACITY"), 4096);
 
+/// HTTP connections allowed beyond `max_connections + max_pending_sends` (health probes,
+/// pushes, upgrades in flight) before new ones are answered 503 at once.
+pub(crate) const EXTRA_HTTP_CONNECTIONS: usize = 256;
+
 /// Most public accounts (`@mention` targets) in the configuration.
 pub(crate) const MAX_PUBLIC_ACCOUNTS: usize = 256;
 

@@ -5,8 +5,10 @@
 //! machine it runs on.
 
 pub mod build_info;
+pub mod cgroup;
 pub(crate) mod limits;
 pub mod logger;
+pub mod memory;
 pub mod settings;
 pub(crate) mod signals;
 pub mod systemd;

@@ -1,5 +1,5 @@
 //! The service manager's side channels: the notify protocol (`READY=1`, `WATCHDOG=1`, ...),
-//! the watchdog interval, and socket activation (SPEC §9).
+//! the watchdog interval, and socket activation (docs/protocol.md §12).
 //!
 //! Everything that reads the environment is a thin shell around a pure function that takes
 //! the values, so the parsing is tested without touching the process environment.

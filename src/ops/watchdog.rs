@@ -1,4 +1,4 @@
-//! The self-check behind `/health` and systemd's watchdog (SPEC §8, §9).
+//! The self-check behind `/health` and systemd's watchdog (docs/protocol.md §10, §12).
 //!
 //! It runs on its own OS thread, outside the runtime it checks: a stalled event loop can't
 //! vouch for itself. Each round it asks the loop to run a probe task and waits for it within

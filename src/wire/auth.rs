@@ -1,5 +1,6 @@
-//! Opt-in authentication (SPEC §1): the upstream bearer token and the HMAC device token.
-//! Comparisons run in constant time so a LAN attacker can't time their way to a token.
+//! Opt-in authentication (docs/protocol.md §1.6, §8.2): the upstream bearer token and the HMAC
+//! device token. Comparisons run in constant time so a LAN attacker can't time their way to a
+//! token.
 
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;

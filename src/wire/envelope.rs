@@ -1,5 +1,6 @@
 //! Envelope validation (the upstream's request body), the frame a device receives, and the
-//! classification of a device's reply (SPEC §3, §5, §10). Sans-IO: bytes in, values or errors out.
+//! classification of a device's reply (docs/protocol.md §3, §4,
+//! §7.5). Sans-IO: bytes in, values or errors out.
 
 use crate::wire::ascii::push_decimal;
 use crate::wire::json::{self, Kind, UnescapeError};
@@ -7,6 +8,7 @@ use crate::wire::limits::{
     MAX_CORRELATION_ID_BYTES, MAX_EVENT_ID_BYTES, MAX_EVENT_TYPE_BYTES, MAX_USER_ID_BYTES,
     MAX_VALIDATION_ERRORS,
 };
+use crate::wire::listed::listed;
 
 /// Objects with at most this many members are checked for duplicate keys pairwise, on the stack.
 const DUPLICATE_SCAN_PAIRWISE_MEMBERS: usize = 16;
@@ -84,21 +86,26 @@ impl Field {
     }
 }
 
-/// Why a `value_error` was raised.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ValueReason {
-    /// A key appears twice at the top level of the envelope.
-    DuplicateKey,
-    /// `user_id` holds a control character (U+0000–U+001F, U+007F).
-    ControlCharacter,
-    /// `event_type` holds CR or LF (it becomes an SSE `event:` line).
-    LineBreak,
-    /// `event_id` holds CR, LF or NUL.
-    LineBreakOrNul,
+listed! {
+    /// Why a `value_error` was raised. (`Default` only so that a test can list
+    /// `ErrorKind::Value`.)
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+    pub enum ValueReason {
+        /// A key appears twice at the top level of the envelope.
+        #[default]
+        DuplicateKey,
+        /// `user_id` holds a control character (U+0000–U+001F, U+007F).
+        ControlCharacter,
+        /// `event_type` holds CR or LF (it becomes an SSE `event:` line).
+        LineBreak,
+        /// `event_id` holds CR, LF or NUL.
+        LineBreakOrNul,
+    }
 }
 
 impl ValueReason {
-    fn text(self) -> &'static str {
+    /// The end of the `msg`, after `Value error, ` (and the field's name).
+    pub(crate) fn text(self) -> &'static str {
         match self {
             ValueReason::DuplicateKey => "duplicate key",
             ValueReason::ControlCharacter => "must not contain control characters",
@@ -108,49 +115,51 @@ impl ValueReason {
     }
 }
 
-/// What is wrong, named after pydantic v2's error types.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ErrorKind {
-    /// `missing`: a required field (or the whole body) is absent.
-    Missing,
-    /// `json_invalid`: the body is not JSON (`loc` carries the byte offset).
-    JsonInvalid,
-    /// `string_type`
-    StringType,
-    /// `string_unicode`: a string with a lone surrogate escape.
-    StringUnicode,
-    /// `dict_type`
-    DictType,
-    /// `float_type`
-    FloatType,
-    /// `list_type`
-    ListType,
-    /// `string_too_short`
-    StringTooShort {
-        /// Least bytes allowed.
-        min: usize,
-    },
-    /// `string_too_long`
-    StringTooLong {
-        /// Most bytes allowed.
-        max: usize,
-    },
-    /// `too_short` (a list)
-    TooShort {
-        /// Least items allowed.
-        min: usize,
-        /// Items given.
-        actual: usize,
-    },
-    /// `too_long` (a list)
-    TooLong {
-        /// Most items allowed.
-        max: usize,
-        /// Items given.
-        actual: usize,
-    },
-    /// `value_error`
-    Value(ValueReason),
+listed! {
+    /// What is wrong, named after pydantic v2's error types.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum ErrorKind {
+        /// `missing`: a required field (or the whole body) is absent.
+        Missing,
+        /// `json_invalid`: the body is not JSON (`loc` carries the byte offset).
+        JsonInvalid,
+        /// `string_type`
+        StringType,
+        /// `string_unicode`: a string with a lone surrogate escape.
+        StringUnicode,
+        /// `dict_type`
+        DictType,
+        /// `float_type`
+        FloatType,
+        /// `list_type`
+        ListType,
+        /// `string_too_short`
+        StringTooShort {
+            /// Least bytes allowed.
+            min: usize,
+        },
+        /// `string_too_long`
+        StringTooLong {
+            /// Most bytes allowed.
+            max: usize,
+        },
+        /// `too_short` (a list)
+        TooShort {
+            /// Least items allowed.
+            min: usize,
+            /// Items given.
+            actual: usize,
+        },
+        /// `too_long` (a list)
+        TooLong {
+            /// Most items allowed.
+            max: usize,
+            /// Items given.
+            actual: usize,
+        },
+        /// `value_error`
+        Value(ValueReason),
+    }
 }
 
 impl ErrorKind {
@@ -811,7 +820,7 @@ pub enum DeviceMessage {
     },
 }
 
-/// Classifies a device's text frame (SPEC §5, §10 "Streams").
+/// Classifies a device's text frame (docs/protocol.md §7.5).
 ///
 /// A correlation id that is empty, longer than 128 bytes or not text can match no open stream,
 /// so it counts as absent and the `data.correlation_id` fallback applies, as Python's

@@ -1,9 +1,9 @@
 //! Protocol limits: the compile-time sizes of what a peer may send. Runtime settings live in
 //! `ops::settings`; build capacities in `ops::limits`.
 
-/// Longest user id, in bytes (SPEC §3).
+/// Longest user id, in bytes (docs/protocol.md §3.1).
 pub const MAX_USER_ID_BYTES: usize = 64;
-/// Longest public account name, in bytes (SPEC §7): account names are user ids.
+/// Longest public account name, in bytes (docs/protocol.md §9.2): account names are user ids.
 pub const MAX_ACCOUNT_NAME_BYTES: usize = MAX_USER_ID_BYTES;
 /// Longest `event_type`, in bytes.
 pub const MAX_EVENT_TYPE_BYTES: usize = 64;

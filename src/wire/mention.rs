@@ -1,4 +1,5 @@
-//! `@mention` routing (SPEC §7): a message that names a public account goes to that account.
+//! `@mention` routing (docs/protocol.md §9): a message that names a public account goes to that
+//! account.
 
 use crate::wire::envelope::Envelope;
 use crate::wire::json;

@@ -5,11 +5,13 @@
 
 pub(crate) mod ascii;
 pub(crate) mod auth;
+pub mod close;
 pub mod envelope;
 pub mod frames;
 pub mod http;
 pub mod json;
 pub mod limits;
+pub(crate) mod listed;
 pub mod mention;
 pub mod sse;
 pub(crate) mod upgrade;

@@ -1,4 +1,5 @@
-//! Server-sent events encoding (SPEC §5), sans-IO: the stream driver writes these bytes.
+//! Server-sent events encoding (docs/protocol.md §7.4, §7.6), sans-IO: the stream driver writes
+//! these bytes.
 
 use crate::wire::json;
 

@@ -1,5 +1,6 @@
-//! `/ws` upgrade checks (SPEC §6, §10), sans-IO: our parser's head in, a validated upgrade or
-//! the one reason it is refused out. The WebSocket protocol itself is tokio-tungstenite's.
+//! `/ws` upgrade checks (docs/protocol.md §8.1, §8.3), sans-IO: our parser's head in, a validated
+//! upgrade or the one reason it is refused out. The WebSocket protocol itself is
+//! tokio-tungstenite's.
 
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 
@@ -40,8 +41,8 @@ pub(crate) enum Refusal {
     Unauthorized,
 }
 
-/// Checks an upgrade request in SPEC order: upgrade headers (426), key (400), `user_id` (400),
-/// `Origin` (403), token (401).
+/// Checks an upgrade request in the order of docs/protocol.md §8.3: upgrade headers (426), key
+/// (400), `user_id` (400), `Origin` (403), token (401).
 pub(crate) fn check(head: &RequestHead<'_>, policy: Policy<'_>) -> Result<Upgrade, Refusal> {
     if !head.upgrade_websocket {
         return Err(Refusal::NotAnUpgrade);

@@ -1,5 +1,5 @@
-//! `api_token`, `ws_secret`, `allowed_origins` (SPEC §1, §2, §6, §10) and the Prometheus
-//! format of `/metrics` (SPEC §8, §10).
+//! `api_token`, `ws_secret`, `allowed_origins` (docs/protocol.md §1.6, §8.2, §8.3) and the
+//! Prometheus format of `/metrics` (§11.2).
 
 use serde_json::json;
 

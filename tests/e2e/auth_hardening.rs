@@ -1,4 +1,4 @@
-//! Opt-in authentication (SPEC §1, §2, §6, §10 "Devices"): the upstream bearer token, the HMAC
+//! Opt-in authentication (docs/protocol.md §1.6, §8.2, §8.3): the upstream bearer token, the HMAC
 //! device token and the WebSocket origin allow-list. Tokens are computed here with the RustCrypto
 //! crates, independently of the daemon's own code.
 
@@ -371,7 +371,7 @@ async fn allowed_origins_refuse_foreign_pages_and_accept_listed_ones() {
     let accepted = [
         ("a0", "Origin: http://gw.local\r\n"),
         ("a1", "Origin: https://app.example:8443\r\n"),
-        // Not a browser: no Origin at all passes (SPEC §10).
+        // Not a browser: no Origin at all passes (docs/protocol.md §8.3).
         ("a2", ""),
     ];
     let mut raws = Vec::new();

@@ -1,4 +1,4 @@
-//! `/sse/push/batch` (SPEC §4, §10).
+//! `/sse/push/batch` (docs/protocol.md §6).
 
 use serde_json::{json, Value};
 

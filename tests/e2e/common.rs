@@ -152,6 +152,22 @@ impl Daemon {
         Daemon::spawn(command, args, env)
     }
 
+    /// Starts the daemon inside a control group: the shell writes its own PID into `procs`
+    /// (the group's `cgroup.procs`) and `exec`s the daemon, so the daemon runs there from its
+    /// first instruction and finds the group's memory limit at start.
+    #[allow(dead_code)] // tests/boards.rs
+    pub(crate) fn start_in_cgroup(procs: &std::path::Path, args: &[&str]) -> Daemon {
+        let mut command = Command::new("bash");
+        command
+            .arg("-c")
+            .arg(format!(
+                "echo $$ > '{}' && exec \"$0\" \"$@\"",
+                procs.display()
+            ))
+            .arg(bin_path());
+        Daemon::spawn(command, args, &[])
+    }
+
     fn spawn(mut command: Command, args: &[&str], env: &[(&str, &str)]) -> Daemon {
         let mut child = command
             // Whatever runs the tests (systemd, a CI unit) must not leak its own sockets in.
@@ -847,7 +863,7 @@ impl SseStream {
         self.chunked
     }
 
-    /// Asserts the head of a successful stream (SPEC §5).
+    /// Asserts the head of a successful stream (docs/protocol.md §7.3).
     pub(crate) fn assert_stream_head(&self) {
         let h = &self.head;
         assert_eq!(h.status, 200, "send status; headers {:?}", h.headers);

@@ -143,6 +143,8 @@ async fn sigterm_answers_every_request_already_read() {
         "1",
         "--max-body-bytes",
         "1048576",
+        "--queue-bytes",
+        "4194304",
         "--pong-timeout-secs",
         "30",
     ]);

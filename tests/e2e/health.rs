@@ -1,4 +1,4 @@
-//! `/health` and `/metrics` (SPEC §8, §10 "Health and metrics").
+//! `/health` and `/metrics` (docs/protocol.md §10, §11).
 
 use serde_json::Value;
 

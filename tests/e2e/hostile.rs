@@ -60,7 +60,7 @@ async fn join_all<T>(tasks: Vec<JoinHandle<T>>, within: Duration) -> Vec<T> {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Slowloris and idle connections (SPEC §10 "Connection phases")
+// Slowloris and idle connections (docs/protocol.md §2.2)
 // ---------------------------------------------------------------------------------------------
 
 /// What one dribbling connection saw.
@@ -314,7 +314,7 @@ async fn idle_connections_close_silently_after_idle_timeout() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Connection storms and the TCP cap (SPEC §6, server.rs `max_open_connections`)
+// Connection storms and the TCP cap (docs/protocol.md §2.7, listener.rs `max_open_connections`)
 // ---------------------------------------------------------------------------------------------
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -456,7 +456,7 @@ async fn tcp_connections_over_the_cap_get_503_at_once() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Slow consumer (SPEC §4) and half-open devices (SPEC §6)
+// Slow consumer (docs/protocol.md §4.4) and half-open devices (§8.7)
 // ---------------------------------------------------------------------------------------------
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -631,7 +631,7 @@ async fn half_open_devices_are_removed_in_time_and_can_reconnect() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Peers leaving mid-stream (SPEC §5)
+// Peers leaving mid-stream (docs/protocol.md §7.7)
 // ---------------------------------------------------------------------------------------------
 
 /// Opens `/sse/send` for `cid` on a fresh connection and returns the stream (head read).
@@ -773,7 +773,7 @@ async fn device_leaving_mid_stream_ends_each_of_its_streams_with_user_disconnect
 }
 
 // ---------------------------------------------------------------------------------------------
-// Malformed WebSocket traffic (RFC 6455 §5, §7.4.1; SPEC §6)
+// Malformed WebSocket traffic (RFC 6455 §5, §7.4.1; docs/protocol.md §8.5, §8.8)
 // ---------------------------------------------------------------------------------------------
 
 /// A masked frame with explicit first byte (FIN, RSV, opcode).
@@ -926,7 +926,7 @@ async fn malformed_websocket_traffic_gets_the_right_close_and_spares_other_devic
 }
 
 // ---------------------------------------------------------------------------------------------
-// Request smuggling (RFC 9112 §6.1, §6.3, §7.1, §5.1, §5.2; SPEC §2)
+// Request smuggling (RFC 9112 §6.1, §6.3, §7.1, §5.1, §5.2; docs/protocol.md §1.3)
 // ---------------------------------------------------------------------------------------------
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

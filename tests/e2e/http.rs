@@ -1,5 +1,5 @@
 //! The HTTP/1.1 layer: keep-alive, pipelining, HTTP/1.0, bodies, framing errors, limits and
-//! per-phase timeouts (SPEC §2, §10 "Connection phases", "More HTTP rules").
+//! per-phase timeouts (docs/protocol.md §1.3, §2).
 
 use serde_json::json;
 
@@ -538,7 +538,7 @@ async fn http_client_leaving_mid_body_does_no_harm() {
     assert_eq!(d.health().await["status"], "healthy");
 }
 
-// The README's decisions where the SPEC is silent: kept on the wire so they do not drift.
+// The decisions of docs/protocol.md §14, kept on the wire so they do not drift.
 
 #[tokio::test]
 async fn decision_json_suffix_content_types_are_json() {

@@ -1,5 +1,5 @@
 //! The process: signals and drain, flags, `--check-config`, `--help`, `--version`
-//! (SPEC §1, §9, §10 "Flags and settings", "Shutdown").
+//! (docs/protocol.md §12, §16).
 
 use std::io::Write;
 

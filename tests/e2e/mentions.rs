@@ -1,4 +1,4 @@
-//! `@mentions` of public accounts (SPEC §7, §10).
+//! `@mentions` of public accounts (docs/protocol.md §9).
 
 use serde_json::{json, Value};
 

@@ -1,5 +1,5 @@
-//! `/sse/push`: delivery, splicing of `data` (SPEC §3, §4), validation answers (§3, §10) and
-//! the HTTP answers around it (§2).
+//! `/sse/push`: delivery, splicing of `data` (docs/protocol.md §4, §5), validation answers
+//! (§3) and the HTTP answers around it (§2).
 
 use serde_json::{json, Value};
 
@@ -528,7 +528,8 @@ async fn push_503_when_the_device_queue_is_full() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn push_stalled_device_is_dropped_and_waiting_pushes_answered() {
-    // SPEC §4: a device that stops reading for pong_timeout_secs is disconnected; nothing hangs.
+    // docs/protocol.md §4.4: a device that stops reading for pong_timeout_secs is disconnected;
+    // nothing hangs.
     let d = Daemon::start(&STALL_FLAGS);
     let mut s = stall_device(&d, StallUntil::QueueFull).await;
     for c in &mut s.waiting {

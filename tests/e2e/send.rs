@@ -1,4 +1,4 @@
-//! `/sse/send`: streamed answers from the target device (SPEC §5, §10 "Streams").
+//! `/sse/send`: streamed answers from the target device (docs/protocol.md §7).
 
 use serde_json::{json, Value};
 
@@ -440,7 +440,8 @@ async fn send_pipelined_request_waits_for_the_stream() {
 
 #[tokio::test]
 async fn send_upstream_leaving_frees_the_id_without_waiting_for_a_keepalive() {
-    // SPEC §5: freed at once; the daemon watches the streaming connection for end-of-file.
+    // docs/protocol.md §7.7: freed at once; the daemon watches the streaming connection for
+    // end-of-file.
     let d = Daemon::start(&["--keepalive-secs", "60"]);
     let mut dev = d.device("s1").await;
     let first = d.send(&req("s1", "eof")).await;

@@ -1,7 +1,8 @@
-//! Nothing lost (issue 4, SPEC §4): numbered sequences pushed by several upstreams to many
-//! devices while other devices connect, disconnect and reconnect. Every push answered `success`
-//! must arrive exactly once, in order, at the right device; every `partial`, 503 or failed batch
-//! item must never arrive. Bounded: a few seconds of traffic, a capped number of pushes.
+//! Nothing lost (issue 4, docs/protocol.md §4.4): numbered sequences pushed by several upstreams
+//! to many devices while other devices connect, disconnect and reconnect. Every push answered
+//! `success` must arrive exactly once, in order, at the right device; every `partial`, 503 or
+//! failed batch item must never arrive. Bounded: a few seconds of traffic, a capped number of
+//! pushes.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -1,5 +1,6 @@
 //! The daemon under a (simulated) service manager: the watchdog stops while the event loop is
-//! stalled and `/health` turns unhealthy, and socket activation hands it its listener (SPEC §9).
+//! stalled and `/health` turns unhealthy, and socket activation hands it its listener
+//! (docs/protocol.md §10, §12).
 
 use std::os::fd::AsRawFd;
 use std::time::Duration;

@@ -1,5 +1,5 @@
 //! `/ws`: the upgrade checks, duplicates, the table limit, frames from devices and the
-//! heartbeat (SPEC §6, §10 "Devices").
+//! heartbeat (docs/protocol.md §8).
 
 use serde_json::json;
 use tokio_tungstenite::tungstenite::Message;
@@ -490,7 +490,7 @@ async fn ws_deeply_nested_device_message_does_no_harm() {
     panic!("the marker never arrived");
 }
 
-// The README's decisions on close codes beyond the SPEC.
+// The decisions on close codes (docs/protocol.md §8.8, §14).
 
 #[tokio::test]
 async fn decision_invalid_utf8_text_closes_1007() {

@@ -128,6 +128,28 @@ impl Kind<usize> for Count {
     }
 }
 
+/// A value that may be unset (left out of the file, `--check-config` and the defaults);
+/// when set, read and checked as `K` does.
+pub(super) struct Optional<K>(pub(super) K);
+
+impl<T, K: Kind<T>> Kind<Option<T>> for Optional<K> {
+    fn read(&self, raw: Raw<'_>) -> Result<Option<T>, ErrorKind> {
+        self.0.read(raw).map(Some)
+    }
+    fn check(&self, value: &Option<T>) -> Result<(), ErrorKind> {
+        value.as_ref().map_or(Ok(()), |v| self.0.check(v))
+    }
+    fn toml(&self, value: &Option<T>) -> Option<String> {
+        value.as_ref().and_then(|v| self.0.toml(v))
+    }
+    fn metavar(&self) -> &'static str {
+        self.0.metavar()
+    }
+    fn bounds(&self) -> Option<String> {
+        self.0.bounds()
+    }
+}
+
 /// A duration in whole seconds, from 1 to `MAX_TIMEOUT_SECS`.
 pub(super) struct Secs;
 

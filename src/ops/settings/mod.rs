@@ -1,7 +1,7 @@
-//! Settings (SPEC §1, §10): declared once, in [`settings!`] below. From that one table come
-//! the [`Config`] struct and its defaults, the TOML keys, the `--kebab-case` flags, the
-//! `WSSED_UPPER_SNAKE` environment variables, validation with units, `--help`, the "did you
-//! mean" for unknown keys and flags, `--check-config`'s output and README's settings table.
+//! Settings (docs/protocol.md §13.1, §16): declared once, in [`settings!`] below. From that one
+//! table come the [`Config`] struct and its defaults, the TOML keys, the `--kebab-case` flags, the
+//! `WSSED_UPPER_SNAKE` environment variables, validation with units, `--help`, the "did you mean"
+//! for unknown keys and flags, `--check-config`'s output and README's settings table.
 //!
 //! Precedence: defaults, then the settings file, then the environment, then flags.
 
@@ -16,12 +16,14 @@ use std::time::Duration;
 
 use errors::{closest, Origin};
 pub use errors::{ConfigError, ErrorKind};
-use kinds::{Address, Count, Kind, List, ListOf, Raw, Secret, Secs, LEVELS, POLICIES};
+use kinds::{Address, Count, Kind, List, ListOf, Optional, Raw, Secret, Secs, LEVELS, POLICIES};
 pub use sources::parse_args;
 #[cfg(test)]
 pub(crate) use sources::parse_args_with_env;
 
-use super::limits::{DEVICE_TABLE_CAPACITY, MAX_PUBLIC_ACCOUNTS, PENDING_TABLE_CAPACITY};
+use super::limits::{
+    DEVICE_TABLE_CAPACITY, EXTRA_HTTP_CONNECTIONS, MAX_PUBLIC_ACCOUNTS, PENDING_TABLE_CAPACITY,
+};
 use crate::wire::limits::MAX_BATCH_ITEMS;
 
 /// What to do when a user id connects while a session for it is open.
@@ -45,6 +47,16 @@ pub const MAX_BODY_BYTES_CEILING: usize = 64 * 1024 * 1024;
 pub const MAX_MESSAGE_BYTES_CEILING: usize = 64 * 1024 * 1024;
 /// Ceiling of `queue_depth`, in frames per device.
 pub const MAX_QUEUE_DEPTH: usize = 65_536;
+/// Ceiling of `queue_bytes` and `stream_buffer_bytes`.
+pub const MAX_BUFFER_BYTES_CEILING: usize = 1 << 30;
+/// Ceiling of `socket_buffer_bytes` (the kernel caps it lower, at net.core.wmem_max/rmem_max).
+pub const MAX_SOCKET_BUFFER_BYTES: usize = 16 * 1024 * 1024;
+/// Ceiling of `memory_budget_bytes` (1 TiB: more is surely a unit mistake).
+pub const MAX_MEMORY_BUDGET_BYTES: usize = if usize::BITS > 32 {
+    1 << 40
+} else {
+    usize::MAX
+};
 /// Most entries in `allowed_origins`.
 pub const MAX_ALLOWED_ORIGINS: usize = 64;
 /// Longest entry of `allowed_origins`, in bytes.
@@ -141,6 +153,8 @@ settings! {
     max_connections: usize = 4096, Count { max: DEVICE_TABLE_CAPACITY, unit: "devices" };
     /// frames waiting for one device's socket
     queue_depth: usize = 64, Count { max: MAX_QUEUE_DEPTH, unit: "frames" };
+    /// bytes of frames waiting for one device's socket (a frame alone always fits)
+    queue_bytes: usize = 262_144, Count { max: MAX_BUFFER_BYTES_CEILING, unit: "bytes" };
     /// largest HTTP request body
     max_body_bytes: usize = 65_536, Count { max: MAX_BODY_BYTES_CEILING, unit: "bytes" };
     /// largest WebSocket message (and frame) from a device
@@ -149,6 +163,13 @@ settings! {
     max_batch: usize = 1000, Count { max: MAX_BATCH_ITEMS, unit: "items" };
     /// /sse/send streams open at once; at most the build's stream table capacity
     max_pending_sends: usize = 1024, Count { max: PENDING_TABLE_CAPACITY, unit: "streams" };
+    /// bytes of device answers held for one /sse/send stream whose caller reads slowly (an answer alone always fits)
+    stream_buffer_bytes: usize = 262_144, Count { max: MAX_BUFFER_BYTES_CEILING, unit: "bytes" };
+    /// the kernel's send and receive buffer of each connection (SO_SNDBUF, SO_RCVBUF; the kernel doubles it): bounds the kernel memory a stalled peer pins
+    socket_buffer_bytes: usize = 16_384, Count { max: MAX_SOCKET_BUFFER_BYTES, unit: "bytes" };
+    /// bytes traffic may make the daemon hold in all (queued frames, stream buffers, request bodies, answers, device sessions); unset: derived from the cgroup memory limit, else 256 MiB (docs/memory.md)
+    memory_budget_bytes: Option<usize> = None,
+        Optional(Count { max: MAX_MEMORY_BUDGET_BYTES, unit: "bytes" });
     /// a /sse/send stream ends after this long without a correlated message
     send_timeout_secs: u64 = 30, Secs;
     /// interval of SSE keepalive comments on open streams
@@ -303,6 +324,12 @@ pub fn markdown_table() -> String {
 }
 
 impl Config {
+    /// Most TCP connections served at once (devices, streams and the extra room); a
+    /// connection over it is answered 503 at once.
+    pub fn max_open_connections(&self) -> usize {
+        self.max_connections + self.max_pending_sends + EXTRA_HTTP_CONNECTIONS
+    }
+
     /// The effective settings as TOML, secrets shown as "***", unset secrets left out.
     pub fn to_toml(&self) -> String {
         let mut out = String::new();

@@ -114,7 +114,7 @@ max_pending_sends = 7\nsend_timeout_secs = 8\nkeepalive_secs = 9\nping_interval_
 pong_timeout_secs = 11\nheader_timeout_secs = 12\nbody_timeout_secs = 15\n\
 idle_timeout_secs = 13\nwrite_timeout_secs = 16\nshutdown_timeout_secs = 14\non_duplicate = \"replace\"\napi_token = \"tok\"\n\
 ws_secret = \"sec\"\nallowed_origins = [\"https://a.example\"]\nlog_level = \"debug\"\n\
-worker_threads = 3\n",
+worker_threads = 3\nqueue_bytes = 17\nstream_buffer_bytes = 18\nmemory_budget_bytes = 19\nsocket_buffer_bytes = 20\n",
     );
     let from_file = run(&["--config", file.path()]);
     let from_flags = run(&[
@@ -141,6 +141,10 @@ worker_threads = 3\n",
         "--allowed-origins=https://a.example",
         "--log-level=debug",
         "--worker-threads=3",
+        "--queue-bytes=17",
+        "--stream-buffer-bytes=18",
+        "--memory-budget-bytes=19",
+        "--socket-buffer-bytes=20",
     ]);
     let expected = Config {
         listen: "127.0.0.1:1".parse().unwrap(),
@@ -166,6 +170,10 @@ worker_threads = 3\n",
         allowed_origins: vec!["https://a.example".into()],
         log_level: log::LevelFilter::Debug,
         worker_threads: 3,
+        queue_bytes: 17,
+        stream_buffer_bytes: 18,
+        memory_budget_bytes: Some(19),
+        socket_buffer_bytes: 20,
     };
     assert_eq!(from_file, expected);
     assert_eq!(from_flags, expected);
@@ -215,15 +223,19 @@ fn equals_form_takes_the_rest_of_the_word() {
 
 #[test]
 fn a_bad_flag_value_names_its_key() {
-    let cases: [(&str, &str); 23] = [
+    let cases: [(&str, &str); 27] = [
         ("listen", "localhost:8080"),
         ("public_accounts", "ok,not-ok"),
         ("max_connections", "0"),
         ("queue_depth", "-1"),
+        ("queue_bytes", "0"),
         ("max_body_bytes", "1.5"),
         ("max_message_bytes", "lots"),
         ("max_batch", "0"),
         ("max_pending_sends", "0"),
+        ("stream_buffer_bytes", "1073741825"),
+        ("socket_buffer_bytes", "x"),
+        ("memory_budget_bytes", "0"),
         ("send_timeout_secs", "0"),
         ("keepalive_secs", "86401"),
         ("ping_interval_secs", ""),
@@ -583,7 +595,7 @@ fn every_number_has_a_floor_of_one_and_a_ceiling() {
             );
         }
     }
-    assert_eq!(numbers, 16, "counts, sizes and durations");
+    assert_eq!(numbers, 20, "counts, sizes and durations");
 }
 
 #[test]

@@ -67,6 +67,8 @@ enum Phase {
 pub struct Framer {
     max_body_bytes: usize,
     phase: Phase,
+    /// The current body was skipped: its bytes are consumed and dropped, never kept.
+    discard: bool,
 }
 
 impl Framer {
@@ -75,6 +77,7 @@ impl Framer {
         Framer {
             max_body_bytes,
             phase: Phase::Head,
+            discard: false,
         }
     }
 
@@ -101,6 +104,7 @@ impl Framer {
             Phase::Head => match parse_head(input)? {
                 HeadStatus::Partial => Ok(Step::NeedMore { consumed: 0 }),
                 HeadStatus::Complete { head, consumed } => {
+                    self.discard = false;
                     self.phase = Phase::Decide {
                         framing: head.body,
                         expect_continue: head.expect_continue,
@@ -110,7 +114,9 @@ impl Framer {
             },
             Phase::Length(remaining) => {
                 let take = (*remaining).min(input.len());
-                body.extend_from_slice(input.get(..take).unwrap_or_default());
+                if !self.discard {
+                    body.extend_from_slice(input.get(..take).unwrap_or_default());
+                }
                 *remaining -= take;
                 if *remaining == 0 {
                     self.phase = Phase::Head;
@@ -120,7 +126,11 @@ impl Framer {
                 }
             }
             Phase::Chunked(decoder) => {
+                let kept = body.len();
                 let decoded = decoder.decode(input, body)?;
+                if self.discard {
+                    body.truncate(kept);
+                }
                 if decoded.done {
                     self.phase = Phase::Head;
                     Ok(Step::BodyDone {
@@ -169,8 +179,9 @@ impl Framer {
     /// the connection can serve the next request. False when that is impossible and the
     /// connection must close after the answer: the client waits for a `100 Continue` that
     /// will not come (so it may or may not send the body), or the body is over the limit.
-    /// A skipped body still arrives through `step` into `body`; the caller ignores it.
+    /// A skipped body still passes through `step`, which consumes it and keeps nothing.
     pub fn skip_body(&mut self) -> bool {
+        self.discard = true;
         match self.phase {
             Phase::Decide {
                 framing: BodyFraming::None,
@@ -191,6 +202,32 @@ impl Framer {
     /// True while a body is being read (its own deadline applies, not the head's).
     pub fn in_body(&self) -> bool {
         matches!(self.phase, Phase::Length(_) | Phase::Chunked(_))
+    }
+
+    /// The most bytes the current body may still add to the caller's `body` buffer when the
+    /// next step gets `input_len` bytes: what a caller reserves room for (and pays for)
+    /// before the step. Zero outside a kept body.
+    pub fn body_growth(&self, input_len: usize, kept: usize) -> usize {
+        if self.discard {
+            return 0;
+        }
+        match self.phase {
+            Phase::Length(remaining) => remaining.min(input_len),
+            // Decoded payload is never longer than the framed bytes it came from.
+            Phase::Chunked(_) => input_len.min(self.max_body_bytes.saturating_sub(kept)),
+            _ => 0,
+        }
+    }
+
+    /// The `Content-Length` of the head just returned, before its body is read or skipped.
+    pub fn declared_length(&self) -> Option<u64> {
+        match self.phase {
+            Phase::Decide {
+                framing: BodyFraming::Length(n),
+                ..
+            } => Some(n),
+            _ => None,
+        }
     }
 }
 
@@ -361,11 +398,17 @@ mod tests {
             panic!("no head")
         };
         assert!(framer.skip_body());
+        assert_eq!(
+            framer.body_growth(100, 0),
+            0,
+            "a skipped body needs no room"
+        );
         let rest = &req[consumed..];
         assert_eq!(
             framer.step(rest, &mut body),
             Ok(Step::BodyDone { consumed: 2 })
         );
+        assert!(body.is_empty(), "a skipped body is not kept");
         assert!(matches!(
             framer.step(&rest[2..], &mut body),
             Ok(Step::Head { head, .. }) if head.path == "/b"

@@ -1,5 +1,5 @@
-//! Sans-IO HTTP/1.1 (SPEC §2, §10): request heads, body framing, the framer that turns bytes
-//! into requests, and the response writers.
+//! Sans-IO HTTP/1.1 (docs/protocol.md §1.3, §2): request heads, body framing, the framer that turns
+//! bytes into requests, and the response writers.
 //!
 //! The connection driver owns the buffers and the policy (routing, 404/405/401/411/415/...);
 //! this layer reports what a request says and which framing errors it has.

@@ -1,7 +1,7 @@
 //! Request heads: the request line, the header fields the daemon uses, and body framing
-//! (RFC 9112 §2–§7, SPEC §2 and §10).
+//! (RFC 9112 §2–§7, docs/protocol.md §1.3, §2).
 //!
-//! Decisions where the SPEC is silent:
+//! Decisions (docs/protocol.md §14):
 //! - Lines of the head may end in CRLF or a bare LF (RFC 9112 §2.2 allows it, httparse does it,
 //!   and the framing of the head does not depend on it); chunked framing stays strict (`body`).
 //! - Empty lines before the request line are skipped; they count towards `MAX_HEAD_BYTES`.

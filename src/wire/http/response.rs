@@ -1,9 +1,9 @@
 //! Response writers into a caller-owned buffer; nothing is allocated beyond growing it.
 //!
-//! Responses always say `HTTP/1.1` (SPEC §10) and carry no `Date`. A streamed response is
-//! written as a head without `Content-Length` (pass `Transfer-Encoding: chunked` in `extra`
-//! for HTTP/1.1, or `Persist::Close` for a close-delimited HTTP/1.0 stream), then
-//! `write_chunk`s and `write_last_chunk`.
+//! Responses always say `HTTP/1.1` (docs/protocol.md §1.3) and carry no `Date`. A streamed response
+//! is written as a head without `Content-Length` (pass `Transfer-Encoding: chunked` in `extra` for
+//! HTTP/1.1, or `Persist::Close` for a close-delimited HTTP/1.0 stream), then `write_chunk`s and
+//! `write_last_chunk`.
 
 use super::parse::Version;
 use crate::wire::ascii::{push_decimal, push_hex};

@@ -1,0 +1,307 @@
+//! The memory budget (docs/memory.md): one account of every byte traffic makes the daemon
+//! hold — frames queued for devices, answers buffered for `/sse/send` streams, request bodies
+//! being read, answers waiting for a slow reader, device sessions' buffers. Bytes are reserved
+//! before they are allocated and released when they are freed, so `used` never passes `limit`:
+//! work that does not fit is refused at the door instead of growing the process until the
+//! service manager kills it (and every device on the gateway with it).
+//!
+//! One atomic add per reservation and one per release: no lock on the push path.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use super::metrics::Counter;
+
+/// What a reservation is for: the refusal counters are kept per use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Use {
+    /// A frame spliced for a device (push, batch item, send request).
+    Frame,
+    /// A device's answer buffered for a `/sse/send` stream.
+    Answer,
+    /// An HTTP request body being read.
+    Body,
+    /// An HTTP answer larger than a connection's own buffer, while it is written.
+    Reply,
+    /// A new device session's buffers.
+    Session,
+    /// A large message a device is sending, while tungstenite buffers it.
+    Inbound,
+    /// A connection's read buffer grown past its own size (long heads, pipelined requests).
+    Head,
+}
+
+impl Use {
+    /// Every use, in the order of the refusal counters.
+    pub(crate) const ALL: [Use; 7] = [
+        Use::Frame,
+        Use::Answer,
+        Use::Body,
+        Use::Reply,
+        Use::Session,
+        Use::Inbound,
+        Use::Head,
+    ];
+
+    /// The label of its refusal counter (`/metrics`, Prometheus `reason`).
+    pub(crate) fn label(self) -> &'static str {
+        match self {
+            Use::Frame => "frame",
+            Use::Answer => "answer",
+            Use::Body => "body",
+            Use::Reply => "reply",
+            Use::Session => "session",
+            Use::Inbound => "inbound",
+            Use::Head => "head",
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// Bookkeeping bytes held beside each buffered item (its queue slot, the `Bytes` header).
+pub(crate) const ITEM_OVERHEAD_BYTES: usize = 96;
+
+/// The bytes the heap really gives up for an item of `len` bytes: the allocator rounds each
+/// allocation up to its size class (mimalloc's classes are at most 1/8 apart), plus the
+/// item's bookkeeping. Charges use this, so the budget bounds memory, not payload.
+pub(crate) const fn heap_bytes(len: usize) -> usize {
+    len.saturating_add(len / 8)
+        .saturating_add(ITEM_OVERHEAD_BYTES)
+}
+
+/// A reservation did not fit the budget.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct OverBudget;
+
+/// The daemon's one memory budget.
+pub(crate) struct Budget {
+    /// Most bytes that may be reserved at once; 0 until the daemon sets it (all zero bytes,
+    /// so the `static` lands in `.bss`).
+    limit: AtomicUsize,
+    used: AtomicUsize,
+    /// The most `used` has been since start.
+    peak: AtomicUsize,
+    refused: [Counter; Use::ALL.len()],
+}
+
+impl Default for Budget {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Budget {
+    /// A budget of zero bytes (const, for `static`s); [`Budget::set_limit`] opens it.
+    pub(crate) const fn new() -> Budget {
+        Budget {
+            limit: AtomicUsize::new(0),
+            used: AtomicUsize::new(0),
+            peak: AtomicUsize::new(0),
+            refused: [
+                Counter::new(),
+                Counter::new(),
+                Counter::new(),
+                Counter::new(),
+                Counter::new(),
+                Counter::new(),
+                Counter::new(),
+            ],
+        }
+    }
+
+    /// Sets the limit, in bytes.
+    pub(crate) fn set_limit(&self, bytes: usize) {
+        self.limit.store(bytes, Ordering::Relaxed);
+    }
+
+    /// The limit, in bytes.
+    pub(crate) fn limit(&self) -> usize {
+        self.limit.load(Ordering::Relaxed)
+    }
+
+    /// Bytes reserved now.
+    pub(crate) fn used(&self) -> usize {
+        self.used.load(Ordering::Relaxed)
+    }
+
+    /// The most bytes reserved at once since start.
+    pub(crate) fn peak(&self) -> usize {
+        self.peak.load(Ordering::Relaxed)
+    }
+
+    /// Reservations refused so far for `what`.
+    pub(crate) fn refused(&self, what: Use) -> u64 {
+        self.refused.get(what.index()).map_or(0, Counter::get)
+    }
+
+    /// Reserves `bytes` for `what`; the charge gives them back when dropped.
+    pub(crate) fn charge(&'static self, bytes: usize, what: Use) -> Result<Charge, OverBudget> {
+        self.reserve(bytes, what)?;
+        Ok(Charge {
+            budget: self,
+            bytes,
+        })
+    }
+
+    /// A charge of nothing, to grow later.
+    pub(crate) fn empty(&'static self) -> Charge {
+        Charge {
+            budget: self,
+            bytes: 0,
+        }
+    }
+
+    fn reserve(&self, bytes: usize, what: Use) -> Result<(), OverBudget> {
+        let limit = self.limit();
+        let fits = self
+            .used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
+                used.checked_add(bytes).filter(|&total| total <= limit)
+            });
+        if let Ok(before) = fits {
+            self.peak.fetch_max(before + bytes, Ordering::Relaxed);
+            Ok(())
+        } else {
+            if let Some(c) = self.refused.get(what.index()) {
+                c.inc();
+            }
+            Err(OverBudget)
+        }
+    }
+
+    fn release(&self, bytes: usize) {
+        self.used.fetch_sub(bytes, Ordering::AcqRel);
+    }
+}
+
+/// Bytes reserved from a [`Budget`], given back when the charge is dropped. It travels with
+/// what it pays for (a queued frame, a buffered answer) or sits beside a buffer it follows.
+pub(crate) struct Charge {
+    budget: &'static Budget,
+    bytes: usize,
+}
+
+impl std::fmt::Debug for Charge {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Charge({} bytes)", self.bytes)
+    }
+}
+
+impl Charge {
+    /// Bytes this charge holds.
+    pub(crate) fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Takes over what `other` holds.
+    pub(crate) fn absorb(&mut self, mut other: Charge) {
+        self.bytes += std::mem::take(&mut other.bytes);
+    }
+
+    /// Grows the charge to `total` bytes (nothing when it holds that much already).
+    pub(crate) fn grow_to(&mut self, total: usize, what: Use) -> Result<(), OverBudget> {
+        if total > self.bytes {
+            self.budget.reserve(total - self.bytes, what)?;
+            self.bytes = total;
+        }
+        Ok(())
+    }
+
+    /// Gives back what is held past `total` bytes.
+    pub(crate) fn shrink_to(&mut self, total: usize) {
+        if total < self.bytes {
+            self.budget.release(self.bytes - total);
+            self.bytes = total;
+        }
+    }
+}
+
+impl Drop for Charge {
+    fn drop(&mut self) {
+        if self.bytes > 0 {
+            self.budget.release(self.bytes);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn budget(limit: usize) -> &'static Budget {
+        let b: &'static Budget = Box::leak(Box::new(Budget::new()));
+        b.set_limit(limit);
+        b
+    }
+
+    #[test]
+    fn reservations_never_pass_the_limit_and_come_back_when_dropped() {
+        let b = budget(100);
+        let a = b.charge(60, Use::Frame).unwrap();
+        assert_eq!(b.charge(41, Use::Frame).err(), Some(OverBudget));
+        let c = b.charge(40, Use::Body).unwrap();
+        assert_eq!(b.used(), 100);
+        assert_eq!(b.charge(1, Use::Answer).err(), Some(OverBudget));
+        drop(a);
+        assert_eq!(b.used(), 40);
+        drop(c);
+        assert_eq!(b.used(), 0);
+        assert_eq!(b.peak(), 100);
+        assert_eq!(b.refused(Use::Frame), 1);
+        assert_eq!(b.refused(Use::Answer), 1);
+        assert_eq!(b.refused(Use::Body), 0);
+    }
+
+    #[test]
+    fn a_charge_grows_and_shrinks_with_its_buffer() {
+        let b = budget(100);
+        let mut c = b.empty();
+        c.grow_to(30, Use::Body).unwrap();
+        c.grow_to(20, Use::Body).unwrap();
+        assert_eq!(c.bytes, 30);
+        assert_eq!(c.grow_to(101, Use::Body), Err(OverBudget));
+        assert_eq!(c.bytes, 30, "a refused growth keeps what was held");
+        c.absorb(b.charge(5, Use::Reply).unwrap());
+        assert_eq!((c.bytes, b.used()), (35, 35));
+        c.shrink_to(30);
+        c.shrink_to(10);
+        assert_eq!(b.used(), 10);
+        drop(c);
+        assert_eq!(b.used(), 0);
+    }
+
+    #[test]
+    fn a_closed_budget_refuses_everything_but_nothing() {
+        let b: &'static Budget = Box::leak(Box::new(Budget::new()));
+        assert!(b.charge(0, Use::Session).is_ok());
+        assert!(b.charge(1, Use::Session).is_err());
+        assert!(b.charge(usize::MAX, Use::Session).is_err());
+    }
+
+    #[test]
+    fn concurrent_charges_never_overshoot() {
+        let b = budget(10_000);
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                std::thread::spawn(move || {
+                    let mut held = Vec::new();
+                    for _ in 0..10_000 {
+                        if let Ok(c) = b.charge(7, Use::Frame) {
+                            held.push(c);
+                        }
+                        assert!(b.used() <= 10_000);
+                        if held.len() > 300 {
+                            held.clear();
+                        }
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert_eq!(b.used(), 0);
+    }
+}
