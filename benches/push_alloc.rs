@@ -69,10 +69,11 @@ fn main() {
     let (addr_tx, addr_rx) = mpsc::channel();
     std::thread::spawn(move || {
         let config = wssed::ops::settings::Config {
-            listen: "127.0.0.1:0".parse().expect("literal address"),
+            listen: Some("127.0.0.1:0".parse().expect("literal address")),
             ..Default::default()
         };
-        let listener = wssed::net::listener::bind(config.listen).expect("bind 127.0.0.1:0");
+        let addr = "127.0.0.1:0".parse().expect("literal address");
+        let listener = wssed::net::listener::bind(addr).expect("bind 127.0.0.1:0");
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()

@@ -21,7 +21,8 @@
 # per-push total is exact; the per-function rows also hold the warm-up, see syscalls.txt);
 # callgrind counts user-space instructions only, the kernel's work is not in Ir).
 #
-# Environment: PUSHES (2000), WARMUP (200), RUNS (3), PORT (18090), PROFILE_CHECKOUT.
+# Environment: PUSHES (2000), WARMUP (200), RUNS (3), PORT (18090), PROFILE_CHECKOUT, WSSED_ARGS
+# (more daemon flags, e.g. "--status-page true"; recorded as "args" in each JSON line).
 set -euo pipefail
 [ $# -eq 1 ] || { echo "usage: $0 COMMIT" >&2; exit 2; }
 cd "$(dirname "$0")/.."
@@ -30,6 +31,7 @@ PUSHES=${PUSHES:-2000}
 WARMUP=${WARMUP:-200}
 RUNS=${RUNS:-3}
 PORT=${PORT:-18090}
+WSSED_ARGS=${WSSED_ARGS:-}
 
 sha=$(git rev-parse --verify "$1^{commit}")
 short=$(git rev-parse --short "$sha")
@@ -84,7 +86,7 @@ for run in $(seq 1 "$RUNS"); do
     rm -f "$work"/callgrind.out*
     read -r la1 _ < /proc/loadavg
     valgrind --tool=callgrind --collect-systime=yes --callgrind-out-file="$work/callgrind.out" \
-        "$bin" --listen "127.0.0.1:$PORT" --log-level warn 2>"$work/valgrind.log" &
+        "$bin" --listen "127.0.0.1:$PORT" --log-level warn $WSSED_ARGS 2>"$work/valgrind.log" &
     VG_PID=$!
     up=0
     for _ in $(seq 1 600); do
@@ -109,11 +111,12 @@ for run in $(seq 1 "$RUNS"); do
     ir_push=$(ir_of "$push_file")
     ir_idle=$(ir_of "$idle_file")
     sys_push=$(sys_of "$push_file")
-    python3 - "$sha" "$short" "$run" "$PUSHES" "$ir_push" "$ir_idle" "$la1" "$drv" "$sys_push" >> "$jsonl" <<'PY'
+    python3 - "$sha" "$short" "$run" "$PUSHES" "$ir_push" "$ir_idle" "$la1" "$drv" "$sys_push" "$WSSED_ARGS" >> "$jsonl" <<'PY'
 import json, sys
-sha, short, run, pushes, ir_push, ir_idle, la, drv, sys_push = sys.argv[1:]
+sha, short, run, pushes, ir_push, ir_idle, la, drv, sys_push, args = sys.argv[1:]
 d = json.loads(drv)
 print(json.dumps({"scenario": "callgrind_push", "commit": short, "commit_full": sha, "run": int(run),
+    **({"args": args} if args else {}),
     "pushes": int(pushes), "ir_push_phase": int(ir_push), "ir_per_push": round(int(ir_push) / int(pushes)),
     "syscalls_per_push": round(int(sys_push) / int(pushes), 2),
     "ir_idle_same_duration": int(ir_idle), "push_phase_secs": d["push_phase_secs"],

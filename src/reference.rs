@@ -1,5 +1,6 @@
 //! Keeps `docs/protocol.md` true: every close code, 422 error `type`, batch item `error` and
-//! stream ending the code can emit is documented in the section that promises it. The lists
+//! stream ending the code can emit is documented in the section that promises it, and so are
+//! the CORS fields and bounds browsers are told (§17, §18). The lists
 //! come from the code itself (each enum's `every()`, `wire::listed`), so a variant added
 //! without its documentation fails here.
 
@@ -86,4 +87,39 @@ fn every_way_a_stream_ends_is_in_the_stream_endings_table() {
     // The one event of a stream whose request reached no device (`send::Start::Undelivered`).
     let text = Undelivered::NotConnected.text();
     assert_line_with("7.7", &[&data(text)], "a send to no device");
+}
+
+#[test]
+fn what_browsers_are_told_is_in_the_browser_sections() {
+    use crate::app::error::ApiError;
+    use crate::app::status::MAX_LISTED_DEVICES;
+    use crate::hub::origins::ORIGIN_LOG_INTERVAL_SECS;
+    use crate::wire::cors::{ALLOW_HEADERS, EXPOSE_HEADERS, MAX_AGE_SECS};
+    let value = |v: &str| format!("`{v}`");
+    assert_line_with(
+        "17.2",
+        &["`Access-Control-Allow-Headers`", &value(ALLOW_HEADERS)],
+        "the preflight's request fields",
+    );
+    assert_line_with(
+        "17.2",
+        &["`Access-Control-Max-Age`", &value(MAX_AGE_SECS)],
+        "the preflight's cache time",
+    );
+    assert_line_with(
+        "17.3",
+        &["`Access-Control-Expose-Headers`", &value(EXPOSE_HEADERS)],
+        "the fields a page may read",
+    );
+    let interval = format!("({ORIGIN_LOG_INTERVAL_SECS} s");
+    assert_line_with("17.4", &[&interval], "the refused-origin log interval");
+    let most = format!("({MAX_LISTED_DEVICES},");
+    assert_line_with(
+        "18.2",
+        &["`MAX_LISTED_DEVICES`", &most],
+        "the device list's bound",
+    );
+    let detail = ApiError::DeviceListOff.detail();
+    assert_line_with("18.2", &["403", detail], "the device list's refusal");
+    assert_line_with("2.6", &["| 403 |", detail], "the device list's refusal");
 }

@@ -26,6 +26,8 @@ mod auth_hardening;
 mod batch;
 #[path = "e2e/contract.rs"]
 mod contract;
+#[path = "e2e/cors.rs"]
+mod cors;
 #[path = "e2e/example.rs"]
 mod example;
 #[path = "e2e/health.rs"]
@@ -48,6 +50,8 @@ mod push;
 mod send;
 #[path = "e2e/soak.rs"]
 mod soak;
+#[path = "e2e/status_page.rs"]
+mod status_page;
 #[path = "e2e/systemd.rs"]
 mod systemd;
 #[path = "e2e/ws.rs"]

@@ -19,6 +19,8 @@ pub(crate) enum ApiError {
     Unauthorized,
     /// Upgrade from an origin not in `allowed_origins` (403).
     OriginRefused,
+    /// `/devices` while `api_token` is unset: the list is never shown anonymously (403).
+    DeviceListOff,
     /// Unknown path (404).
     NotFound,
     /// Known path, wrong method (405); carries the path's `Allow` list.
@@ -47,6 +49,9 @@ pub(crate) enum ApiError {
     TooManyConnections,
     /// The work does not fit the memory budget now (503).
     OverBudget,
+    /// A plain HTTP request on the TLS port (400; the connection closes).
+    #[cfg(feature = "tls")]
+    PlainHttpOnTls,
 }
 
 impl ApiError {
@@ -55,8 +60,10 @@ impl ApiError {
         match self {
             ApiError::Http(e) => e.status(),
             ApiError::MissingHost | ApiError::BadRequest(_) => 400,
+            #[cfg(feature = "tls")]
+            ApiError::PlainHttpOnTls => 400,
             ApiError::Unauthorized => 401,
-            ApiError::OriginRefused => 403,
+            ApiError::OriginRefused | ApiError::DeviceListOff => 403,
             ApiError::NotFound => 404,
             ApiError::MethodNotAllowed(_) => 405,
             ApiError::HeadTimeout | ApiError::BodyTimeout => 408,
@@ -80,6 +87,8 @@ impl ApiError {
             | ApiError::BodyTimeout
             | ApiError::LengthRequired
             | ApiError::TooManyConnections => true,
+            #[cfg(feature = "tls")]
+            ApiError::PlainHttpOnTls => true,
             _ => false,
         }
     }
@@ -172,6 +181,7 @@ impl ApiError {
             ApiError::BadRequest(why) => why,
             ApiError::Unauthorized => "Not authenticated",
             ApiError::OriginRefused => "Origin not allowed",
+            ApiError::DeviceListOff => "The device list needs api_token to be set",
             ApiError::NotFound => "Not Found",
             ApiError::MethodNotAllowed(_) => "Method Not Allowed",
             ApiError::HeadTimeout => "Request head timed out",
@@ -186,6 +196,8 @@ impl ApiError {
             ApiError::TooManySends => "Too many open send streams",
             ApiError::TooManyConnections => "Too many connections",
             ApiError::OverBudget => "Memory budget exhausted",
+            #[cfg(feature = "tls")]
+            ApiError::PlainHttpOnTls => "Plain HTTP request sent to the TLS port",
         }
     }
 }

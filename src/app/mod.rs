@@ -4,6 +4,7 @@
 //! meaning of push, batch, send, health and metrics. No sockets: the `net` layer reads and
 //! writes the bytes these functions take and produce.
 
+pub(crate) mod cors;
 pub(crate) mod error;
 pub(crate) mod push;
 pub(crate) mod route;

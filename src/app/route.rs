@@ -23,6 +23,10 @@ pub(crate) enum Endpoint {
     Batch,
     /// `POST /sse/send`.
     Send,
+    /// `GET /`: the status page, when `status_page` is on.
+    Page,
+    /// `GET /devices`: the ids of the connected devices, for `api_token` holders.
+    Devices,
     /// `POST /__fault/stall`: blocks the event loop (test builds only).
     #[cfg(feature = "fault-injection")]
     FaultStall,
@@ -52,6 +56,8 @@ impl Endpoint {
             "/sse/push" => Endpoint::Push,
             "/sse/push/batch" => Endpoint::Batch,
             "/sse/send" => Endpoint::Send,
+            "/" => Endpoint::Page,
+            "/devices" => Endpoint::Devices,
             #[cfg(feature = "fault-injection")]
             "/__fault/stall" => Endpoint::FaultStall,
             _ => return None,
@@ -107,6 +113,7 @@ pub(crate) struct Request {
     framing: BodyFraming,
     json_body: bool,
     authorized: bool,
+    token_set: bool,
     /// `/metrics` is asked for in Prometheus text.
     pub prometheus: bool,
     /// For `/ws`: the checked upgrade, or why it is refused.
@@ -116,7 +123,12 @@ pub(crate) struct Request {
 impl Request {
     /// Reads everything the rest of the request needs out of `head`.
     pub(crate) fn new(head: &RequestHead<'_>, config: &Config) -> Request {
-        let action = route(head.method, head.path);
+        // With the page off, `/` is what it always was: an unknown path.
+        let action = if head.path == "/" && !config.status_page {
+            Err(ApiError::NotFound)
+        } else {
+            route(head.method, head.path)
+        };
         let upgrade = match action {
             Ok(Action::Serve(Endpoint::Ws)) => Some(
                 upgrade::check(
@@ -144,19 +156,39 @@ impl Request {
             framing: head.body,
             json_body: head.content_type.is_none_or(is_json_content_type),
             authorized,
+            token_set: config.api_token.is_some(),
             prometheus: super::status::wants_prometheus(head.query, head.accept),
             upgrade,
         }
     }
 
+    /// The `Allow` list when the request is a preflight (`OPTIONS` on a path served).
+    pub(crate) fn preflight(&self) -> Option<&'static str> {
+        match self.action {
+            Ok(Action::Options(allow)) => Some(allow),
+            _ => None,
+        }
+    }
+
     /// The action, or the refusal the request gets before its body is read, in the order of
     /// docs/protocol.md §2.3:
-    /// 400 (no Host), 404, 405, 401, 411, 413, 415. Asked once per request.
+    /// 400 (no Host), 404, 405, 401 (or 403 for `/devices`), 411, 413, 415. Asked once per
+    /// request.
     pub(crate) fn admit(&mut self, max_body_bytes: usize) -> Result<Action, ApiError> {
         if !self.has_host && self.version == Version::Http11 {
             return Err(ApiError::MissingHost);
         }
         let action = std::mem::replace(&mut self.action, Err(ApiError::NotFound))?;
+        if let Action::Serve(Endpoint::Devices) | Action::Head(Endpoint::Devices) = action {
+            // Ids go only to a viewer who presented the api_token; with none set, every viewer
+            // is anonymous, so nobody sees them (docs/protocol.md §18.2).
+            if !self.token_set {
+                return Err(ApiError::DeviceListOff);
+            }
+            if !self.authorized {
+                return Err(ApiError::Unauthorized);
+            }
+        }
         if let Action::Serve(endpoint) = action {
             if endpoint.is_upstream() {
                 if !self.authorized {
@@ -211,6 +243,14 @@ mod tests {
         assert_eq!(
             route(Method::Options, "/sse/send").unwrap(),
             Action::Options("POST, OPTIONS")
+        );
+        assert_eq!(
+            route(Method::Get, "/").unwrap(),
+            Action::Serve(Endpoint::Page)
+        );
+        assert_eq!(
+            route(Method::Head, "/devices").unwrap(),
+            Action::Head(Endpoint::Devices)
         );
     }
 

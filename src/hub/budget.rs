@@ -7,9 +7,7 @@
 //!
 //! One atomic add per reservation and one per release: no lock on the push path.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-
-use super::metrics::Counter;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 /// What a reservation is for: the refusal counters are kept per use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,11 +26,14 @@ pub(crate) enum Use {
     Inbound,
     /// A connection's read buffer grown past its own size (long heads, pipelined requests).
     Head,
+    /// A TLS connection's buffers: a handshake's, a session's at rest, a large record's.
+    #[cfg(feature = "tls")]
+    Tls,
 }
 
 impl Use {
     /// Every use, in the order of the refusal counters.
-    pub(crate) const ALL: [Use; 7] = [
+    pub(crate) const ALL: &'static [Use] = &[
         Use::Frame,
         Use::Answer,
         Use::Body,
@@ -40,6 +41,8 @@ impl Use {
         Use::Session,
         Use::Inbound,
         Use::Head,
+        #[cfg(feature = "tls")]
+        Use::Tls,
     ];
 
     /// The label of its refusal counter (`/metrics`, Prometheus `reason`).
@@ -52,6 +55,8 @@ impl Use {
             Use::Session => "session",
             Use::Inbound => "inbound",
             Use::Head => "head",
+            #[cfg(feature = "tls")]
+            Use::Tls => "tls",
         }
     }
 
@@ -71,6 +76,9 @@ pub(crate) const fn heap_bytes(len: usize) -> usize {
         .saturating_add(ITEM_OVERHEAD_BYTES)
 }
 
+/// How many uses there are (one refusal counter each).
+const USES: usize = Use::ALL.len();
+
 /// A reservation did not fit the budget.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct OverBudget;
@@ -83,7 +91,8 @@ pub(crate) struct Budget {
     used: AtomicUsize,
     /// The most `used` has been since start.
     peak: AtomicUsize,
-    refused: [Counter; Use::ALL.len()],
+    /// Refusals per use (plain atomics: `metrics` reads the budget, not the other way).
+    refused: [AtomicU64; USES],
 }
 
 impl Default for Budget {
@@ -99,15 +108,7 @@ impl Budget {
             limit: AtomicUsize::new(0),
             used: AtomicUsize::new(0),
             peak: AtomicUsize::new(0),
-            refused: [
-                Counter::new(),
-                Counter::new(),
-                Counter::new(),
-                Counter::new(),
-                Counter::new(),
-                Counter::new(),
-                Counter::new(),
-            ],
+            refused: [const { AtomicU64::new(0) }; USES],
         }
     }
 
@@ -133,7 +134,9 @@ impl Budget {
 
     /// Reservations refused so far for `what`.
     pub(crate) fn refused(&self, what: Use) -> u64 {
-        self.refused.get(what.index()).map_or(0, Counter::get)
+        self.refused
+            .get(what.index())
+            .map_or(0, |c| c.load(Ordering::Relaxed))
     }
 
     /// Reserves `bytes` for `what`; the charge gives them back when dropped.
@@ -165,7 +168,7 @@ impl Budget {
             Ok(())
         } else {
             if let Some(c) = self.refused.get(what.index()) {
-                c.inc();
+                c.fetch_add(1, Ordering::Relaxed);
             }
             Err(OverBudget)
         }

@@ -159,6 +159,15 @@ impl<const N: usize> DeviceTable<N> {
         })
     }
 
+    /// Copies the ids of at most `max` connected devices into `out` (cleared first); returns
+    /// how many are connected. The lock is held for the copy only.
+    pub(crate) fn ids(&self, out: &mut Vec<UserId>, max: usize) -> usize {
+        out.clear();
+        let map = self.lock();
+        out.extend(map.keys().take(max).cloned());
+        map.len()
+    }
+
     /// Devices connected now.
     pub(crate) fn len(&self) -> usize {
         self.lock().len()
@@ -192,6 +201,22 @@ mod tests {
             frames,
             bytes: usize::MAX,
         }
+    }
+
+    #[test]
+    fn ids_copies_at_most_max_and_counts_all() {
+        let t = DeviceTable::<8>::new();
+        let _regs: Vec<_> = ["a", "b", "c"]
+            .iter()
+            .map(|id| t.register(&uid(id), false, q(1)).unwrap())
+            .collect();
+        let mut out = vec![uid("stale")];
+        assert_eq!(t.ids(&mut out, 2), 3);
+        assert_eq!(out.len(), 2);
+        assert!(out.iter().all(|id| ["a", "b", "c"].contains(&id.as_str())));
+        assert_eq!(t.ids(&mut out, 10), 3);
+        out.sort();
+        assert_eq!(out, [uid("a"), uid("b"), uid("c")]);
     }
 
     /// Panics unwind (Cargo.toml): a task that panics while holding the lock leaves it

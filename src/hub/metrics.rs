@@ -1,61 +1,8 @@
 //! Process-wide counters behind `/metrics` (the original server's JSON plus counters,
 //! docs/protocol.md §11).
 
-use std::sync::atomic::{AtomicU64, Ordering};
-
 use super::budget::{Budget, Use};
-
-/// One monotonically increasing counter.
-#[derive(Default)]
-pub(crate) struct Counter(AtomicU64);
-
-impl Counter {
-    /// A counter at zero (const, for `static`s).
-    pub(crate) const fn new() -> Self {
-        Counter(AtomicU64::new(0))
-    }
-    /// Adds one.
-    pub(crate) fn inc(&self) {
-        self.0.fetch_add(1, Ordering::Relaxed);
-    }
-    /// Adds `n`.
-    pub(crate) fn add(&self, n: u64) {
-        self.0.fetch_add(n, Ordering::Relaxed);
-    }
-    /// The current value.
-    pub(crate) fn get(&self) -> u64 {
-        self.0.load(Ordering::Relaxed)
-    }
-}
-
-/// A value that goes up and down (things in progress now).
-#[derive(Default)]
-pub(crate) struct Gauge(AtomicU64);
-
-impl Gauge {
-    /// A gauge at zero (const, for `static`s).
-    pub(crate) const fn new() -> Self {
-        Gauge(AtomicU64::new(0))
-    }
-    /// One more in progress; the returned guard counts it out when dropped.
-    pub(crate) fn enter(&self) -> InProgress<'_> {
-        self.0.fetch_add(1, Ordering::Relaxed);
-        InProgress(self)
-    }
-    /// The current value.
-    pub(crate) fn get(&self) -> u64 {
-        self.0.load(Ordering::Relaxed)
-    }
-}
-
-/// Counts one thing in progress on a [`Gauge`] for as long as it lives.
-pub(crate) struct InProgress<'g>(&'g Gauge);
-
-impl Drop for InProgress<'_> {
-    fn drop(&mut self) {
-        self.0 .0.fetch_sub(1, Ordering::Relaxed);
-    }
-}
+use super::counter::{Counter, Gauge};
 
 /// Every counter the daemon keeps.
 #[derive(Default)]
@@ -106,11 +53,18 @@ pub(crate) struct Metrics {
     pub sends_too_slow: Counter,
     /// Streams ended because a device's answer did not fit the memory budget.
     pub sends_over_budget: Counter,
+    /// Requests from a browser page of an origin not in `cors_allowed_origins` (docs/protocol.md §17.4).
+    pub origins_refused_cors: Counter,
+    /// WebSocket upgrades refused with 403 because their `Origin` is not in `allowed_origins`.
+    pub origins_refused_websocket: Counter,
     /// HTTP requests whose head was read and whose answer is not complete yet (open
     /// `/sse/send` streams included).
     pub(crate) requests_in_progress: Gauge,
     /// HTTP responses by status class (index 0 = 1xx … 4 = 5xx).
     pub http_responses: [Counter; 5],
+    /// The TLS listener's handshakes, reloads and certificate.
+    #[cfg(feature = "tls")]
+    pub tls: TlsMetrics,
 }
 
 impl Metrics {
@@ -140,6 +94,8 @@ impl Metrics {
             sends_shutdown: Counter::new(),
             sends_too_slow: Counter::new(),
             sends_over_budget: Counter::new(),
+            origins_refused_cors: Counter::new(),
+            origins_refused_websocket: Counter::new(),
             requests_in_progress: Gauge::new(),
             http_responses: [
                 Counter::new(),
@@ -148,6 +104,8 @@ impl Metrics {
                 Counter::new(),
                 Counter::new(),
             ],
+            #[cfg(feature = "tls")]
+            tls: TlsMetrics::new(),
         }
     }
 
@@ -212,6 +170,12 @@ pub(crate) fn write_json(
     }
     let _ = write!(
         out,
+        ",\"origins_refused\":{{\"cors\":{},\"websocket\":{}}}",
+        m.origins_refused_cors.get(),
+        m.origins_refused_websocket.get()
+    );
+    let _ = write!(
+        out,
         ",\"requests_in_progress\":{}",
         m.requests_in_progress.get()
     );
@@ -231,7 +195,10 @@ pub(crate) fn write_json(
         let sep = if i == 0 { "" } else { "," };
         let _ = write!(out, "{sep}\"{}\":{}", what.label(), budget.refused(*what));
     }
-    out.extend_from_slice(b"}}");
+    out.push(b'}');
+    #[cfg(feature = "tls")]
+    m.tls.write_json(out);
+    out.push(b'}');
 }
 
 /// `Content-Type` of the Prometheus text exposition format.
@@ -307,7 +274,7 @@ pub(crate) fn write_prometheus(
         out,
         "# HELP wssed_memory_refused_total Work refused because it did not fit the memory budget, by what it was for.\n# TYPE wssed_memory_refused_total counter"
     );
-    for what in Use::ALL {
+    for &what in Use::ALL {
         let _ = writeln!(
             out,
             "wssed_memory_refused_total{{reason=\"{}\"}} {}",
@@ -323,7 +290,7 @@ pub(crate) fn write_prometheus(
             rss,
         );
     }
-    let families: [Family<'_>; 11] = [
+    let families: [Family<'_>; 12] = [
         (
             "wssed_connections_accepted_total",
             "TCP connections accepted.",
@@ -395,6 +362,15 @@ pub(crate) fn write_prometheus(
             ],
         ),
         (
+            "wssed_origins_refused_total",
+            "Browser origins refused, by the check that refused them.",
+            "check",
+            &[
+                ("cors", &m.origins_refused_cors),
+                ("websocket", &m.origins_refused_websocket),
+            ],
+        ),
+        (
             "wssed_heartbeat_timeouts_total",
             "Sessions ended by a missing pong or a stalled write.",
             "",
@@ -417,6 +393,8 @@ pub(crate) fn write_prometheus(
             }
         }
     }
+    #[cfg(feature = "tls")]
+    m.tls.write_prometheus(out);
     let _ = writeln!(out, "# HELP wssed_send_streams_opened_total /sse/send streams opened.\n# TYPE wssed_send_streams_opened_total counter\nwssed_send_streams_opened_total {}", m.sends_opened.get());
     let _ = writeln!(out, "# HELP wssed_http_responses_total HTTP responses by status class.\n# TYPE wssed_http_responses_total counter");
     for (i, c) in m.http_responses.iter().enumerate() {
@@ -425,6 +403,202 @@ pub(crate) fn write_prometheus(
             "wssed_http_responses_total{{class=\"{}xx\"}} {}",
             i + 1,
             c.get()
+        );
+    }
+}
+
+/// Why a TLS handshake failed (`/metrics` `tls.handshake_failures`, Prometheus `reason`).
+#[cfg(feature = "tls")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum HandshakeFailure {
+    /// Not done within `tls_handshake_timeout_secs` (a slow or silent client).
+    Timeout,
+    /// The client closed or reset the connection during the handshake.
+    Closed,
+    /// A plain HTTP request arrived on the TLS port (answered 400).
+    PlainHttp,
+    /// The first bytes were neither a TLS handshake nor HTTP.
+    NotTls,
+    /// Malformed or unexpected TLS messages.
+    Protocol,
+    /// No protocol version, cipher suite or key exchange in common.
+    Incompatible,
+    /// The client refused the certificate (an alert such as `unknown_ca`, `bad_certificate`,
+    /// `certificate_expired`).
+    CertificateRejected,
+    /// Another alert from the client, or another failure.
+    Other,
+    /// The handshake's buffers did not fit the memory budget: refused before it began.
+    OverBudget,
+}
+
+#[cfg(feature = "tls")]
+impl HandshakeFailure {
+    /// Every reason, in the order of the counters.
+    pub(crate) const ALL: [HandshakeFailure; 9] = [
+        HandshakeFailure::Timeout,
+        HandshakeFailure::Closed,
+        HandshakeFailure::PlainHttp,
+        HandshakeFailure::NotTls,
+        HandshakeFailure::Protocol,
+        HandshakeFailure::Incompatible,
+        HandshakeFailure::CertificateRejected,
+        HandshakeFailure::Other,
+        HandshakeFailure::OverBudget,
+    ];
+
+    /// The label of its counter.
+    pub(crate) fn label(self) -> &'static str {
+        match self {
+            HandshakeFailure::Timeout => "timeout",
+            HandshakeFailure::Closed => "closed",
+            HandshakeFailure::PlainHttp => "plain_http",
+            HandshakeFailure::NotTls => "not_tls",
+            HandshakeFailure::Protocol => "protocol",
+            HandshakeFailure::Incompatible => "incompatible",
+            HandshakeFailure::CertificateRejected => "certificate_rejected",
+            HandshakeFailure::Other => "other",
+            HandshakeFailure::OverBudget => "over_budget",
+        }
+    }
+}
+
+/// The TLS listener's counters and the certificate it serves.
+#[cfg(feature = "tls")]
+pub(crate) struct TlsMetrics {
+    /// Handshakes completed.
+    pub handshakes: Counter,
+    /// Handshakes failed, by reason (the order of [`HandshakeFailure::ALL`]).
+    failures: [Counter; HandshakeFailure::ALL.len()],
+    /// Certificate reloads (SIGHUP) that took effect.
+    pub reloads: Counter,
+    /// Certificate reloads that failed (the certificate in use was kept).
+    pub reload_failures: Counter,
+    /// The certificate served; `None` while TLS is off.
+    cert: std::sync::Mutex<Option<crate::ops::tls::CertInfo>>,
+}
+
+#[cfg(feature = "tls")]
+impl Default for TlsMetrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+#[cfg(feature = "tls")]
+impl TlsMetrics {
+    const fn new() -> TlsMetrics {
+        TlsMetrics {
+            handshakes: Counter::new(),
+            failures: [const { Counter::new() }; HandshakeFailure::ALL.len()],
+            reloads: Counter::new(),
+            reload_failures: Counter::new(),
+            cert: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// Counts a failed handshake.
+    pub(crate) fn failed(&self, why: HandshakeFailure) {
+        if let Some(c) = self.failures.get(why as usize) {
+            c.inc();
+        }
+    }
+
+    /// Handshakes failed for `why` so far.
+    pub(crate) fn failures(&self, why: HandshakeFailure) -> u64 {
+        self.failures.get(why as usize).map_or(0, Counter::get)
+    }
+
+    /// Records the certificate now served.
+    pub(crate) fn serving(&self, info: crate::ops::tls::CertInfo) {
+        // A poisoned lock only means a panic elsewhere held it; the value is still whole.
+        let mut cert = self
+            .cert
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *cert = Some(info);
+    }
+
+    fn cert(&self) -> Option<crate::ops::tls::CertInfo> {
+        self.cert
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Appends `,"tls":{...}` to the `/metrics` JSON, when TLS is on.
+    fn write_json(&self, out: &mut Vec<u8>) {
+        use std::io::Write;
+        let Some(cert) = self.cert() else {
+            return;
+        };
+        let _ = write!(
+            out,
+            ",\"tls\":{{\"handshakes\":{},\"handshake_failures\":{{",
+            self.handshakes.get()
+        );
+        for (i, why) in HandshakeFailure::ALL.iter().enumerate() {
+            let sep = if i == 0 { "" } else { "," };
+            let _ = write!(out, "{sep}\"{}\":{}", why.label(), self.failures(*why));
+        }
+        let _ = write!(
+            out,
+            "}},\"reloads\":{},\"reload_failures\":{},\"certificate_subject\":",
+            self.reloads.get(),
+            self.reload_failures.get()
+        );
+        crate::wire::json::write_string(out, &cert.subject);
+        let _ = write!(
+            out,
+            ",\"certificate_not_after\":{},\"certificate_expires_in_seconds\":{}}}",
+            cert.not_after,
+            cert.expires_in_secs(crate::ops::tls::unix_now())
+        );
+    }
+
+    /// Appends the TLS families to the Prometheus text, when TLS is on.
+    fn write_prometheus(&self, out: &mut Vec<u8>) {
+        use std::io::Write;
+        let Some(cert) = self.cert() else {
+            return;
+        };
+        let subject = cert
+            .subject
+            .replace('\\', "\\\\")
+            .replace('"', "\\\"")
+            .replace('\n', "\\n");
+        let _ = writeln!(
+            out,
+            "# HELP wssed_tls_certificate_expiry_seconds Seconds until the served certificate expires (negative: expired).\n# TYPE wssed_tls_certificate_expiry_seconds gauge\nwssed_tls_certificate_expiry_seconds{{subject=\"{subject}\"}} {}",
+            cert.expires_in_secs(crate::ops::tls::unix_now())
+        );
+        let _ = writeln!(
+            out,
+            "# HELP wssed_tls_certificate_not_after_seconds When the served certificate expires, in seconds since the Unix epoch.\n# TYPE wssed_tls_certificate_not_after_seconds gauge\nwssed_tls_certificate_not_after_seconds{{subject=\"{subject}\"}} {}",
+            cert.not_after
+        );
+        let _ = writeln!(
+            out,
+            "# HELP wssed_tls_handshakes_total TLS handshakes completed.\n# TYPE wssed_tls_handshakes_total counter\nwssed_tls_handshakes_total {}",
+            self.handshakes.get()
+        );
+        let _ = writeln!(
+            out,
+            "# HELP wssed_tls_handshake_failures_total TLS handshakes failed, by reason.\n# TYPE wssed_tls_handshake_failures_total counter"
+        );
+        for why in HandshakeFailure::ALL {
+            let _ = writeln!(
+                out,
+                "wssed_tls_handshake_failures_total{{reason=\"{}\"}} {}",
+                why.label(),
+                self.failures(why)
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP wssed_tls_reloads_total Certificate reloads on SIGHUP, by outcome.\n# TYPE wssed_tls_reloads_total counter\nwssed_tls_reloads_total{{outcome=\"ok\"}} {}\nwssed_tls_reloads_total{{outcome=\"failed\"}} {}",
+            self.reloads.get(),
+            self.reload_failures.get()
         );
     }
 }
@@ -461,5 +635,24 @@ mod tests {
         assert_eq!(v["memory_budget_bytes"], 1000);
         assert_eq!(v["memory_used_bytes"], 0);
         assert_eq!(v["memory_refused"]["frame"], 0);
+        assert_eq!(v["origins_refused"]["cors"], 0);
+    }
+
+    #[test]
+    fn refused_origins_are_one_family_with_a_label_per_check() {
+        let m = Metrics::new();
+        m.origins_refused_cors.add(2);
+        m.origins_refused_websocket.inc();
+        let mut out = Vec::new();
+        write_prometheus(&mut out, &m, &Budget::new(), 0, 0, 0);
+        let text = String::from_utf8(out).unwrap_or_default();
+        assert!(text.contains("# TYPE wssed_origins_refused_total counter\n"));
+        assert!(text.contains("wssed_origins_refused_total{check=\"cors\"} 2\n"));
+        assert!(text.contains("wssed_origins_refused_total{check=\"websocket\"} 1\n"));
+        let mut out = Vec::new();
+        write_json(&mut out, &m, &Budget::new(), 0, 0, 0);
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap_or_default();
+        assert_eq!(v["origins_refused"]["cors"], 2);
+        assert_eq!(v["origins_refused"]["websocket"], 1);
     }
 }

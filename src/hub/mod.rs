@@ -6,10 +6,12 @@
 
 pub(crate) mod ack;
 pub(crate) mod budget;
+pub(crate) mod counter;
 pub(crate) mod devices;
 pub(crate) mod ids;
 pub(crate) mod link;
 pub(crate) mod metrics;
+pub(crate) mod origins;
 pub(crate) mod streams;
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};

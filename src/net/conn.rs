@@ -14,12 +14,13 @@ use tokio::sync::watch;
 use tokio::time::{timeout, Instant};
 
 use super::io::{Io, Next, Read, Scratch, MAX_PIPELINED_BYTES, READ_BUFFER_BYTES};
+use super::socket::Socket;
 use crate::app::error::ApiError;
 use crate::app::route::{Action, Endpoint, Request};
-use crate::app::{push, send, status};
+use crate::app::{cors, push, send, status};
 use crate::hub::ack::AckSlot;
 use crate::hub::budget::{Charge, OverBudget, Use};
-use crate::hub::metrics::InProgress;
+use crate::hub::counter::InProgress;
 use crate::hub::Hub;
 use crate::ops::settings::secs;
 use crate::wire::http::framer::{Framer, Interim, Step};
@@ -47,11 +48,31 @@ pub(crate) async fn refuse(hub: &Hub, mut stream: TcpStream) {
     let _ = timeout(REFUSE_WRITE_TIMEOUT, stream.write_all(&out)).await;
 }
 
+/// A plain HTTP request on the TLS port: a plain `400` saying so, and a lingering close so
+/// the client can read it (docs/protocol.md §17.3).
+#[cfg(feature = "tls")]
+pub(crate) async fn answer_plain_http(hub: &Hub, stream: TcpStream) {
+    let mut io = Io::new(
+        Socket::Plain(stream),
+        READ_BUFFER_BYTES,
+        REFUSE_WRITE_TIMEOUT,
+        hub.budget,
+    );
+    if io
+        .refuse(hub, &ApiError::PlainHttpOnTls, Persist::Close, false)
+        .await
+        .is_ok()
+    {
+        let mut shutdown = hub.shutdown.clone();
+        io.linger(&mut shutdown).await;
+    }
+}
+
 /// A connection that became a device session: the socket, the bytes read past the upgrade
 /// request, and the validated upgrade.
 pub(crate) struct Upgraded {
     /// The socket.
-    pub(crate) stream: TcpStream,
+    pub(crate) stream: Socket,
     /// Bytes already read past the upgrade request (early WebSocket frames).
     pub(crate) leftover: Vec<u8>,
     /// The validated upgrade.
@@ -61,7 +82,7 @@ pub(crate) struct Upgraded {
 /// Serves HTTP requests on `stream` until it closes, or returns it upgraded to a device
 /// session. The caller runs the session as a task of its own, so the long-lived session
 /// doesn't carry this function's buffers and state.
-pub(crate) async fn serve(stream: TcpStream, peer: SocketAddr, hub: Arc<Hub>) -> Option<Upgraded> {
+pub(crate) async fn serve(stream: Socket, peer: SocketAddr, hub: Arc<Hub>) -> Option<Upgraded> {
     let mut conn = Conn::new(stream, hub);
     let Some(upgrade) = conn.run().await else {
         if conn.linger {
@@ -103,7 +124,7 @@ struct Conn {
 }
 
 impl Conn {
-    fn new(stream: TcpStream, hub: Arc<Hub>) -> Conn {
+    fn new(stream: Socket, hub: Arc<Hub>) -> Conn {
         let config = &hub.config;
         // A head, one read's worth of slack, and a send stream's pipelined requests.
         let buffer_limit = MAX_HEAD_BYTES + MAX_PIPELINED_BYTES + READ_BUFFER_BYTES;
@@ -154,6 +175,7 @@ impl Conn {
                 Ok(Step::Head { head, consumed }) => {
                     in_progress.replace(metrics.requests_in_progress.enter());
                     let request = Request::new(&head, &self.hub.config);
+                    cors::apply(&head, &request, &self.hub, &mut self.io.head_fields);
                     self.io.buf.advance(consumed);
                     self.release_body();
                     // One deadline for the whole body: a per-read timeout alone would let a
@@ -335,6 +357,12 @@ impl Conn {
                 persist,
                 head_only,
             ),
+            Action::Serve(Endpoint::Page) | Action::Head(Endpoint::Page) => {
+                status::page(&mut self.io.out, persist, head_only)
+            }
+            Action::Serve(Endpoint::Devices) | Action::Head(Endpoint::Devices) => {
+                status::devices(&hub, &mut self.io.out, persist, head_only)
+            }
             Action::Serve(Endpoint::Ws) | Action::Head(Endpoint::Ws) => {
                 return self.upgrade(request, keep_alive).await;
             }

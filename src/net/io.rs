@@ -5,15 +5,15 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::{timeout, timeout_at, Instant};
 
+use super::socket::Socket;
 use crate::app::error::ApiError;
 use crate::app::push;
 use crate::hub::budget::{Budget, Charge, OverBudget, Use};
 use crate::hub::{self, Hub};
-use crate::wire::http::response::Persist;
+use crate::wire::http::response::{self, Persist};
 use crate::wire::upgrade::Upgrade;
 
 /// Read buffer allocated per connection, and the most one read takes.
@@ -31,6 +31,13 @@ pub(crate) const LINGER_MAX_BYTES: usize = 8 * 1024 * 1024;
 /// Bytes of pipelined requests buffered while a send stream is open; past it the stream
 /// stops reading (and so stops noticing EOF until the next keepalive write fails).
 pub(crate) const MAX_PIPELINED_BYTES: usize = 16 * 1024;
+
+/// Writes all of `bytes` and flushes: over TLS a write may leave bytes in the session's
+/// buffer, and an answer counts as written only once it is on the socket (a no-op over TCP).
+pub(crate) async fn write_out(stream: &mut Socket, bytes: &[u8]) -> std::io::Result<()> {
+    stream.write_all(bytes).await?;
+    stream.flush().await
+}
 
 /// What the connection does after a request.
 pub(crate) enum Next {
@@ -83,7 +90,7 @@ pub(crate) enum Read {
 
 /// A connection's socket, its read buffer (bytes not consumed yet) and its answer buffer.
 pub(crate) struct Io {
-    pub(crate) stream: TcpStream,
+    pub(crate) stream: Socket,
     pub(crate) buf: BytesMut,
     pub(crate) out: Vec<u8>,
     /// Most bytes `buf` may hold before the peer counts as one we cannot serve.
@@ -94,12 +101,15 @@ pub(crate) struct Io {
     out_charge: Charge,
     /// Pays for `buf` past `READ_BUFFER_BYTES` (long heads, pipelined requests).
     buf_charge: Charge,
+    /// Header lines (CORS, `app::cors`) for the current request's answer: the next flush puts
+    /// them into the head in `out`, then empties this.
+    pub(crate) head_fields: Vec<u8>,
 }
 
 impl Io {
     /// Buffers for `stream`, allocated once and reused for every request on it.
     pub(crate) fn new(
-        stream: TcpStream,
+        stream: Socket,
         buffer_limit: usize,
         write_timeout: Duration,
         budget: &'static Budget,
@@ -112,6 +122,7 @@ impl Io {
             write_timeout,
             out_charge: budget.empty(),
             buf_charge: budget.empty(),
+            head_fields: Vec::new(),
         }
     }
 
@@ -184,7 +195,13 @@ impl Io {
     /// Writes and clears `out`; a buffer grown past `WRITE_BUFFER_BYTES` is freed, and
     /// what paid for it given back.
     pub(crate) async fn flush(&mut self) -> Result<(), Closed> {
-        let r = timeout(self.write_timeout, self.stream.write_all(&self.out)).await;
+        if !self.head_fields.is_empty() {
+            response::insert_fields(&mut self.out, &self.head_fields);
+            self.head_fields.clear();
+            // A few hundred bytes at most; the answer goes out even if they don't fit.
+            let _ = self.pay_for_answer(0);
+        }
+        let r = timeout(self.write_timeout, write_out(&mut self.stream, &self.out)).await;
         self.out.clear();
         if self.out.capacity() > WRITE_BUFFER_BYTES {
             self.out = Vec::with_capacity(WRITE_BUFFER_BYTES);
@@ -198,7 +215,7 @@ impl Io {
 
     /// Writes `bytes` at once, past whatever `out` holds (interim answers).
     pub(crate) async fn write_now(&mut self, bytes: &[u8]) -> Result<(), Closed> {
-        match timeout(self.write_timeout, self.stream.write_all(bytes)).await {
+        match timeout(self.write_timeout, write_out(&mut self.stream, bytes)).await {
             Ok(Ok(())) => Ok(()),
             _ => Err(Closed),
         }
@@ -209,7 +226,9 @@ impl Io {
     /// `LINGER_SECS` and `LINGER_MAX_BYTES`. Closing with unread input would make the kernel
     /// answer with a reset, and the client would lose the answer or fail its upload.
     pub(crate) async fn linger(&mut self, shutdown: &mut watch::Receiver<bool>) {
-        if self.stream.shutdown().await.is_err() {
+        // Bounded: over TLS the shutdown writes a close_notify alert.
+        let linger = Duration::from_secs(LINGER_SECS);
+        if !matches!(timeout(linger, self.stream.shutdown()).await, Ok(Ok(()))) {
             return;
         }
         let deadline = Instant::now() + Duration::from_secs(LINGER_SECS);

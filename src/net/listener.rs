@@ -10,6 +10,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 
+use super::socket::Socket as Stream;
 use crate::hub::{self, Hub};
 use crate::ops::memory;
 use crate::ops::settings::{secs, Config};
@@ -40,29 +41,62 @@ pub fn bind(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
     Ok(socket.into())
 }
 
-/// Held by every connection task; shutdown waits until all are dropped.
-#[derive(Clone)]
-struct TaskToken(#[allow(dead_code)] mpsc::Sender<()>);
+/// The listening sockets the daemon serves on.
+pub struct Listeners {
+    /// Plain HTTP and WebSocket (`listen`), unless it is off.
+    pub plain: Option<std::net::TcpListener>,
+    /// HTTPS and WSS (`tls_listen`), with the certificate and key it serves.
+    #[cfg(feature = "tls")]
+    pub tls: Option<(std::net::TcpListener, crate::ops::tls::Loaded)>,
+}
 
-/// Runs the daemon on `listener` until a signal stops it; returns the exit status.
-pub async fn run(
-    config: Config,
-    listener: std::net::TcpListener,
-    on_ready: impl FnOnce(SocketAddr),
-) -> io::Result<i32> {
+impl From<std::net::TcpListener> for Listeners {
+    fn from(plain: std::net::TcpListener) -> Listeners {
+        Listeners {
+            plain: Some(plain),
+            #[cfg(feature = "tls")]
+            tls: None,
+        }
+    }
+}
+
+/// Sets the kernel buffers every connection accepted on `listener` inherits, and hands it
+/// to the runtime.
+fn adopt(listener: std::net::TcpListener, buffer: usize) -> io::Result<TcpListener> {
     // Accepted sockets inherit their kernel buffers from the listener: set once, here, for
     // every connection (a stalled device would otherwise pin up to tcp_wmem's maximum, 4 MiB,
     // of kernel memory that the service's cgroup pays for).
     let sock = socket2::SockRef::from(&listener);
-    let buffer = config.socket_buffer_bytes;
     if let Err(e) = sock
         .set_send_buffer_size(buffer)
         .and_then(|()| sock.set_recv_buffer_size(buffer))
     {
         log::warn!("cannot set socket buffers to {buffer} bytes: {e}");
     }
-    let listener = TcpListener::from_std(listener)?;
-    let addr = listener.local_addr()?;
+    TcpListener::from_std(listener)
+}
+
+/// The TLS side, when there is a TLS listener.
+#[cfg(feature = "tls")]
+type TlsSide = Option<Arc<super::tls::Tls>>;
+/// Without the `tls` feature there is never a TLS side.
+#[cfg(not(feature = "tls"))]
+type TlsSide = Option<Arc<std::convert::Infallible>>;
+
+/// Held by every connection task; shutdown waits until all are dropped.
+#[derive(Clone)]
+struct TaskToken(#[allow(dead_code)] mpsc::Sender<()>);
+
+/// Runs the daemon on `listeners` until a signal stops it; returns the exit status.
+/// `on_ready` gets the plain listener's address (the TLS one's when plain is off).
+pub async fn run(
+    config: Config,
+    listeners: impl Into<Listeners>,
+    on_ready: impl FnOnce(SocketAddr),
+) -> io::Result<i32> {
+    let listeners = listeners.into();
+    let buffer = config.socket_buffer_bytes;
+    let plain = listeners.plain.map(|l| adopt(l, buffer)).transpose()?;
     let mut signals = Signals::install()
         .map_err(|e| io::Error::new(e.kind(), format!("cannot install signal handlers: {e}")))?;
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
@@ -70,6 +104,26 @@ pub async fn run(
     let budget = memory::in_force(&config);
     log::info!("memory budget: {budget}");
     let hub = Arc::new(Hub::new(config, budget.bytes, shutdown_rx.clone()));
+    #[cfg(feature = "tls")]
+    let (tls_listener, tls): (Option<TcpListener>, TlsSide) = match listeners.tls {
+        Some((listener, loaded)) => {
+            let listener = adopt(listener, buffer)?;
+            log::info!("TLS certificate: {}", loaded.info);
+            super::tls::warn_if_expired(&loaded.info, "start");
+            hub.metrics.tls.serving(loaded.info.clone());
+            let tls = Arc::new(super::tls::Tls::new(&hub.config, loaded)?);
+            // Installed before READY: a SIGHUP from then on reloads, never ends the process.
+            let hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+                .map_err(|e| {
+                    io::Error::new(e.kind(), format!("cannot install the SIGHUP handler: {e}"))
+                })?;
+            tokio::spawn(Arc::clone(&tls).reload_on_hangup(hangups, Arc::clone(&hub)));
+            (Some(listener), Some(tls))
+        }
+        None => (None, None),
+    };
+    #[cfg(not(feature = "tls"))]
+    let (tls_listener, tls): (Option<TcpListener>, TlsSide) = (None, None);
     let (token_tx, mut all_done) = mpsc::channel::<()>(1);
     let token = TaskToken(token_tx);
     let notifier = Arc::new(Notifier::from_env());
@@ -91,15 +145,33 @@ pub async fn run(
         let _ = shutdown_tx.send(true);
         signals.exit_on_second().await;
     });
-    log::info!("listening on {addr}");
-    if !addr.ip().is_loopback() && hub.config.api_token.is_none() {
-        log::warn!(
-            "listening on a non-loopback address without api_token: anyone on the network can push to devices"
-        );
+    let mut status = Vec::new();
+    let mut ready_addr = None;
+    if let Some(addr) = tls_listener
+        .as_ref()
+        .map(TcpListener::local_addr)
+        .transpose()?
+    {
+        log::info!("listening for TLS on {addr}");
+        warn_without_token(&hub, addr);
+        status.push(format!("TLS on {addr}"));
+        ready_addr = Some(addr);
     }
-    on_ready(addr);
+    match plain.as_ref().map(TcpListener::local_addr).transpose()? {
+        Some(addr) => {
+            log::info!("listening on {addr}");
+            warn_without_token(&hub, addr);
+            status.insert(0, format!("listening on {addr}"));
+            ready_addr = Some(addr);
+        }
+        None => log::info!("plain listener off (listen = \"off\")"),
+    }
+    if let Some(addr) = ready_addr {
+        on_ready(addr);
+    }
     notifier.notify(&format!(
-        "READY=1\nSTATUS=listening on {addr}, {}",
+        "READY=1\nSTATUS={}, {}",
+        status.join(", "),
         daemon.status()
     ));
     if let Err(e) = watchdog::spawn(
@@ -113,10 +185,14 @@ pub async fn run(
         return Err(e);
     }
 
-    accept_loop(&listener, &hub, &token, shutdown_rx).await;
+    tokio::join!(
+        accept_loop(plain.as_ref(), &hub, &token, shutdown_rx.clone(), None),
+        accept_loop(tls_listener.as_ref(), &hub, &token, shutdown_rx, tls),
+    );
     daemon.accepting.store(false, Ordering::Release);
     notifier.notify("STOPPING=1\nSTATUS=shutting down");
-    drop(listener);
+    drop(plain);
+    drop(tls_listener);
     drop(token);
     match tokio::time::timeout(shutdown_timeout, all_done.recv()).await {
         Ok(_) => log::info!("drained"),
@@ -124,6 +200,15 @@ pub async fn run(
     }
     stop_watchdog.store(true, Ordering::Release);
     Ok(0)
+}
+
+/// Warns when `addr` reaches beyond this machine and upstreams need no token.
+fn warn_without_token(hub: &Hub, addr: SocketAddr) {
+    if !addr.ip().is_loopback() && hub.config.api_token.is_none() {
+        log::warn!(
+            "listening on {addr}, a non-loopback address, without api_token: anyone on the network can push to devices"
+        );
+    }
 }
 
 /// What the self-check asks of this daemon.
@@ -155,12 +240,18 @@ impl watchdog::Daemon for Checked {
     }
 }
 
+/// Accepts on `listener` (nothing when it is None) until shutdown; `tls` makes every
+/// connection a TLS one.
 async fn accept_loop(
-    listener: &TcpListener,
+    listener: Option<&TcpListener>,
     hub: &Arc<Hub>,
     token: &TaskToken,
     mut shutdown: watch::Receiver<bool>,
+    tls: TlsSide,
 ) {
+    let Some(listener) = listener else {
+        return;
+    };
     let mut backoff = ACCEPT_BACKOFF_MIN;
     loop {
         let accepted = tokio::select! {
@@ -171,7 +262,7 @@ async fn accept_loop(
             Ok((stream, peer)) => {
                 backoff = ACCEPT_BACKOFF_MIN;
                 hub.metrics.connections_accepted.inc();
-                spawn_connection(stream, peer, Arc::clone(hub), token.clone());
+                spawn_connection(stream, peer, Arc::clone(hub), token.clone(), tls.clone());
             }
             Err(e) if is_per_connection_error(&e) => {
                 log::debug!("accept: {e}");
@@ -199,13 +290,26 @@ fn is_per_connection_error(e: &io::Error) -> bool {
     )
 }
 
-fn spawn_connection(stream: TcpStream, peer: SocketAddr, hub: Arc<Hub>, token: TaskToken) {
+// Without the `tls` feature `tls` is always None, and never consumed.
+#[cfg_attr(not(feature = "tls"), allow(clippy::needless_pass_by_value))]
+fn spawn_connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    hub: Arc<Hub>,
+    token: TaskToken,
+    tls: TlsSide,
+) {
     let open = hub.open_connections.fetch_add(1, Ordering::AcqRel) + 1;
     let guard = OpenGuard(Arc::clone(&hub));
     if open > hub.config.max_open_connections() {
         hub.metrics.connections_refused.inc();
         tokio::spawn(async move {
-            super::conn::refuse(&hub, stream).await;
+            match tls {
+                // A TLS client could not read a plain 503: it is told with an alert.
+                #[cfg(feature = "tls")]
+                Some(_) => super::tls::refuse(stream).await,
+                _ => super::conn::refuse(&hub, stream).await,
+            }
             drop(guard);
             drop(token);
         });
@@ -213,7 +317,18 @@ fn spawn_connection(stream: TcpStream, peer: SocketAddr, hub: Arc<Hub>, token: T
     }
     let _ = stream.set_nodelay(true);
     tokio::spawn(async move {
-        if let Some(up) = super::conn::serve(stream, peer, Arc::clone(&hub)).await {
+        let socket = match tls {
+            #[cfg(feature = "tls")]
+            Some(tls) => match tls.accept(stream, &hub).await {
+                super::tls::Handshake::Done(tls) => Stream::Tls(tls),
+                super::tls::Handshake::PlainHttp(tcp) => {
+                    return super::conn::answer_plain_http(&hub, tcp).await;
+                }
+                super::tls::Handshake::Failed => return,
+            },
+            _ => Stream::Plain(stream),
+        };
+        if let Some(up) = super::conn::serve(socket, peer, Arc::clone(&hub)).await {
             // A task of its own: an idle device then costs only the session's state.
             tokio::spawn(async move {
                 super::session::run(up.stream, up.leftover, up.upgrade, hub).await;

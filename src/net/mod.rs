@@ -7,5 +7,8 @@ pub(crate) mod conn;
 pub(crate) mod io;
 pub mod listener;
 pub(crate) mod session;
+pub(crate) mod socket;
 pub(crate) mod stream;
+#[cfg(feature = "tls")]
+pub(crate) mod tls;
 pub(crate) mod watched;

@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::{interval_at, sleep_until, timeout, timeout_at, Instant};
 use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError, ProtocolError};
@@ -17,6 +16,7 @@ use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 use tokio_tungstenite::WebSocketStream;
 
+use super::socket::Socket;
 use super::watched::{FramingViolation, InboundOverBudget, Watched};
 use crate::hub::budget::Use;
 use crate::hub::devices::RegisterError;
@@ -82,7 +82,7 @@ enum Ending {
 }
 
 /// Runs a device session on an upgraded stream; `leftover` holds bytes read past the head.
-pub(crate) async fn run(stream: TcpStream, leftover: Vec<u8>, upgrade: Upgrade, hub: Arc<Hub>) {
+pub(crate) async fn run(stream: Socket, leftover: Vec<u8>, upgrade: Upgrade, hub: Arc<Hub>) {
     let config = ws_config(&hub.config);
     let (stream, early) = Watched::new(stream, &leftover, hub.budget, hub.config.max_message_bytes);
     let mut ws =
@@ -357,7 +357,8 @@ async fn write_frames(
 /// vectored write. Through tungstenite the payload would be copied into its write buffer,
 /// which keeps the capacity of the largest frame ever sent for the session's life. Whatever
 /// tungstenite has buffered (a pong) goes out first, so frames never interleave; a partial
-/// write that fails leaves the stream broken, but then the session ends anyway.
+/// write that fails leaves the stream broken, but then the session ends anyway. The flush
+/// puts what TLS buffered on the socket, so "written" means the same on both ports.
 async fn write_text_frame(ws: &mut Ws, payload: &[u8]) -> Result<(), WsError> {
     ws.flush().await?;
     let head = TextFrameHead::new(payload.len());
@@ -373,6 +374,7 @@ async fn write_text_frame(ws: &mut Ws, payload: &[u8]) -> Result<(), WsError> {
         head = head.get(from_head..).unwrap_or_default();
         payload = payload.get(n - from_head..).unwrap_or_default();
     }
+    stream.flush().await?;
     Ok(())
 }
 

@@ -8,8 +8,8 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpStream;
 
+use super::socket::Socket;
 use crate::hub::budget::{heap_bytes, Budget, Charge, Use};
 use crate::wire::frames::{FrameWatch, Violation};
 
@@ -42,9 +42,9 @@ impl std::error::Error for InboundOverBudget {}
 /// counts tungstenite's read buffer); larger ones are paid for as they are announced.
 pub(crate) const UNCHARGED_MESSAGE_BYTES: u64 = 512;
 
-/// A device's TCP stream whose incoming bytes pass through a [`FrameWatch`].
+/// A device's stream whose incoming bytes pass through a [`FrameWatch`].
 pub(crate) struct Watched {
-    stream: TcpStream,
+    stream: Socket,
     watch: FrameWatch,
     /// Pays for the message being received.
     charge: Charge,
@@ -58,7 +58,7 @@ impl Watched {
     /// Watches `stream`, whose frames start with `leftover` (bytes read past the upgrade),
     /// paying for large messages from `budget`. Err when those bytes already break a rule.
     pub(crate) fn new(
-        stream: TcpStream,
+        stream: Socket,
         leftover: &[u8],
         budget: &'static Budget,
         max_message_bytes: usize,
@@ -106,7 +106,7 @@ impl Watched {
 impl Watched {
     /// Makes the coming close a TCP reset (`SO_LINGER` 0): no unsent data is kept.
     pub(crate) fn reset_on_close(&self) -> io::Result<()> {
-        socket2::SockRef::from(&self.stream).set_linger(Some(std::time::Duration::ZERO))
+        socket2::SockRef::from(self.stream.tcp()).set_linger(Some(std::time::Duration::ZERO))
     }
 }
 

@@ -12,4 +12,6 @@ pub mod memory;
 pub mod settings;
 pub(crate) mod signals;
 pub mod systemd;
+#[cfg(feature = "tls")]
+pub mod tls;
 pub(crate) mod watchdog;

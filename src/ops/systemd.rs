@@ -239,43 +239,98 @@ fn abstract_addr(_name: &[u8]) -> io::Result<SocketAddr> {
     Err(io::Error::from(io::ErrorKind::Unsupported))
 }
 
-/// Set once fd 3 has been taken, so a second call cannot make a second owner of it.
+/// Set once the passed descriptors have been taken, so a second call cannot make a second
+/// owner of them.
 static LISTEN_FD_TAKEN: AtomicBool = AtomicBool::new(false);
 
-/// The listening socket passed by socket activation (`LISTEN_PID` == our pid,
-/// `LISTEN_FDS` >= 1; fd 3; a warning when more than one), set non-blocking and close-on-exec.
-/// Only the first call can return it.
-pub fn listen_socket() -> Option<TcpListener> {
+/// The `FileDescriptorName=` that marks a passed socket as the TLS listener.
+pub const TLS_FD_NAME: &str = "tls";
+
+/// The listening sockets passed by socket activation.
+#[derive(Debug, Default)]
+pub struct Passed {
+    /// The plain listener: the first socket not named [`TLS_FD_NAME`].
+    pub plain: Option<TcpListener>,
+    /// The TLS listener: the first socket named [`TLS_FD_NAME`].
+    pub tls: Option<TcpListener>,
+}
+
+/// Which of `count` passed descriptors (0-based, from fd 3) is which: the first named
+/// `tls` in `LISTEN_FDNAMES` (colon separated) is the TLS listener, the first other one the
+/// plain listener; the rest are returned to be ignored.
+pub fn assign_fds(count: u32, names: Option<&str>) -> (Option<u32>, Option<u32>, Vec<u32>) {
+    let names: Vec<&str> = names.map(|n| n.split(':').collect()).unwrap_or_default();
+    let (mut plain, mut tls, mut rest) = (None, None, Vec::new());
+    for i in 0..count {
+        let name = names.get(i as usize).copied().unwrap_or("");
+        let slot = if name == TLS_FD_NAME {
+            &mut tls
+        } else {
+            &mut plain
+        };
+        if slot.is_none() {
+            *slot = Some(i);
+        } else {
+            rest.push(i);
+        }
+    }
+    (plain, tls, rest)
+}
+
+/// The listening sockets passed by socket activation (`LISTEN_PID` == our pid,
+/// `LISTEN_FDS` >= 1, named by `LISTEN_FDNAMES`), set non-blocking and close-on-exec. Only
+/// the first call can return them.
+pub fn listen_sockets() -> Passed {
     let count = match listen_fd_count_from(
         env_str("LISTEN_PID").as_deref(),
         env_str("LISTEN_FDS").as_deref(),
         std::process::id(),
     ) {
         Ok(n) => n,
-        Err(EnvError::Unset | EnvError::OtherProcess) => return None,
+        Err(EnvError::Unset | EnvError::OtherProcess) => return Passed::default(),
         Err(e) => {
-            log::warn!("LISTEN_PID/LISTEN_FDS not usable ({e:?}): binding the configured address");
-            return None;
+            log::warn!(
+                "LISTEN_PID/LISTEN_FDS not usable ({e:?}): binding the configured addresses"
+            );
+            return Passed::default();
         }
     };
     if LISTEN_FD_TAKEN.swap(true, Ordering::SeqCst) {
-        return None;
+        return Passed::default();
     }
-    if count > 1 {
+    let (plain, tls, rest) = assign_fds(count, env_str("LISTEN_FDNAMES").as_deref());
+    if !rest.is_empty() {
+        let fds: Vec<String> = rest
+            .iter()
+            .map(|i| (LISTEN_FDS_START + *i as RawFd).to_string())
+            .collect();
         log::warn!(
-            "socket activation passed {count} sockets: using the first (fd 3), ignoring the rest"
+            "socket activation passed {count} sockets: ignoring fd {} (one plain and one named `{TLS_FD_NAME}` are used)",
+            fds.join(", ")
         );
     }
+    Passed {
+        plain: plain.and_then(take_passed),
+        tls: tls.and_then(take_passed),
+    }
+}
+
+/// Adopts passed descriptor number `index` (fd 3 + index) as a listener.
+fn take_passed(index: u32) -> Option<TcpListener> {
+    let fd = LISTEN_FDS_START + RawFd::try_from(index).ok()?;
     #[allow(unsafe_code)]
     // SAFETY: LISTEN_PID names this process, so the service manager passed it open
-    // descriptors 3..3+LISTEN_FDS to own. While fd 3 stays open no open() can be given that
-    // number, so nothing else in the process refers to it, and LISTEN_FD_TAKEN makes this
-    // the only place that ever takes ownership of it.
-    let fd = unsafe { OwnedFd::from_raw_fd(LISTEN_FDS_START) };
-    match adopt_listener(fd) {
+    // descriptors 3..3+LISTEN_FDS to own. While they stay open no open() can be given their
+    // numbers, so nothing else in the process refers to them; LISTEN_FD_TAKEN makes
+    // listen_sockets() run once, and assign_fds() hands out each index at most once, so this
+    // is the only place that ever takes ownership of this one.
+    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+    match adopt_listener(owned) {
         Ok(listener) => Some(listener),
         Err(e) => {
-            log::warn!("socket activation fd 3 not usable ({e:?}): binding the configured address");
+            log::warn!(
+                "socket activation fd {fd} not usable ({e:?}): binding the configured address"
+            );
             None
         }
     }
@@ -433,6 +488,18 @@ mod tests {
             listen_fd_count_from(Some("0"), Some("1"), 7),
             Err(EnvError::Malformed)
         );
+    }
+
+    #[test]
+    fn passed_sockets_are_told_apart_by_name() {
+        assert_eq!(assign_fds(1, None), (Some(0), None, vec![]));
+        assert_eq!(assign_fds(1, Some("wssed.socket")), (Some(0), None, vec![]));
+        assert_eq!(assign_fds(2, Some("tls:http")), (Some(1), Some(0), vec![]));
+        assert_eq!(assign_fds(2, Some("http:tls")), (Some(0), Some(1), vec![]));
+        assert_eq!(assign_fds(1, Some("tls")), (None, Some(0), vec![]));
+        assert_eq!(assign_fds(3, Some("a:b:tls")), (Some(0), Some(2), vec![1]));
+        // Fewer names than descriptors: the unnamed ones are plain.
+        assert_eq!(assign_fds(2, Some("tls")), (Some(1), Some(0), vec![]));
     }
 
     #[test]

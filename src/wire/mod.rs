@@ -6,6 +6,7 @@
 pub(crate) mod ascii;
 pub(crate) mod auth;
 pub mod close;
+pub(crate) mod cors;
 pub mod envelope;
 pub mod frames;
 pub mod http;

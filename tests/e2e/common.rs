@@ -13,16 +13,16 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc as std_mpsc, Arc, Mutex};
 use std::time::Duration;
 
-use futures_util::stream::{SplitSink, StreamExt};
+use futures_util::stream::StreamExt;
 use futures_util::SinkExt;
 use serde_json::Value;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use tokio_tungstenite::WebSocketStream;
 
 /// Factor applied to every bound, from `WSSED_TIMEOUT_SCALE` (default 1).
 pub(crate) fn scale() -> f64 {
@@ -110,16 +110,36 @@ fn drain_in_thread<R: Read + Send + 'static>(r: Option<R>) -> std::thread::JoinH
 /// A running daemon on 127.0.0.1 with an ephemeral port. Dropping it kills the child by its PID.
 pub(crate) struct Daemon {
     child: Child,
-    /// Where it listens.
+    /// Where it listens (for TLS, when `listen` is off).
     pub addr: SocketAddr,
+    /// Where it listens for TLS, when it does.
+    #[allow(dead_code)] // tests/tls.rs
+    pub tls_addr: Option<SocketAddr>,
     log: Arc<Mutex<Vec<String>>>,
     /// Output readers still running; they end at the pipes' end, just after the exit.
     readers: Arc<AtomicUsize>,
     exited: Option<ExitStatus>,
 }
 
-fn parse_listening(line: &str) -> Option<SocketAddr> {
-    let rest = &line[line.find("listening on ")? + "listening on ".len()..];
+/// What a start log line says about where the daemon listens.
+enum Listening {
+    Plain(SocketAddr),
+    Tls(SocketAddr),
+    /// `listen = "off"`: the TLS line came first, nothing more follows.
+    PlainOff,
+}
+
+fn parse_listening(line: &str) -> Option<Listening> {
+    if line.contains("plain listener off") {
+        return Some(Listening::PlainOff);
+    }
+    if let Some(at) = line.find("listening for TLS on ") {
+        return parse_addr(&line[at + "listening for TLS on ".len()..]).map(Listening::Tls);
+    }
+    parse_addr(&line[line.find("listening on ")? + "listening on ".len()..]).map(Listening::Plain)
+}
+
+fn parse_addr(rest: &str) -> Option<SocketAddr> {
     let token: String = rest
         .chars()
         .take_while(|c| !c.is_whitespace())
@@ -144,12 +164,35 @@ impl Daemon {
     /// this process leaves inheritable) becomes fd 3, with `LISTEN_FDS=1` and `LISTEN_PID` set
     /// to the daemon's own PID (the shell `exec`s it, keeping its PID).
     pub(crate) fn start_activated(listener_fd: i32, args: &[&str], env: &[(&str, &str)]) -> Daemon {
+        Daemon::start_activated_named(&[(listener_fd, "")], args, env)
+    }
+
+    /// `start_activated` with several listeners, each with its `FileDescriptorName=`
+    /// (`LISTEN_FDNAMES`; an empty name leaves the variable out), passed as fd 3, 4, ...
+    pub(crate) fn start_activated_named(
+        listeners: &[(i32, &str)],
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Daemon {
+        let dups: Vec<String> = listeners
+            .iter()
+            .enumerate()
+            .map(|(i, (fd, _))| format!("exec {}<&{fd};", 3 + i))
+            .collect();
+        let names: Vec<&str> = listeners.iter().map(|(_, name)| *name).collect();
+        let names = if names.iter().all(|n| n.is_empty()) {
+            String::new()
+        } else {
+            format!("LISTEN_FDNAMES={} ", names.join(":"))
+        };
         // bash, not sh: dash takes only one-digit descriptors in redirections.
         let mut command = Command::new("bash");
         command
             .arg("-c")
             .arg(format!(
-                "exec 3<&{listener_fd}; LISTEN_PID=$$ LISTEN_FDS=1 exec \"$0\" \"$@\""
+                "{} LISTEN_PID=$$ LISTEN_FDS={} {names}exec \"$0\" \"$@\"",
+                dups.join(" "),
+                listeners.len()
             ))
             .arg(bin_path());
         Daemon::spawn(command, args, env)
@@ -177,6 +220,7 @@ impl Daemon {
             .env_remove("NOTIFY_SOCKET")
             .env_remove("LISTEN_FDS")
             .env_remove("LISTEN_PID")
+            .env_remove("LISTEN_FDNAMES")
             .env_remove("WATCHDOG_USEC")
             .env_remove("WATCHDOG_PID")
             .envs(env.iter().copied())
@@ -215,8 +259,8 @@ impl Daemon {
                 // Bounded by the child's life: the pipe ends when it exits.
                 while reader.read_until(b'\n', &mut line).unwrap_or(0) > 0 {
                     let text = String::from_utf8_lossy(&line).trim_end().to_string();
-                    if let Some(addr) = parse_listening(&text) {
-                        let _ = tx.send(addr);
+                    if let Some(listening) = parse_listening(&text) {
+                        let _ = tx.send(listening);
                     }
                     if let Ok(mut log) = log.lock() {
                         log.push(text);
@@ -227,10 +271,26 @@ impl Daemon {
             });
         }
         drop(tx);
-        match rx.recv_timeout(t(10.0)) {
+        // The TLS line comes first; the plain one (or "plain listener off") ends the start.
+        let deadline = std::time::Instant::now() + t(10.0);
+        let mut tls_addr = None;
+        let started = loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(Listening::Tls(addr)) => tls_addr = Some(addr),
+                Ok(Listening::Plain(addr)) => break Ok(addr),
+                Ok(Listening::PlainOff) => match tls_addr {
+                    Some(addr) => break Ok(addr),
+                    None => break Err(std_mpsc::RecvTimeoutError::Disconnected),
+                },
+                Err(e) => break Err(e),
+            }
+        };
+        match started {
             Ok(addr) => Daemon {
                 child,
                 addr,
+                tls_addr,
                 log,
                 readers,
                 exited: None,
@@ -535,9 +595,21 @@ pub(crate) fn assert_422_has(r: &Response, loc: Value, ty: &str) {
     );
 }
 
+/// A client's byte stream to the daemon: TCP, or TLS over TCP (tests/tls.rs).
+pub(crate) trait Conn: AsyncRead + AsyncWrite + Unpin + Send {
+    /// The TCP socket underneath.
+    fn tcp(&self) -> &TcpStream;
+}
+
+impl Conn for TcpStream {
+    fn tcp(&self) -> &TcpStream {
+        self
+    }
+}
+
 /// A raw HTTP/1.1 client connection: exact bytes out, parsed responses in.
 pub(crate) struct Http {
-    stream: TcpStream,
+    stream: Box<dyn Conn>,
     buf: Vec<u8>,
 }
 
@@ -574,6 +646,11 @@ impl Http {
 
     /// Wraps a connected stream.
     pub(crate) fn from_stream(stream: TcpStream) -> Http {
+        Http::from_conn(Box::new(stream))
+    }
+
+    /// Wraps a connected stream of any kind (a TLS one).
+    pub(crate) fn from_conn(stream: Box<dyn Conn>) -> Http {
         Http {
             stream,
             buf: Vec::new(),
@@ -620,12 +697,12 @@ impl Http {
 
     /// This end's address.
     pub(crate) fn local_addr(&self) -> SocketAddr {
-        self.stream.local_addr().expect("local address")
+        self.stream.tcp().local_addr().expect("local address")
     }
 
     /// Closes with a TCP reset (SO_LINGER 0): a peer that vanishes abruptly.
     pub(crate) fn reset(self) {
-        let _ = socket2::SockRef::from(&self.stream).set_linger(Some(Duration::ZERO));
+        let _ = socket2::SockRef::from(self.stream.tcp()).set_linger(Some(Duration::ZERO));
         drop(self);
     }
 
@@ -998,7 +1075,10 @@ impl SseStream {
     }
 }
 
-type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+/// The sending half of a device's WebSocket, whatever stream it runs on.
+type WsSink = std::pin::Pin<
+    Box<dyn futures_util::Sink<Message, Error = tokio_tungstenite::tungstenite::Error> + Send>,
+>;
 
 /// What a device client got from the daemon.
 #[derive(Debug, Clone, PartialEq)]
@@ -1016,7 +1096,7 @@ pub(crate) enum Incoming {
 /// A well-behaved device on tungstenite: a reader task keeps reading (so pings are answered)
 /// and hands frames over a bounded channel.
 pub(crate) struct Device {
-    sink: SplitSink<Ws, Message>,
+    sink: WsSink,
     rx: mpsc::Receiver<Incoming>,
     reader: JoinHandle<()>,
 }
@@ -1033,6 +1113,14 @@ impl Device {
         .unwrap_or_else(|_| panic!("upgrade of {url} timed out"))
         .unwrap_or_else(|e| panic!("upgrade of {url} failed: {e}"));
         assert_eq!(resp.status().as_u16(), 101);
+        Device::from_ws(ws)
+    }
+
+    /// A device on an upgraded WebSocket over any stream (a TLS one).
+    pub(crate) fn from_ws<S>(ws: WebSocketStream<S>) -> Device
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
         let (sink, mut stream) = ws.split();
         let (tx, rx) = mpsc::channel(256);
         let reader = tokio::spawn(async move {
@@ -1053,7 +1141,11 @@ impl Device {
                 }
             }
         });
-        Device { sink, rx, reader }
+        Device {
+            sink: Box::pin(sink),
+            rx,
+            reader,
+        }
     }
 
     /// The next thing received, within `within`; `None` on timeout.

@@ -119,6 +119,16 @@ pub enum ErrorKind {
     },
     /// An `api_token` with bytes a header value cannot carry verbatim.
     BadTokenChar,
+    /// A file path set to the empty string.
+    EmptyPath,
+    /// `listen` is off and no other listener is configured.
+    NothingToListenOn,
+    /// A setting that must be set because another one is.
+    RequiredWith(&'static str),
+    /// Two listeners on one address.
+    SameAddressAs(&'static str),
+    /// A setting this build cannot honour: it lacks the cargo feature named.
+    NotInThisBuild(&'static str),
 }
 
 impl ConfigError {
@@ -231,6 +241,19 @@ impl fmt::Display for ErrorKind {
             ErrorKind::BadTokenChar => write!(
                 f,
                 "must be visible ASCII without spaces (it travels in an Authorization header)"
+            ),
+            ErrorKind::EmptyPath => write!(f, "must not be empty when set"),
+            ErrorKind::NothingToListenOn => {
+                write!(
+                    f,
+                    "is off and tls_listen is unset: there is nothing to listen on"
+                )
+            }
+            ErrorKind::RequiredWith(other) => write!(f, "must be set when {other} is set"),
+            ErrorKind::SameAddressAs(other) => write!(f, "is the same address as {other}"),
+            ErrorKind::NotInThisBuild(feature) => write!(
+                f,
+                "this build has no TLS: build with `cargo build --release --features {feature}`"
             ),
         }
     }

@@ -194,6 +194,65 @@ impl Kind<SocketAddr> for Address {
     }
 }
 
+/// The word that turns `listen` off.
+pub(super) const OFF: &str = "off";
+
+/// `listen`: an IP address with a port, or `off` (no plain listener; TLS only).
+pub(super) struct Listen;
+
+impl Kind<Option<SocketAddr>> for Listen {
+    fn read(&self, raw: Raw<'_>) -> Result<Option<SocketAddr>, ErrorKind> {
+        if text(raw)? == OFF {
+            return Ok(None);
+        }
+        Address.read(raw).map(Some)
+    }
+    fn check(&self, _: &Option<SocketAddr>) -> Result<(), ErrorKind> {
+        Ok(())
+    }
+    fn toml(&self, value: &Option<SocketAddr>) -> Option<String> {
+        Some(match value {
+            Some(addr) => toml_string(&addr.to_string()),
+            None => toml_string(OFF),
+        })
+    }
+    fn metavar(&self) -> &'static str {
+        "ADDR|off"
+    }
+    fn bounds(&self) -> Option<String> {
+        Some(format!("or {OFF}: no plain listener, TLS only"))
+    }
+}
+
+/// A file's path: any non-empty text (whether the file is there is checked at start).
+pub(super) struct FilePath;
+
+impl Kind<std::path::PathBuf> for FilePath {
+    fn read(&self, raw: Raw<'_>) -> Result<std::path::PathBuf, ErrorKind> {
+        let path = text(raw)?;
+        if path.is_empty() {
+            return Err(ErrorKind::EmptyPath);
+        }
+        Ok(std::path::PathBuf::from(path))
+    }
+    fn check(&self, value: &std::path::PathBuf) -> Result<(), ErrorKind> {
+        if value.as_os_str().is_empty() {
+            Err(ErrorKind::EmptyPath)
+        } else {
+            Ok(())
+        }
+    }
+    fn toml(&self, value: &std::path::PathBuf) -> Option<String> {
+        Some(toml_string(&value.to_string_lossy()))
+    }
+    fn metavar(&self) -> &'static str {
+        "FILE"
+    }
+    fn bounds(&self) -> Option<String> {
+        None
+    }
+}
+
 /// What a list holds.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub(super) enum ListOf {
@@ -201,6 +260,10 @@ pub(super) enum ListOf {
     AccountNames,
     /// `Origin` values: `scheme://host[:port]` or `null`.
     Origins,
+    /// `Origin` values a CORS answer may name: `scheme://host[:port]`, never `null` (every
+    /// sandboxed page and local file sends it) nor the scheme's default port (browsers leave it
+    /// out, so the entry could never match).
+    CorsOrigins,
 }
 
 /// A list of distinct strings, at most `max` of them: comma separated as text, an array of
@@ -255,6 +318,12 @@ impl Kind<Vec<String>> for List {
                     got: shown(item),
                     why,
                 })?,
+                ListOf::CorsOrigins => {
+                    check_cors_origin(item).map_err(|why| ErrorKind::BadOrigin {
+                        got: shown(item),
+                        why,
+                    })?;
+                }
                 ListOf::AccountNames => {}
             }
         }
@@ -280,6 +349,7 @@ impl Kind<Vec<String>> for List {
         Some(match self.of {
             ListOf::AccountNames => format!("each 1-64 of [A-Za-z0-9_], at most {}", self.max),
             ListOf::Origins => format!("each scheme://host[:port] or null, at most {}", self.max),
+            ListOf::CorsOrigins => format!("each scheme://host[:port], at most {}", self.max),
         })
     }
 
@@ -319,6 +389,57 @@ fn check_origin(origin: &str) -> Result<(), &'static str> {
             }
         }
         _ => Err("is not scheme://host[:port] or null"),
+    }
+}
+
+fn check_cors_origin(origin: &str) -> Result<(), &'static str> {
+    if origin == "null" {
+        return Err(
+            "would let every sandboxed page and local file read answers; list real origins",
+        );
+    }
+    check_origin(origin)?;
+    let lower = origin.to_ascii_lowercase();
+    if (lower.starts_with("http://") && lower.ends_with(":80"))
+        || (lower.starts_with("https://") && lower.ends_with(":443"))
+    {
+        return Err("names the scheme's default port, which browsers leave out of Origin");
+    }
+    Ok(())
+}
+
+/// `true` or `false`.
+pub(super) struct Switch;
+
+impl Kind<bool> for Switch {
+    fn read(&self, raw: Raw<'_>) -> Result<bool, ErrorKind> {
+        match raw {
+            Raw::File(toml::Value::Boolean(b)) => Ok(*b),
+            Raw::File(toml::Value::String(_)) | Raw::Text(_) => match text(raw)? {
+                "true" => Ok(true),
+                "false" => Ok(false),
+                other => Err(ErrorKind::NotOneOf {
+                    got: shown(other),
+                    choices: "true, false".to_owned(),
+                }),
+            },
+            Raw::File(other) => Err(ErrorKind::WrongType {
+                expected: "a boolean",
+                found: toml_type(other),
+            }),
+        }
+    }
+    fn check(&self, _: &bool) -> Result<(), ErrorKind> {
+        Ok(())
+    }
+    fn toml(&self, value: &bool) -> Option<String> {
+        Some(value.to_string())
+    }
+    fn metavar(&self) -> &'static str {
+        "BOOL"
+    }
+    fn bounds(&self) -> Option<String> {
+        Some("true or false".to_owned())
     }
 }
 

@@ -12,11 +12,15 @@ mod sources;
 mod tests;
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use errors::{closest, Origin};
 pub use errors::{ConfigError, ErrorKind};
-use kinds::{Address, Count, Kind, List, ListOf, Optional, Raw, Secret, Secs, LEVELS, POLICIES};
+use kinds::{
+    Address, Count, FilePath, Kind, List, ListOf, Listen, Optional, Raw, Secret, Secs, Switch,
+    LEVELS, POLICIES,
+};
 pub use sources::parse_args;
 #[cfg(test)]
 pub(crate) use sources::parse_args_with_env;
@@ -57,9 +61,9 @@ pub const MAX_MEMORY_BUDGET_BYTES: usize = if usize::BITS > 32 {
 } else {
     usize::MAX
 };
-/// Most entries in `allowed_origins`.
+/// Most entries in `allowed_origins`, and in `cors_allowed_origins`.
 pub const MAX_ALLOWED_ORIGINS: usize = 64;
-/// Longest entry of `allowed_origins`, in bytes.
+/// Longest entry of `allowed_origins` or `cors_allowed_origins`, in bytes.
 pub const MAX_ORIGIN_BYTES: usize = 256;
 /// Longest `api_token` or `ws_secret`, in bytes.
 pub const MAX_SECRET_BYTES: usize = 1024;
@@ -123,7 +127,7 @@ macro_rules! settings {
                         kind,
                     })?;
                 )+
-                Ok(())
+                self.check_together()
             }
 
             /// The table's description of every setting, with this config's values.
@@ -145,7 +149,15 @@ macro_rules! settings {
 
 settings! {
     /// address:port for HTTP and WebSocket, one port for both (e.g. [::]:8080)
-    listen: SocketAddr = SocketAddr::from(([0, 0, 0, 0], 8080)), Address;
+    listen: Option<SocketAddr> = Some(SocketAddr::from(([0, 0, 0, 0], 8080))), Listen;
+    /// address:port for HTTPS and WSS, the same routes as listen (builds with the tls feature; needs tls_cert_file and tls_key_file)
+    tls_listen: Option<SocketAddr> = None, Optional(Address);
+    /// PEM file: the server certificate, then its chain; read at start and on SIGHUP
+    tls_cert_file: Option<PathBuf> = None, Optional(FilePath);
+    /// PEM file: the certificate's private key (PKCS#8, RSA or EC); read at start and on SIGHUP
+    tls_key_file: Option<PathBuf> = None, Optional(FilePath);
+    /// a TLS handshake must finish within this, from accept (TLS slowloris)
+    tls_handshake_timeout_secs: u64 = 10, Secs;
     /// user ids that @mentions route to
     public_accounts: Vec<String> = Vec::new(),
         List { of: ListOf::AccountNames, max: MAX_PUBLIC_ACCOUNTS };
@@ -197,6 +209,11 @@ settings! {
     /// when non-empty, a WebSocket upgrade whose Origin is not listed gets 403
     allowed_origins: Vec<String> = Vec::new(),
         List { of: ListOf::Origins, max: MAX_ALLOWED_ORIGINS };
+    /// browser pages of these origins may call the HTTP endpoints (CORS, docs/protocol.md §17); empty: no CORS headers
+    cors_allowed_origins: Vec<String> = Vec::new(),
+        List { of: ListOf::CorsOrigins, max: MAX_ALLOWED_ORIGINS };
+    /// serve the status page at / (docs/protocol.md §18); false: / is 404
+    status_page: bool = false, Switch;
     /// most verbose log level written
     log_level: log::LevelFilter = log::LevelFilter::Info, LEVELS;
     /// runtime threads; 1 runs one event loop (tokio's current-thread runtime), more a pool
@@ -324,6 +341,59 @@ pub fn markdown_table() -> String {
 }
 
 impl Config {
+    /// The rules between settings, checked after each one alone passed.
+    fn check_together(&self) -> Result<(), ConfigError> {
+        let refuse = |key: &'static str, kind: ErrorKind| ConfigError {
+            key: Some(key),
+            origin: Origin::Settings,
+            kind,
+        };
+        let tls_set = self.tls_listen.is_some()
+            || self.tls_cert_file.is_some()
+            || self.tls_key_file.is_some();
+        if tls_set && !cfg!(feature = "tls") {
+            let key = if self.tls_listen.is_some() {
+                "tls_listen"
+            } else if self.tls_cert_file.is_some() {
+                "tls_cert_file"
+            } else {
+                "tls_key_file"
+            };
+            return Err(refuse(key, ErrorKind::NotInThisBuild("tls")));
+        }
+        if self.listen.is_none() && self.tls_listen.is_none() {
+            return Err(refuse("listen", ErrorKind::NothingToListenOn));
+        }
+        // A TLS listener may also come from socket activation, so the files are what
+        // TLS needs; tls_listen needs them.
+        if self.tls_cert_file.is_none()
+            && (self.tls_listen.is_some() || self.tls_key_file.is_some())
+        {
+            let with = if self.tls_listen.is_some() {
+                "tls_listen"
+            } else {
+                "tls_key_file"
+            };
+            return Err(refuse("tls_cert_file", ErrorKind::RequiredWith(with)));
+        }
+        if self.tls_key_file.is_none() && self.tls_cert_file.is_some() {
+            return Err(refuse(
+                "tls_key_file",
+                ErrorKind::RequiredWith("tls_cert_file"),
+            ));
+        }
+        // Port 0 (any free port) twice is two ports.
+        if self.tls_listen.is_some_and(|a| a.port() != 0) && self.tls_listen == self.listen {
+            return Err(refuse("tls_listen", ErrorKind::SameAddressAs("listen")));
+        }
+        Ok(())
+    }
+
+    /// True when TLS is configured (its certificate and key are set).
+    pub fn tls_enabled(&self) -> bool {
+        self.tls_cert_file.is_some() && self.tls_key_file.is_some()
+    }
+
     /// Most TCP connections served at once (devices, streams and the extra room); a
     /// connection over it is answered 503 at once.
     pub fn max_open_connections(&self) -> usize {

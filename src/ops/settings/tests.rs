@@ -66,7 +66,7 @@ fn from_toml(doc: &str) -> Result<Config, ConfigError> {
 fn defaults_are_the_spec_table() {
     let c = run(&[]);
     assert_eq!(c, Config::default());
-    assert_eq!(c.listen, "0.0.0.0:8080".parse().unwrap());
+    assert_eq!(c.listen, Some("0.0.0.0:8080".parse().unwrap()));
     assert!(c.public_accounts.is_empty());
     assert_eq!(
         (
@@ -114,7 +114,8 @@ max_pending_sends = 7\nsend_timeout_secs = 8\nkeepalive_secs = 9\nping_interval_
 pong_timeout_secs = 11\nheader_timeout_secs = 12\nbody_timeout_secs = 15\n\
 idle_timeout_secs = 13\nwrite_timeout_secs = 16\nshutdown_timeout_secs = 14\non_duplicate = \"replace\"\napi_token = \"tok\"\n\
 ws_secret = \"sec\"\nallowed_origins = [\"https://a.example\"]\nlog_level = \"debug\"\n\
-worker_threads = 3\nqueue_bytes = 17\nstream_buffer_bytes = 18\nmemory_budget_bytes = 19\nsocket_buffer_bytes = 20\n",
+worker_threads = 3\nqueue_bytes = 17\nstream_buffer_bytes = 18\nmemory_budget_bytes = 19\nsocket_buffer_bytes = 20\n\
+cors_allowed_origins = [\"http://nas.lan:8123\"]\nstatus_page = true\ntls_listen = \"127.0.0.1:2\"\ntls_cert_file = \"/c.pem\"\ntls_key_file = \"/k.pem\"\ntls_handshake_timeout_secs = 21\n",
     );
     let from_file = run(&["--config", file.path()]);
     let from_flags = run(&[
@@ -145,9 +146,15 @@ worker_threads = 3\nqueue_bytes = 17\nstream_buffer_bytes = 18\nmemory_budget_by
         "--stream-buffer-bytes=18",
         "--memory-budget-bytes=19",
         "--socket-buffer-bytes=20",
+        "--cors-allowed-origins=http://nas.lan:8123",
+        "--status-page=true",
+        "--tls-listen=127.0.0.1:2",
+        "--tls-cert-file=/c.pem",
+        "--tls-key-file=/k.pem",
+        "--tls-handshake-timeout-secs=21",
     ]);
     let expected = Config {
-        listen: "127.0.0.1:1".parse().unwrap(),
+        listen: Some("127.0.0.1:1".parse().unwrap()),
         public_accounts: vec!["bot".into()],
         max_connections: 2,
         queue_depth: 3,
@@ -174,6 +181,12 @@ worker_threads = 3\nqueue_bytes = 17\nstream_buffer_bytes = 18\nmemory_budget_by
         stream_buffer_bytes: 18,
         memory_budget_bytes: Some(19),
         socket_buffer_bytes: 20,
+        cors_allowed_origins: vec!["http://nas.lan:8123".into()],
+        status_page: true,
+        tls_listen: Some("127.0.0.1:2".parse().unwrap()),
+        tls_cert_file: Some("/c.pem".into()),
+        tls_key_file: Some("/k.pem".into()),
+        tls_handshake_timeout_secs: 21,
     };
     assert_eq!(from_file, expected);
     assert_eq!(from_flags, expected);
@@ -215,16 +228,20 @@ fn the_last_repeated_flag_wins() {
 #[test]
 fn equals_form_takes_the_rest_of_the_word() {
     let c = run(&["--listen=[::1]:9000", "--api-token=abc=def"]);
-    assert_eq!(c.listen, "[::1]:9000".parse().unwrap());
+    assert_eq!(c.listen, Some("[::1]:9000".parse().unwrap()));
     assert_eq!(c.api_token.as_deref(), Some("abc=def"));
     let c = run(&["--listen", "[::]:8080"]);
-    assert_eq!(c.listen, "[::]:8080".parse().unwrap());
+    assert_eq!(c.listen, Some("[::]:8080".parse().unwrap()));
 }
 
 #[test]
 fn a_bad_flag_value_names_its_key() {
-    let cases: [(&str, &str); 27] = [
+    let cases: [(&str, &str); 33] = [
         ("listen", "localhost:8080"),
+        ("tls_listen", "of"),
+        ("tls_cert_file", ""),
+        ("tls_key_file", ""),
+        ("tls_handshake_timeout_secs", "0"),
         ("public_accounts", "ok,not-ok"),
         ("max_connections", "0"),
         ("queue_depth", "-1"),
@@ -252,6 +269,8 @@ fn a_bad_flag_value_names_its_key() {
         ("api_token", ""),
         ("ws_secret", ""),
         ("allowed_origins", "example.com"),
+        ("cors_allowed_origins", "null"),
+        ("status_page", "yes"),
         ("log_level", "verbose"),
         ("worker_threads", "65"),
     ];
@@ -445,6 +464,43 @@ fn origins_must_be_matchable() {
 }
 
 #[test]
+fn cors_origins_are_real_origins_a_browser_can_send() {
+    for (bad, why) in [
+        ("null", "sandboxed page"),
+        ("*", "scheme://host"),
+        ("http://nas.lan:80", "default port"),
+        ("https://NAS.lan:443", "default port"),
+        ("http://nas.lan/", "path"),
+    ] {
+        let e = fail(&["--cors-allowed-origins", bad]);
+        assert_eq!(e.key(), Some("cors_allowed_origins"), "{bad}");
+        assert!(e.to_string().contains(why), "{bad}: {e}");
+    }
+    let c = run(&[
+        "--cors-allowed-origins",
+        "http://nas.lan:8123,https://ha.local,http://127.0.0.1:8081",
+    ]);
+    assert_eq!(c.cors_allowed_origins.len(), 3);
+    // Listed once each, like the other lists.
+    let e = fail(&["--cors-allowed-origins", "https://a.lan,https://a.lan"]);
+    assert_eq!(e.kind(), &ErrorKind::DuplicateEntry("https://a.lan".into()));
+}
+
+#[test]
+fn switches_take_true_or_false_as_text_and_booleans_in_the_file() {
+    assert!(run(&["--status-page", "true"]).status_page);
+    assert!(!run(&["--status-page=false"]).status_page);
+    assert!(!Config::default().status_page);
+    let e = fail(&["--status-page", "1"]);
+    assert!(e.to_string().contains("true, false"), "{e}");
+    let file = TempFile::new(b"status_page = true\n");
+    assert!(run(&["--config", file.path()]).status_page);
+    let file = TempFile::new(b"status_page = 1\n");
+    let e = fail(&["--config", file.path()]);
+    assert!(e.to_string().contains("expected a boolean"), "{e}");
+}
+
+#[test]
 fn secrets_are_checked_without_being_shown() {
     let e = fail(&["--api-token", "has space"]);
     assert_eq!(e.kind(), &ErrorKind::BadTokenChar);
@@ -595,7 +651,7 @@ fn every_number_has_a_floor_of_one_and_a_ceiling() {
             );
         }
     }
-    assert_eq!(numbers, 20, "counts, sizes and durations");
+    assert_eq!(numbers, 21, "counts, sizes and durations");
 }
 
 #[test]
@@ -785,4 +841,65 @@ fn the_readme_settings_table_is_the_table_in_code() {
         readme[start..end] == want,
         "README.md's settings table differs from the table in code; put this between the markers:\n{want}"
     );
+}
+
+#[test]
+fn listen_off_needs_a_tls_listener() {
+    let e = fail(&["--listen=off"]);
+    assert_eq!(e.key(), Some("listen"));
+    assert_eq!(e.kind(), &ErrorKind::NothingToListenOn);
+    assert!(e.to_string().starts_with("listen: is off"), "{e}");
+    let c = run(&[
+        "--listen=off",
+        "--tls-listen=127.0.0.1:8443",
+        "--tls-cert-file=c.pem",
+        "--tls-key-file=k.pem",
+    ]);
+    assert_eq!(c.listen, None);
+    assert!(c.tls_enabled());
+    assert!(
+        c.to_toml().contains("listen = \"off\"\n"),
+        "{}",
+        c.to_toml()
+    );
+}
+
+#[test]
+fn tls_settings_come_together() {
+    let e = fail(&["--tls-listen=127.0.0.1:8443"]);
+    assert_eq!(
+        (e.key(), e.kind()),
+        (
+            Some("tls_cert_file"),
+            &ErrorKind::RequiredWith("tls_listen")
+        )
+    );
+    let e = fail(&["--tls-listen=127.0.0.1:8443", "--tls-cert-file=c.pem"]);
+    assert_eq!(
+        (e.key(), e.kind()),
+        (
+            Some("tls_key_file"),
+            &ErrorKind::RequiredWith("tls_cert_file")
+        )
+    );
+    let e = fail(&["--tls-key-file=k.pem"]);
+    assert_eq!(e.key(), Some("tls_cert_file"));
+    let e = fail(&[
+        "--listen=127.0.0.1:8443",
+        "--tls-listen=127.0.0.1:8443",
+        "--tls-cert-file=c.pem",
+        "--tls-key-file=k.pem",
+    ]);
+    assert_eq!(
+        (e.key(), e.kind()),
+        (Some("tls_listen"), &ErrorKind::SameAddressAs("listen"))
+    );
+    let e = fail(&["--tls-cert-file="]);
+    assert_eq!(
+        (e.key(), e.kind()),
+        (Some("tls_cert_file"), &ErrorKind::EmptyPath)
+    );
+    // The files alone are allowed: socket activation may pass the TLS listener.
+    let c = run(&["--tls-cert-file=c.pem", "--tls-key-file=k.pem"]);
+    assert!(c.tls_enabled() && c.tls_listen.is_none());
 }

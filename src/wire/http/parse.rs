@@ -106,6 +106,8 @@ pub struct RequestHead<'b> {
     pub expect_continue: bool,
     /// A `Host` field is present (possibly empty).
     pub has_host: bool,
+    /// The `Host` value.
+    pub host: Option<&'b [u8]>,
     /// The `Content-Type` value.
     pub content_type: Option<&'b [u8]>,
     /// The `Origin` value.
@@ -322,6 +324,7 @@ fn build_head<'b>(
         keep_alive: false,
         expect_continue: false,
         has_host: false,
+        host: None,
         content_type: None,
         origin: None,
         authorization: None,
@@ -369,6 +372,7 @@ fn build_head<'b>(
                 return Err(HttpError::DuplicateHeader);
             }
             head.has_host = true;
+            head.host = Some(value);
         } else if name.eq_ignore_ascii_case(b"accept") {
             head.accept = head.accept.or(Some(value));
         } else {

@@ -173,6 +173,18 @@ pub fn write_last_chunk(out: &mut Vec<u8>) {
     out.extend_from_slice(b"0\r\n\r\n");
 }
 
+/// Inserts `lines` (whole header lines, each ending in CRLF) at the end of the first response
+/// head in `out`, before its blank line. Nothing happens when `out` holds no whole head.
+pub fn insert_fields(out: &mut Vec<u8>, lines: &[u8]) {
+    let Some(end) = out.windows(4).position(|w| w == b"\r\n\r\n") else {
+        return;
+    };
+    // Exactly what is added: an answer's buffer is paid for by its capacity.
+    out.reserve_exact(lines.len());
+    let at = end + 2;
+    out.splice(at..at, lines.iter().copied());
+}
+
 /// `name: value` CRLF, leaving out any CR or LF.
 fn push_field(out: &mut Vec<u8>, name: &str, value: &str) {
     let clean = |b: &u8| *b != b'\r' && *b != b'\n';
@@ -293,6 +305,20 @@ mod tests {
         assert!(head.contains(expected_len.trim_end()), "{s}");
         let parsed: serde_json::Value = serde_json::from_str(body).unwrap_or_default();
         assert_eq!(parsed["detail"], detail);
+    }
+
+    #[test]
+    fn fields_go_at_the_end_of_the_first_head() {
+        let mut out = Vec::new();
+        write_json(&mut out, 200, b"{}", Persist::KeepAlive, &[], false);
+        insert_fields(&mut out, b"Vary: Origin\r\n");
+        assert_eq!(
+            text(&out),
+            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\nVary: Origin\r\n\r\n{}"
+        );
+        let mut partial = b"HTTP/1.1 200 OK\r\n".to_vec();
+        insert_fields(&mut partial, b"Vary: Origin\r\n");
+        assert_eq!(partial, b"HTTP/1.1 200 OK\r\n");
     }
 
     #[test]

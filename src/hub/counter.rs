@@ -1,0 +1,56 @@
+//! Counters and gauges: the atomics every table of figures is made of (`metrics`, the
+//! budget's refusals).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// One monotonically increasing counter.
+#[derive(Default)]
+pub(crate) struct Counter(AtomicU64);
+
+impl Counter {
+    /// A counter at zero (const, for `static`s).
+    pub(crate) const fn new() -> Self {
+        Counter(AtomicU64::new(0))
+    }
+    /// Adds one.
+    pub(crate) fn inc(&self) {
+        self.0.fetch_add(1, Ordering::Relaxed);
+    }
+    /// Adds `n`.
+    pub(crate) fn add(&self, n: u64) {
+        self.0.fetch_add(n, Ordering::Relaxed);
+    }
+    /// The current value.
+    pub(crate) fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// A value that goes up and down (things in progress now).
+#[derive(Default)]
+pub(crate) struct Gauge(AtomicU64);
+
+impl Gauge {
+    /// A gauge at zero (const, for `static`s).
+    pub(crate) const fn new() -> Self {
+        Gauge(AtomicU64::new(0))
+    }
+    /// One more in progress; the returned guard counts it out when dropped.
+    pub(crate) fn enter(&self) -> InProgress<'_> {
+        self.0.fetch_add(1, Ordering::Relaxed);
+        InProgress(self)
+    }
+    /// The current value.
+    pub(crate) fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// Counts one thing in progress on a [`Gauge`] for as long as it lives.
+pub(crate) struct InProgress<'g>(&'g Gauge);
+
+impl Drop for InProgress<'_> {
+    fn drop(&mut self) {
+        self.0 .0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
