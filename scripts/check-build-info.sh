@@ -28,10 +28,19 @@ expected=$(
     printf 'target: %s\nlink: %s\nboard: %s\ndevice_table_capacity: %s\npending_table_capacity: %s\n' \
         "$WSSED_TARGET" "$link" "$WSSED_BOARD" "$WSSED_DEVICE_TABLE_CAPACITY" "$WSSED_PENDING_TABLE_CAPACITY"
 )
-out=$(timeout 60 "$@" --version) || {
-    echo "build-info: FAIL $board: \`$* --version\` failed (exit $?): $out"
+# Bounded like the start canary: a binary that hangs (under qemu: a libc mix-up, a wrong CPU
+# model) fails here in 20 s with one line.
+status=0
+err=$(mktemp)
+trap 'rm -f "$err"' EXIT
+out=$(timeout 20 "$@" --version 2>"$err") || status=$?
+if [ "$status" = 124 ]; then
+    echo "build-info: FAIL $board: \`$* --version\` did not exit within 20 s; output: $out $(cat "$err")"
     exit 1
-}
+elif [ "$status" != 0 ]; then
+    echo "build-info: FAIL $board: \`$* --version\` exited $status; output: $out $(cat "$err")"
+    exit 1
+fi
 got=$(sed 1d <<<"$out")
 if [ "$got" != "$expected" ]; then
     echo "build-info: FAIL $board: the binary is not what board/$board/env says"
