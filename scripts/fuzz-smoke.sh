@@ -9,14 +9,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 FUZZ_SECONDS="${FUZZ_SECONDS:-30}"
-TARGETS=(http_head framer chunked envelope mention sse)
+TARGETS=(http_head framer chunked envelope mention sse mailbox_file)
 
 # Largest input libFuzzer may try, per target: http_head and framer must reach MAX_HEAD_BYTES
 # (16 KiB).
 max_len() {
     case "$1" in
         http_head | framer) echo 20000 ;;
-        chunked | envelope) echo 8192 ;;
+        chunked | envelope | mailbox_file) echo 8192 ;;
         *) echo 4096 ;;
     esac
 }

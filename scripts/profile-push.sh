@@ -22,7 +22,10 @@
 # callgrind counts user-space instructions only, the kernel's work is not in Ir).
 #
 # Environment: PUSHES (2000), WARMUP (200), RUNS (3), PORT (18090), PROFILE_CHECKOUT, WSSED_ARGS
-# (more daemon flags, e.g. "--status-page true"; recorded as "args" in each JSON line).
+# (more daemon flags, e.g. "--status-page true" or "--mailbox-messages 64"; recorded as "args" in
+# each JSON line), DRIVER_ARGS (e.g. --away: pushes to a device that is not connected, kept by the
+# offline mailbox) and LABEL (names the variant: the results go to callgrind-<short>-<LABEL>.jsonl
+# and callgrind-<short>-<LABEL>/).
 set -euo pipefail
 [ $# -eq 1 ] || { echo "usage: $0 COMMIT" >&2; exit 2; }
 cd "$(dirname "$0")/.."
@@ -65,10 +68,13 @@ if (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; then
     exit 1
 fi
 
-out=$root/bench-results/callgrind-$short
-raw=$root/target/profile/callgrind-$short
+DRIVER_ARGS=${DRIVER_ARGS:-}
+LABEL=${LABEL:-}
+name=callgrind-$short${LABEL:+-$LABEL}
+out=$root/bench-results/$name
+raw=$root/target/profile/$name
 mkdir -p "$out"
-jsonl=$root/bench-results/callgrind-$short.jsonl
+jsonl=$root/bench-results/$name.jsonl
 work=$(mktemp -d)
 VG_PID=""
 cleanup() {
@@ -97,7 +103,7 @@ for run in $(seq 1 "$RUNS"); do
     [ "$up" = 1 ] || { echo "profile-push: wssed under valgrind did not come up" >&2; cat "$work/valgrind.log" >&2; exit 1; }
 
     drv=$(timeout 900 python3 scripts/profile_push_driver.py --port "$PORT" --pid "$VG_PID" \
-        --warmup "$WARMUP" --pushes "$PUSHES")
+        --warmup "$WARMUP" --pushes "$PUSHES" $DRIVER_ARGS)
 
     kill -TERM "$VG_PID" 2>/dev/null || true
     for _ in $(seq 1 300); do kill -0 "$VG_PID" 2>/dev/null || break; sleep 0.1; done
@@ -111,11 +117,13 @@ for run in $(seq 1 "$RUNS"); do
     ir_push=$(ir_of "$push_file")
     ir_idle=$(ir_of "$idle_file")
     sys_push=$(sys_of "$push_file")
-    python3 - "$sha" "$short" "$run" "$PUSHES" "$ir_push" "$ir_idle" "$la1" "$drv" "$sys_push" "$WSSED_ARGS" >> "$jsonl" <<'PY'
+    python3 - "$sha" "$short" "$run" "$PUSHES" "$ir_push" "$ir_idle" "$la1" "$drv" "$sys_push" "$LABEL" "$WSSED_ARGS $DRIVER_ARGS" >> "$jsonl" <<'PY'
 import json, sys
-sha, short, run, pushes, ir_push, ir_idle, la, drv, sys_push, args = sys.argv[1:]
+sha, short, run, pushes, ir_push, ir_idle, la, drv, sys_push, label, args = sys.argv[1:]
 d = json.loads(drv)
-print(json.dumps({"scenario": "callgrind_push", "commit": short, "commit_full": sha, "run": int(run),
+args = args.strip()
+print(json.dumps({"scenario": "callgrind_push", "commit": short + (f" ({label})" if label else ""),
+    "commit_full": sha, "run": int(run),
     **({"args": args} if args else {}),
     "pushes": int(pushes), "ir_push_phase": int(ir_push), "ir_per_push": round(int(ir_push) / int(pushes)),
     "syscalls_per_push": round(int(sys_push) / int(pushes), 2),

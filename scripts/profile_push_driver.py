@@ -8,7 +8,9 @@ One WebSocket device (raw socket, this process) and one keep-alive upstream conn
 `success` answer and for the frame to reach the device), then `callgrind_control --dump=push`.
 Then the counters are zeroed again and, after an idle pause as long as the push phase, dumped as
 `idle`: what the server spends with nothing to do (timers), to show it is not part of the figure.
-Prints one JSON line. Every wait is bounded.
+With --away no device connects: each push must be answered `partial` with `"queued":true` (the
+offline mailbox keeps it; the daemon needs --mailbox-messages). Prints one JSON line. Every wait
+is bounded.
 """
 
 import argparse
@@ -120,7 +122,7 @@ class Upstream:
         self.port = port
         self.buf = b""
 
-    def push(self, seq):
+    def push(self, seq, away=False):
         body = json.dumps(
             {"user_id": USER, "data": {"ts": time.monotonic_ns(), "seq": seq}},
             separators=(",", ":"),
@@ -147,8 +149,9 @@ class Upstream:
                 fail("upstream closed mid-body")
             rest += chunk
         body, self.buf = rest[:length], rest[length:]
-        if not head.startswith(b"HTTP/1.1 200") or b'"success"' not in body:
-            fail(f"push {seq} not delivered: {head[:80]!r} {body[:200]!r}")
+        want = b'"queued":true' if away else b'"success"'
+        if not head.startswith(b"HTTP/1.1 200") or want not in body:
+            fail(f"push {seq} not {'kept' if away else 'delivered'}: {head[:80]!r} {body[:200]!r}")
 
 
 def control(args, *flags):
@@ -167,18 +170,19 @@ def main():
     p.add_argument("--pid", type=int, required=True)
     p.add_argument("--warmup", type=int, default=200)
     p.add_argument("--pushes", type=int, default=2000)
+    p.add_argument("--away", action="store_true", help="no device: every push is kept")
     args = p.parse_args()
     if not (1 <= args.pushes <= 100_000 and 0 <= args.warmup <= 100_000):
         fail("--pushes must be 1..100000, --warmup 0..100000")
     deadline = time.monotonic() + DEADLINE_SECS
 
-    device = Device(args.port)
+    device = None if args.away else Device(args.port)
     upstream = Upstream(args.port)
     seq = 0
     for _ in range(args.warmup):
-        upstream.push(seq)
+        upstream.push(seq, args.away)
         seq += 1
-    if device.wait_frames(seq, deadline) < seq:
+    if device and device.wait_frames(seq, deadline) < seq:
         fail("warm-up frames did not all arrive")
 
     control(args, "--zero")
@@ -186,12 +190,12 @@ def main():
     for _ in range(args.pushes):
         if time.monotonic() > deadline:
             fail("deadline passed")
-        upstream.push(seq)
+        upstream.push(seq, args.away)
         seq += 1
-    got = device.wait_frames(seq, deadline)
+    got = device.wait_frames(seq, deadline) if device else 0
     push_secs = time.monotonic() - t0
     control(args, "--dump=push")
-    if got < seq:
+    if device and got < seq:
         fail(f"device received {got} of {seq} frames")
 
     # Same length of idle time, to show what timers cost while nothing happens.

@@ -1,11 +1,14 @@
-//! Keeps `docs/protocol.md` true: every close code, 422 error `type`, batch item `error` and
-//! stream ending the code can emit is documented in the section that promises it, and so are
-//! the CORS fields and bounds browsers are told (§17, §18). The lists
+//! Keeps `docs/protocol.md` true: every close code, 422 error `type`, batch item `error`,
+//! stream ending, and offline mailbox `reason` and drop reason the code can emit is documented
+//! in the section that promises it, and so are the CORS fields and bounds browsers are told
+//! (§17, §18). The lists
 //! come from the code itself (each enum's `every()`, `wire::listed`), so a variant added
 //! without its documentation fails here.
 
 use crate::app::push::Undelivered;
 use crate::app::send::End;
+use crate::hub::ack::NotKept;
+use crate::hub::mailbox::{gap_frame, Dropped};
 use crate::wire::close::Close;
 use crate::wire::envelope::{ErrorKind, ValueReason};
 
@@ -87,6 +90,20 @@ fn every_way_a_stream_ends_is_in_the_stream_endings_table() {
     // The one event of a stream whose request reached no device (`send::Start::Undelivered`).
     let text = Undelivered::NotConnected.text();
     assert_line_with("7.7", &[&data(text)], "a send to no device");
+}
+
+#[test]
+fn every_mailbox_reason_and_drop_reason_is_documented() {
+    for why in NotKept::every() {
+        let row = format!("| `\"{}\"` |", why.code());
+        assert_line_with("20.3", &[&row], &format!("{why:?}"));
+    }
+    for why in Dropped::every() {
+        let row = format!("| `{}` |", why.label());
+        assert_line_with("20.2", &[&row], &format!("{why:?}"));
+    }
+    let gap = gap_frame(7).replace('7', "N");
+    assert_line_with("20.5", &[&format!("`{gap}`")], "the mailbox_gap frame");
 }
 
 #[test]

@@ -278,6 +278,8 @@ async fn run_board(name: &str) {
     let body_bytes = setting(&board, "max_body_bytes") as usize;
     let msg_bytes = setting(&board, "max_message_bytes") as usize;
     let config = board.join("wssed.toml");
+    // The profile's state_dir is the installed daemon's: this run keeps its mailbox apart.
+    let state = TempPath::new(&format!("{name}-state"));
     let d = Daemon::start_in_cgroup(
         &group.procs(),
         &[
@@ -285,6 +287,8 @@ async fn run_board(name: &str) {
             config.to_str().unwrap(),
             "--listen",
             "127.0.0.1:0",
+            "--state-dir",
+            state.str(),
         ],
     );
     let budget = d.get("/metrics").await.json()["memory_budget_bytes"]

@@ -38,6 +38,8 @@ mod hostile;
 mod http;
 #[path = "e2e/lifecycle.rs"]
 mod lifecycle;
+#[path = "e2e/mailbox.rs"]
+mod mailbox;
 #[path = "e2e/memory.rs"]
 mod memory;
 #[path = "e2e/mentions.rs"]

@@ -6,6 +6,8 @@ documentation names. Regenerating is deterministic; fuzz-found inputs are not ke
 """
 import json
 import os
+import struct
+import zlib
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "corpus")
 
@@ -258,9 +260,41 @@ def framer():
     write(t, "garbage_after_body", cl("/sse/push", "{}") + "\x16\x03\x01\x02\x00\x01\x00")
 
 
+def mailbox_file():
+    """State files of the offline mailbox (src/wire/mailbox_file.rs), good and damaged."""
+    t = "mailbox_file"
+
+    def file(records, version=1):
+        b = b"WSSEDMBX" + struct.pack("<I", version)
+        for user, dropped, msgs in records:
+            u = user.encode()
+            b += bytes([1, len(u)]) + u + struct.pack("<QI", dropped, len(msgs))
+            for at, frame in msgs:
+                f = frame.encode()
+                b += struct.pack("<QI", at, len(f)) + f
+        b += b"\x00"
+        return b + struct.pack("<I", zlib.crc32(b))
+
+    frame = ('{"n":1,"correlation_id":"c-1","user_id":"dev1",'
+             '"original_sender":{"user_id":"dev1","timestamp":5}}')
+    one = file([("dev1", 0, [(1767225600000, frame)])])
+    write(t, "empty", file([]))
+    write(t, "one_message", one)
+    write(t, "c1_id_and_gap_only", file([("\u0085é \"x\"", 3, [(1, "{}"), (2, '{"a":"\\u0000"}')]),
+                                         ("gone", 7, [])]))
+    write(t, "longest_id", file([("x" * 64, 0, [(0, "{ }")] * 3)]))
+    write(t, "version_2", file([], version=2))
+    flipped = bytearray(one)
+    flipped[20] ^= 1
+    write(t, "checksum_mismatch", bytes(flipped))
+    write(t, "truncated", one[:-3])
+    write(t, "foreign", "#!/bin/sh\necho hello\n")
+
+
 http_head()
 chunked()
 envelope()
 mention()
 sse()
 framer()
+mailbox_file()

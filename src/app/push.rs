@@ -9,10 +9,12 @@ use tokio::time::timeout;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use super::error::ApiError;
-use crate::hub::ack::{Ack, AckSlot, Outcome};
+use crate::hub::ack::{Ack, AckSlot, NotKept, Outcome};
 use crate::hub::budget::{heap_bytes, Charge, Use};
+use crate::hub::devices::DeviceHandle;
 use crate::hub::ids;
-use crate::hub::link::{DeviceLink, Outbound, PushError};
+use crate::hub::link::{DeviceLink, Outbound, PushError, Source};
+use crate::hub::mailbox::Routed;
 use crate::hub::Hub;
 use crate::ops::settings::secs;
 use crate::wire::envelope::{self, CorrelationId, Envelope, UserId};
@@ -71,6 +73,8 @@ const ANSWER_HEAD_BYTES: usize = 256;
 /// Bytes of a batch result besides its strings: `{"index":N,"user_id":"","success":false,
 /// "error":"not_connected","routed_to":""},` with a 20-digit index.
 const RESULT_FIXED_BYTES: usize = 112;
+/// Bytes a result grows by with the mailbox on: `,"queued":false,"reason":"mailboxes_full"`.
+const RESULT_NOTE_BYTES: usize = 42;
 
 /// Where a message goes: its mention target if it names a public account, else its user id.
 pub(crate) struct Target {
@@ -105,19 +109,20 @@ pub(crate) struct Frame {
     pub charge: Charge,
 }
 
-/// The spliced frame for `env` (docs/protocol.md §4), with `correlation_id` as the id to add if absent;
-/// `OverBudget` when it does not fit the memory budget.
+/// The spliced frame for `env` (docs/protocol.md §4), with `correlation_id` as the id to add if absent,
+/// paid for as `what`; `OverBudget` when it does not fit the memory budget.
 pub(crate) fn frame(
     env: &Envelope<'_>,
     correlation_id: &str,
     hub: &Hub,
     scratch: &mut Scratch,
+    what: Use,
 ) -> Result<Frame, Undelivered> {
     scratch.frame.clear();
     envelope::write_device_frame(env, correlation_id, &mut scratch.frame);
     let charge = hub
         .budget
-        .charge(heap_bytes(scratch.frame.len()), Use::Frame)
+        .charge(heap_bytes(scratch.frame.len()), what)
         .map_err(|_| Undelivered::OverBudget)?;
     // An exact-size copy: `Bytes` adopts a full Vec as is, while spare capacity would cost it
     // a second allocation for a shared header (measured by benches/push_alloc.rs).
@@ -131,25 +136,72 @@ pub(crate) fn frame(
     Ok(Frame { text, charge })
 }
 
-/// Queues `frame` for `user` without waiting.
-pub(crate) fn enqueue(
+/// Queues a push's `frame` for `user` without waiting (`device`: its session, when the caller
+/// looked it up already). With the mailbox on, a frame for a device that is away is kept or
+/// refused there, and `ack` says which: Ok either way.
+// Always inlined, like `Hub::deliver`: a call here costs every live push.
+#[inline(always)]
+fn deliver(
     hub: &Hub,
-    user: &str,
+    user: &UserId,
+    device: Option<DeviceHandle>,
     frame: Frame,
     ack: Option<Ack>,
 ) -> Result<(), Undelivered> {
-    let Some(device) = hub.devices.get(user) else {
-        return Err(Undelivered::NotConnected);
-    };
     let item = Outbound {
         frame: frame.text,
         ack,
         charge: frame.charge,
+        source: Source::Push,
     };
-    match device.link.push(item) {
-        Ok(()) => Ok(()),
-        Err(PushError::Full) => Err(Undelivered::QueueFull),
-        Err(PushError::Ended) => Err(Undelivered::NotConnected),
+    routed(hub.deliver(user, device, item))
+}
+
+/// What the offline mailbox did with a frame whose device did not get it, for the answer's
+/// `queued` and `reason` (docs/protocol.md §20.3): `None` with the mailbox off.
+fn mailbox_note(hub: &Hub, outcome: Outcome) -> Option<Result<(), NotKept>> {
+    if !hub.mailbox.is_on() {
+        return None;
+    }
+    match outcome {
+        Outcome::Delivered => None,
+        Outcome::Kept => Some(Ok(())),
+        Outcome::NotKept(why) => Some(Err(why)),
+        Outcome::Lost => {
+            hub.mailbox.count_not_kept(NotKept::InFlight);
+            Some(Err(NotKept::InFlight))
+        }
+    }
+}
+
+/// Appends `,"queued":true` or `,"queued":false,"reason":"WHY"`.
+fn write_note(json: &mut Vec<u8>, note: Result<(), NotKept>) {
+    match note {
+        Ok(()) => json.extend_from_slice(b",\"queued\":true"),
+        Err(why) => {
+            json.extend_from_slice(b",\"queued\":false,\"reason\":");
+            json::write_string(json, why.code());
+        }
+    }
+}
+
+/// A frame for a device that is away and the mailbox on: paid for as kept, so it never makes
+/// other kept messages give way; Err (and the acknowledgement resolved) when the budget has
+/// no room for it.
+fn frame_to_keep(
+    env: &Envelope<'_>,
+    correlation_id: &str,
+    hub: &Hub,
+    scratch: &mut Scratch,
+    ack: Ack,
+) -> Result<(Frame, Ack), ()> {
+    match frame(env, correlation_id, hub, scratch, Use::Mailbox) {
+        Ok(frame) => Ok((frame, ack)),
+        Err(_) => {
+            hub.mailbox.count_not_kept(NotKept::OverBudget);
+            ack.not_kept(NotKept::OverBudget);
+            Err(())
+        }
     }
 }
 
@@ -182,16 +234,31 @@ pub(crate) fn push_start(
     let env = envelope::parse_envelope(body).map_err(ApiError::from)?;
     let target = target(&env, hub, scratch);
     let cid = correlation_id(&env);
-    let queued = match (slot.ack(0), frame(&env, &cid, hub, scratch)) {
-        (_, Err(e)) => Err(e),
-        (Some(ack), Ok(frame)) => enqueue(hub, &target.user, frame, Some(ack)),
-        (None, Ok(_)) => Err(Undelivered::NotConnected),
+    let Some(ack) = slot.ack(0) else {
+        return Ok(PushInFlight {
+            target,
+            queued: Err(Undelivered::NotConnected),
+        });
+    };
+    let queued = if hub.mailbox.is_on() {
+        match hub.devices.get(&target.user) {
+            Some(device) => frame(&env, &cid, hub, scratch, Use::Frame)
+                .and_then(|f| deliver(hub, &target.user, Some(device), f, Some(ack))),
+            None => match frame_to_keep(&env, &cid, hub, scratch, ack) {
+                Ok((f, ack)) => deliver(hub, &target.user, None, f, Some(ack)),
+                // Not kept: the acknowledgement says why.
+                Err(()) => Ok(()),
+            },
+        }
+    } else {
+        frame(&env, &cid, hub, scratch, Use::Frame)
+            .and_then(|f| deliver(hub, &target.user, None, f, Some(ack)))
     };
     Ok(PushInFlight { target, queued })
 }
 
-/// Finishes `/sse/push`: waits until its frame is on the device's socket (or lost), writes
-/// the answer into `out` and returns its status.
+/// Finishes `/sse/push`: waits until its frame is on the device's socket (or lost, or kept),
+/// writes the answer into `out` and returns its status.
 pub(crate) async fn push_finish(
     push: PushInFlight,
     hub: &Hub,
@@ -201,15 +268,15 @@ pub(crate) async fn push_finish(
     persist: Persist,
 ) -> u16 {
     let PushInFlight { target, queued } = push;
-    let outcome = match queued {
+    let (outcome, note) = match queued {
         Ok(()) => {
             slot.wait().await;
             match slot.outcome(0) {
-                Outcome::Delivered => Ok(()),
-                Outcome::Lost => Err(Undelivered::NotConnected),
+                Outcome::Delivered => (Ok(()), None),
+                other => (Err(Undelivered::NotConnected), mailbox_note(hub, other)),
             }
         }
-        Err(e) => Err(e),
+        Err(e) => (Err(e), None),
     };
     count(hub, outcome);
     let (status, message) = match outcome {
@@ -227,6 +294,9 @@ pub(crate) async fn push_finish(
     if target.routed {
         json.extend_from_slice(b",\"routed_to\":");
         json::write_string(json, &target.user);
+    }
+    if let Some(note) = note {
+        write_note(json, note);
     }
     json.push(b'}');
     response::write_json(out, 200, json, persist, &[], false);
@@ -251,6 +321,8 @@ struct ItemResult {
     routed_to: Option<UserId>,
     outcome: Result<(), Undelivered>,
     queued: bool,
+    /// What the mailbox did with it, when on and the item was not delivered.
+    note: Option<Result<(), NotKept>>,
 }
 
 /// A device the batch has items for, while some of them wait for room in its queue.
@@ -265,7 +337,13 @@ struct Waiting {
 impl Waiting {
     /// Moves waiting items into the queue while it has room. Returns false once nothing
     /// is left to wait for.
-    fn advance(&mut self, slot: &AckSlot, results: &mut [ItemResult]) -> bool {
+    fn advance(
+        &mut self,
+        hub: &Hub,
+        user: &UserId,
+        slot: &AckSlot,
+        results: &mut [ItemResult],
+    ) -> bool {
         while let Some((index, item)) = self.items.pop_front() {
             let why = match self.link.try_push(item) {
                 Ok(()) => {
@@ -277,6 +355,17 @@ impl Waiting {
                     // Room comes as our own frames are written: wait for it.
                     self.items.push_front((index, item));
                     return true;
+                }
+                Err((PushError::Ended, item)) if hub.mailbox.is_on() => {
+                    // The device left: this item and those behind it go the way of any push
+                    // to an away device (the mailbox), in order.
+                    let rest: Vec<_> = std::iter::once((index, item))
+                        .chain(self.items.drain(..))
+                        .collect();
+                    for (index, item) in rest {
+                        mark(results, index, routed(hub.deliver(user, None, item)));
+                    }
+                    return false;
                 }
                 // The queue is full of other traffic, or the device left.
                 Err((PushError::Full, _)) => Undelivered::QueueFull,
@@ -294,6 +383,16 @@ impl Waiting {
     /// a queue in order, so the last one tells.
     fn has_frames_in_queue(&self, slot: &AckSlot) -> bool {
         self.last_queued.is_some_and(|index| !slot.resolved(index))
+    }
+}
+
+/// A batch item's outcome from what `Hub::deliver` did with it: queued or in the mailbox's
+/// hands is Ok (its acknowledgement tells the rest).
+fn routed(r: Routed) -> Result<(), Undelivered> {
+    match r {
+        Routed::Queued | Routed::Kept | Routed::NotKept => Ok(()),
+        Routed::Full => Err(Undelivered::QueueFull),
+        Routed::NotConnected => Err(Undelivered::NotConnected),
     }
 }
 
@@ -327,7 +426,12 @@ pub(crate) fn batch_start(
                 // A rerouted item names its account, at most as long as a user id.
                 RESULT_FIXED_BYTES + 2 * json::escaped_len(&env.user_id).max(MAX_USER_ID_BYTES)
             })
-            .sum::<usize>();
+            .sum::<usize>()
+        + if hub.mailbox.is_on() {
+            envelopes.len() * RESULT_NOTE_BYTES
+        } else {
+            0
+        };
     let Ok(reply) = hub.budget.charge(answer_bytes, Use::Reply) else {
         return Err(ApiError::OverBudget);
     };
@@ -345,13 +449,27 @@ pub(crate) fn batch_start(
             routed_to: target.routed.then(|| target.user.clone()),
             queued: false,
             outcome: Err(Undelivered::NotConnected),
+            note: None,
         });
         let cid = correlation_id(env);
-        let (Some(ack), Some(device)) = (slot.ack(index), hub.devices.get(&target.user)) else {
+        let device = hub.devices.get(&target.user);
+        if device.is_none() && hub.mailbox.is_on() {
+            // Away: kept or refused by the mailbox; the acknowledgement tells which.
+            if let Some(ack) = slot.ack(index) {
+                let outcome = match frame_to_keep(env, &cid, hub, scratch, ack) {
+                    Ok((f, ack)) => deliver(hub, &target.user, None, f, Some(ack)),
+                    Err(()) => Ok(()),
+                };
+                mark(&mut results, index, outcome);
+            }
+            continue;
+        }
+        let (Some(ack), Some(device)) = (slot.ack(index), device) else {
             continue;
         };
-        // Spliced only for a connected device: a frame nobody takes costs no budget.
-        let frame = match frame(env, &cid, hub, scratch) {
+        // Spliced only for a connected device (or one the mailbox keeps for): a frame nobody
+        // takes costs no budget.
+        let frame = match frame(env, &cid, hub, scratch, Use::Frame) {
             Ok(frame) => frame,
             Err(why) => {
                 mark(&mut results, index, Err(why));
@@ -362,6 +480,7 @@ pub(crate) fn batch_start(
             frame: frame.text,
             ack: Some(ack),
             charge: frame.charge,
+            source: Source::Push,
         };
         // Once one item of a device waits, the later ones wait behind it (index order).
         if let Some((_, w)) = waiting.iter_mut().find(|(u, _)| *u == target.user) {
@@ -387,6 +506,10 @@ pub(crate) fn batch_start(
                 }
                 w.items.clear();
                 Err(Undelivered::QueueFull)
+            }
+            // Gone since the lookup: the way of any push to an away device.
+            Err((PushError::Ended, item)) if hub.mailbox.is_on() => {
+                routed(hub.deliver(&target.user, None, item))
             }
             Err((PushError::Ended, _)) => Err(Undelivered::NotConnected),
         };
@@ -429,7 +552,7 @@ pub(crate) async fn batch_finish(
     } = batch;
     let patience = secs(hub.config.pong_timeout_secs);
     while !waiting.is_empty() {
-        waiting.retain_mut(|(_, w)| w.advance(&slot, &mut results));
+        waiting.retain_mut(|(user, w)| w.advance(hub, user, &slot, &mut results));
         if waiting.is_empty() {
             break;
         }
@@ -447,8 +570,14 @@ pub(crate) async fn batch_finish(
     let mut json = Vec::with_capacity(64 + results.len() * 64);
     json.extend_from_slice(b"{\"results\":[");
     for (index, item) in results.iter_mut().enumerate() {
-        if item.queued && slot.outcome(index) == Outcome::Lost {
-            item.outcome = Err(Undelivered::NotConnected);
+        if item.queued {
+            match slot.outcome(index) {
+                Outcome::Delivered => {}
+                other => {
+                    item.outcome = Err(Undelivered::NotConnected);
+                    item.note = mailbox_note(hub, other);
+                }
+            }
         }
         count(hub, item.outcome);
         if index > 0 {
@@ -464,6 +593,9 @@ pub(crate) async fn batch_finish(
         if let Some(routed) = &item.routed_to {
             json.extend_from_slice(b",\"routed_to\":");
             json::write_string(&mut json, routed);
+        }
+        if let Some(note) = item.note {
+            write_note(&mut json, note);
         }
         json.push(b'}');
     }

@@ -7,7 +7,8 @@ use std::sync::Arc;
 
 use super::error::ApiError;
 use super::push::{self, Scratch, Undelivered};
-use crate::hub::link::{DeviceLink, Outbound, PushError};
+use crate::hub::budget::Use;
+use crate::hub::link::{DeviceLink, Outbound, PushError, Source};
 use crate::hub::streams::{OpenError, StreamLimits, StreamRx};
 use crate::hub::{Hub, Streams};
 use crate::wire::envelope::{self, CorrelationId};
@@ -96,7 +97,7 @@ pub(crate) fn start(body: &[u8], hub: &Hub, scratch: &mut Scratch) -> Start {
             why: Undelivered::NotConnected,
         };
     };
-    let Ok(frame) = push::frame(&env, &cid, hub, scratch) else {
+    let Ok(frame) = push::frame(&env, &cid, hub, scratch, Use::Frame) else {
         return Start::Refused(ApiError::OverBudget);
     };
     drop(env);
@@ -115,6 +116,7 @@ pub(crate) fn start(body: &[u8], hub: &Hub, scratch: &mut Scratch) -> Start {
         frame: frame.text,
         ack: None,
         charge: frame.charge,
+        source: Source::Send,
     };
     match device.link.push(item) {
         Ok(()) => Start::Open(Open {

@@ -119,8 +119,22 @@ pub(crate) fn metrics(
 ) -> u16 {
     scratch.clear();
     let (devices, streams, uptime) = (hub.devices.len(), hub.streams.len(), hub.uptime_secs());
+    let mailbox = hub.mailbox.stats();
+    let write = if prometheus {
+        metrics::write_prometheus
+    } else {
+        metrics::write_json
+    };
+    write(
+        scratch,
+        hub.metrics,
+        hub.budget,
+        &mailbox,
+        devices,
+        streams,
+        uptime,
+    );
     if prometheus {
-        metrics::write_prometheus(scratch, hub.metrics, hub.budget, devices, streams, uptime);
         response::write_head(
             out,
             200,
@@ -133,7 +147,6 @@ pub(crate) fn metrics(
             out.extend_from_slice(scratch);
         }
     } else {
-        metrics::write_json(scratch, hub.metrics, hub.budget, devices, streams, uptime);
         response::write_json(out, 200, scratch, persist, &[], head_only);
     }
     200

@@ -8,9 +8,56 @@ use std::sync::Arc;
 
 use tokio::sync::Notify;
 
+use crate::wire::listed::listed;
+
 const UNRESOLVED: u8 = 0;
 const DELIVERED: u8 = 1;
 const LOST: u8 = 2;
+const KEPT: u8 = 3;
+/// Outcomes from here on are "not kept", one per [`NotKept`] reason.
+const NOT_KEPT: u8 = 4;
+
+listed! {
+    /// Why the offline mailbox did not keep a frame its device did not get (docs/protocol.md
+    /// §20.3): the `reason` of an answer with `"queued":false`.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub(crate) enum NotKept {
+        /// The frame alone is longer than `mailbox_bytes`.
+        TooLarge,
+        /// The device has no mailbox and `max_connections` other devices have one.
+        MailboxesFull,
+        /// The memory budget has no room for it.
+        OverBudget,
+        /// The session ended while the frame was being written: it may have reached the
+        /// device, so it is not kept (a message is never delivered twice).
+        InFlight,
+    }
+}
+
+impl NotKept {
+    /// Every reason, in the order of the refusal counters.
+    pub(crate) const ALL: [NotKept; 4] = [
+        NotKept::TooLarge,
+        NotKept::MailboxesFull,
+        NotKept::OverBudget,
+        NotKept::InFlight,
+    ];
+
+    /// The answer's `reason` and the counter's label.
+    pub(crate) fn code(self) -> &'static str {
+        match self {
+            NotKept::TooLarge => "too_large",
+            NotKept::MailboxesFull => "mailboxes_full",
+            NotKept::OverBudget => "over_budget",
+            NotKept::InFlight => "in_flight",
+        }
+    }
+
+    /// Its place in [`NotKept::ALL`].
+    pub(crate) fn index(self) -> usize {
+        self as usize
+    }
+}
 
 /// What became of one frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -19,6 +66,10 @@ pub(crate) enum Outcome {
     Delivered,
     /// Dropped before it was written: the session ended first.
     Lost,
+    /// Not delivered; the offline mailbox keeps it for the device's return.
+    Kept,
+    /// Not delivered, and the offline mailbox could not keep it.
+    NotKept(NotKept),
 }
 
 /// Outcomes of up to `capacity` frames of one request, and a way to wait for them.
@@ -72,7 +123,7 @@ impl AckSlot {
         self.progress.notified().await;
     }
 
-    /// True once frame `index`'s acknowledgement is resolved (delivered or lost).
+    /// True once frame `index`'s acknowledgement is resolved (delivered, lost or kept).
     pub(crate) fn resolved(&self, index: usize) -> bool {
         self.outcomes
             .get(index)
@@ -83,6 +134,10 @@ impl AckSlot {
     pub(crate) fn outcome(&self, index: usize) -> Outcome {
         match self.outcomes.get(index).map(|c| c.load(Ordering::Acquire)) {
             Some(DELIVERED) => Outcome::Delivered,
+            Some(KEPT) => Outcome::Kept,
+            Some(n) if n >= NOT_KEPT => NotKept::ALL
+                .get(usize::from(n - NOT_KEPT))
+                .map_or(Outcome::Lost, |&why| Outcome::NotKept(why)),
             _ => Outcome::Lost,
         }
     }
@@ -100,6 +155,17 @@ impl Ack {
     /// Records that the frame reached the socket.
     pub(crate) fn delivered(mut self) {
         self.outcome = DELIVERED;
+    }
+
+    /// Records that the offline mailbox kept the frame.
+    pub(crate) fn kept(mut self) {
+        self.outcome = KEPT;
+    }
+
+    /// Records that the offline mailbox could not keep the frame, and why.
+    pub(crate) fn not_kept(mut self, why: NotKept) {
+        // At most four reasons: the sum stays far below u8::MAX.
+        self.outcome = NOT_KEPT + why.index() as u8;
     }
 }
 
@@ -141,6 +207,21 @@ mod tests {
         assert_eq!(slot.outcome(0), Outcome::Delivered);
         assert_eq!(slot.outcome(1), Outcome::Lost);
         assert_eq!(slot.outcome(2), Outcome::Delivered);
+    }
+
+    #[tokio::test]
+    async fn kept_and_not_kept_outcomes_carry_their_reason() {
+        let slot = AckSlot::new(NotKept::ALL.len() + 1);
+        slot.ack(0).unwrap().kept();
+        for (i, why) in NotKept::ALL.iter().enumerate() {
+            slot.ack(i + 1).unwrap().not_kept(*why);
+        }
+        slot.wait().await;
+        assert_eq!(slot.outcome(0), Outcome::Kept);
+        for (i, why) in NotKept::ALL.iter().enumerate() {
+            assert_eq!(slot.outcome(i + 1), Outcome::NotKept(*why));
+        }
+        assert_eq!(NotKept::every(), NotKept::ALL.to_vec());
     }
 
     #[tokio::test]

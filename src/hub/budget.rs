@@ -8,6 +8,7 @@
 //! One atomic add per reservation and one per release: no lock on the push path.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::OnceLock;
 
 /// What a reservation is for: the refusal counters are kept per use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,6 +27,8 @@ pub(crate) enum Use {
     Inbound,
     /// A connection's read buffer grown past its own size (long heads, pipelined requests).
     Head,
+    /// A message kept for a device that is away (the offline mailbox).
+    Mailbox,
     /// A TLS connection's buffers: a handshake's, a session's at rest, a large record's.
     #[cfg(feature = "tls")]
     Tls,
@@ -41,6 +44,7 @@ impl Use {
         Use::Session,
         Use::Inbound,
         Use::Head,
+        Use::Mailbox,
         #[cfg(feature = "tls")]
         Use::Tls,
     ];
@@ -55,6 +59,7 @@ impl Use {
             Use::Session => "session",
             Use::Inbound => "inbound",
             Use::Head => "head",
+            Use::Mailbox => "mailbox",
             #[cfg(feature = "tls")]
             Use::Tls => "tls",
         }
@@ -83,6 +88,11 @@ const USES: usize = Use::ALL.len();
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct OverBudget;
 
+/// Frees at least the given number of bytes of the budget if it holds that much (else
+/// nothing) and returns how many it freed: what gives way when live work does not fit (the
+/// offline mailbox's kept messages).
+pub(crate) type GiveWay = fn(usize) -> usize;
+
 /// The daemon's one memory budget.
 pub(crate) struct Budget {
     /// Most bytes that may be reserved at once; 0 until the daemon sets it (all zero bytes,
@@ -93,6 +103,8 @@ pub(crate) struct Budget {
     peak: AtomicUsize,
     /// Refusals per use (plain atomics: `metrics` reads the budget, not the other way).
     refused: [AtomicU64; USES],
+    /// Asked to free room when a reservation for anything but [`Use::Mailbox`] does not fit.
+    give_way: OnceLock<GiveWay>,
 }
 
 impl Default for Budget {
@@ -109,7 +121,15 @@ impl Budget {
             used: AtomicUsize::new(0),
             peak: AtomicUsize::new(0),
             refused: [const { AtomicU64::new(0) }; USES],
+            give_way: OnceLock::new(),
         }
+    }
+
+    /// Installs what gives way when live work does not fit (once per budget). It is called
+    /// without any of the caller's locks held, and never for a [`Use::Mailbox`] reservation,
+    /// so it may take the lock of what it frees.
+    pub(crate) fn set_give_way(&self, give_way: GiveWay) {
+        let _ = self.give_way.set(give_way);
     }
 
     /// Sets the limit, in bytes.
@@ -157,20 +177,37 @@ impl Budget {
     }
 
     fn reserve(&self, bytes: usize, what: Use) -> Result<(), OverBudget> {
+        if self.try_reserve(bytes) {
+            return Ok(());
+        }
+        // Kept messages give way to live work, never the other way round.
+        if what != Use::Mailbox {
+            if let Some(give_way) = self.give_way.get() {
+                let free = self.limit().saturating_sub(self.used());
+                if give_way(bytes.saturating_sub(free)) > 0 && self.try_reserve(bytes) {
+                    return Ok(());
+                }
+            }
+        }
+        if let Some(c) = self.refused.get(what.index()) {
+            c.fetch_add(1, Ordering::Relaxed);
+        }
+        Err(OverBudget)
+    }
+
+    fn try_reserve(&self, bytes: usize) -> bool {
         let limit = self.limit();
         let fits = self
             .used
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
                 used.checked_add(bytes).filter(|&total| total <= limit)
             });
-        if let Ok(before) = fits {
-            self.peak.fetch_max(before + bytes, Ordering::Relaxed);
-            Ok(())
-        } else {
-            if let Some(c) = self.refused.get(what.index()) {
-                c.fetch_add(1, Ordering::Relaxed);
+        match fits {
+            Ok(before) => {
+                self.peak.fetch_max(before + bytes, Ordering::Relaxed);
+                true
             }
-            Err(OverBudget)
+            Err(_) => false,
         }
     }
 
@@ -281,6 +318,50 @@ mod tests {
         assert!(b.charge(0, Use::Session).is_ok());
         assert!(b.charge(1, Use::Session).is_err());
         assert!(b.charge(usize::MAX, Use::Session).is_err());
+    }
+
+    #[test]
+    fn live_work_makes_kept_messages_give_way_but_not_the_other_way_round() {
+        static KEPT: std::sync::Mutex<Vec<Charge>> = std::sync::Mutex::new(Vec::new());
+        fn give_way(bytes: usize) -> usize {
+            let mut kept = KEPT.lock().unwrap();
+            if kept.iter().map(Charge::bytes).sum::<usize>() < bytes {
+                return 0;
+            }
+            let mut freed = 0;
+            while freed < bytes {
+                // The oldest first.
+                if kept.is_empty() {
+                    break;
+                }
+                freed += kept.remove(0).bytes();
+            }
+            freed
+        }
+        let b = budget(100);
+        b.set_give_way(give_way);
+        for _ in 0..3 {
+            let kept = b.charge(20, Use::Mailbox).unwrap();
+            KEPT.lock().unwrap().push(kept);
+        }
+        let frame = b.charge(30, Use::Frame).unwrap();
+        assert_eq!(b.used(), 90);
+        // A message to keep never pushes out another.
+        assert_eq!(b.charge(20, Use::Mailbox).err(), Some(OverBudget));
+        // Live work takes what it needs from the oldest kept messages.
+        let body = b.charge(30, Use::Body).unwrap();
+        assert_eq!(KEPT.lock().unwrap().len(), 2);
+        assert_eq!(b.used(), 100);
+        // Not enough to give: refused as before, and nothing given for nothing.
+        assert_eq!(b.charge(60, Use::Answer).err(), Some(OverBudget));
+        assert_eq!(KEPT.lock().unwrap().len(), 2);
+        let stream = b.charge(20, Use::Answer).unwrap();
+        assert_eq!(KEPT.lock().unwrap().len(), 1);
+        assert_eq!(b.refused(Use::Mailbox), 1);
+        assert_eq!(b.refused(Use::Answer), 1);
+        drop((frame, body, stream));
+        KEPT.lock().unwrap().clear();
+        assert_eq!(b.used(), 0);
     }
 
     #[test]

@@ -110,6 +110,18 @@ impl<const N: usize> DeviceTable<N> {
         replace: bool,
         limits: QueueLimits,
     ) -> Result<Registration, RegisterError> {
+        self.register_replacing(user, replace, limits)
+            .map(|(registration, _)| registration)
+    }
+
+    /// [`DeviceTable::register`], also handing back the link of the session it replaced
+    /// (already kicked), whose frames the offline mailbox carries over to the new one.
+    pub(crate) fn register_replacing(
+        &self,
+        user: &UserId,
+        replace: bool,
+        limits: QueueLimits,
+    ) -> Result<(Registration, Option<Arc<DeviceLink>>), RegisterError> {
         let mut map = self.lock();
         let replaced = match map.get(user.as_str()) {
             Some(_) if !replace => return Err(RegisterError::Duplicate),
@@ -132,10 +144,10 @@ impl<const N: usize> DeviceTable<N> {
             return Err(RegisterError::Full);
         }
         drop(map);
-        if let Some(old) = replaced {
+        if let Some(old) = &replaced {
             old.kick();
         }
-        Ok(Registration { session, link })
+        Ok((Registration { session, link }, replaced))
     }
 
     /// Removes `user` if the entry still belongs to `session` (a replacement keeps its slot).

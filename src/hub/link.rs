@@ -17,6 +17,35 @@ use super::budget::Charge;
 /// Queue slots an empty queue keeps; a larger queue is freed once it empties.
 pub(crate) const KEPT_QUEUE_SLOTS: usize = 8;
 
+/// Where a frame waiting for a device's socket comes from: it decides what becomes of the
+/// frame if the session ends before writing it (docs/protocol.md §20.4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Source {
+    /// A push or a batch item: the offline mailbox, when on, keeps it.
+    Push,
+    /// A `/sse/send` request: never kept (its stream needs the device now).
+    Send,
+    /// A message the offline mailbox kept while the device was away, at this time
+    /// (milliseconds since the Unix epoch); it goes back to the mailbox with that time.
+    Kept {
+        /// When it was first kept.
+        at_ms: u64,
+    },
+    /// The `mailbox_gap` frame telling the device that `dropped` messages were lost.
+    Gap {
+        /// Messages dropped.
+        dropped: u64,
+    },
+}
+
+impl Source {
+    /// True for frames the offline mailbox hands to a returning device, which are written
+    /// before any other and do not count against `queue_depth` and `queue_bytes`.
+    pub(crate) fn is_backlog(self) -> bool {
+        matches!(self, Source::Kept { .. } | Source::Gap { .. })
+    }
+}
+
 /// One frame waiting for a device's socket.
 pub(crate) struct Outbound {
     /// The text frame, already spliced.
@@ -25,6 +54,8 @@ pub(crate) struct Outbound {
     pub ack: Option<Ack>,
     /// The frame's share of the memory budget, given back when the frame is dropped.
     pub charge: Charge,
+    /// Where it comes from.
+    pub source: Source,
 }
 
 /// Why a frame was not queued.
@@ -61,7 +92,11 @@ pub(crate) struct DeviceLink {
 }
 
 struct Frames {
+    /// The backlog (frames from the offline mailbox) first, then the live frames.
     queue: VecDeque<Outbound>,
+    /// How many frames at the front of `queue` are the backlog (a u32 keeps `Frames` as
+    /// small as without it: an idle device pays nothing for the mailbox).
+    backlog: u32,
     ended: bool,
 }
 
@@ -71,6 +106,7 @@ impl DeviceLink {
         DeviceLink {
             frames: Mutex::new(Frames {
                 queue: VecDeque::new(),
+                backlog: 0,
                 ended: false,
             }),
             limits: QueueLimits {
@@ -104,7 +140,8 @@ impl DeviceLink {
         if frames.ended {
             return Err((PushError::Ended, item));
         }
-        if frames.queue.len() >= self.limits.frames {
+        // The backlog is the mailbox's, bounded by its own settings.
+        if frames.queue.len() - frames.backlog as usize >= self.limits.frames {
             return Err((PushError::Full, item));
         }
         let len = item.frame.len();
@@ -122,15 +159,53 @@ impl DeviceLink {
     }
 
     /// Takes up to `max` queued frames into `batch`, in order.
-    pub(crate) fn take(&self, batch: &mut Vec<Outbound>, max: usize) {
+    pub(crate) fn take(&self, batch: &mut impl Extend<Outbound>, max: usize) {
         let mut frames = self.lock();
         let n = frames.queue.len().min(max);
         batch.extend(frames.queue.drain(..n));
+        frames.backlog = frames.backlog.saturating_sub(n as u32);
         // A burst's slots are given back once it has passed: an idle device keeps few
         // (what its session charge covers), however deep its queue once was.
         if frames.queue.is_empty() && frames.queue.capacity() > KEPT_QUEUE_SLOTS {
             frames.queue = VecDeque::new();
         }
+    }
+
+    /// Puts the offline mailbox's frames for a returning device in front of everything
+    /// queued, then `carried`: the frames a replaced session had not taken yet, which are
+    /// older than any frame queued since. Both keep their order.
+    pub(crate) fn restore(&self, backlog: VecDeque<Outbound>, carried: VecDeque<Outbound>) {
+        let mut frames = self.lock();
+        let carried_bytes: usize = carried
+            .iter()
+            .filter(|o| !o.source.is_backlog())
+            .map(|o| o.frame.len())
+            .sum();
+        let mut queue = backlog;
+        queue.extend(carried);
+        let in_front = queue.iter().take_while(|o| o.source.is_backlog()).count();
+        queue.append(&mut frames.queue);
+        frames.queue = queue;
+        frames.backlog = u32::try_from(in_front).unwrap_or(u32::MAX);
+        self.pending_bytes
+            .fetch_add(carried_bytes, Ordering::AcqRel);
+        drop(frames);
+        self.wake.notify_one();
+    }
+
+    /// Puts frames the session took and did not write back in front of the queue, in their
+    /// order, so that ending the link hands them over with the rest. Their bytes still count
+    /// as waiting: they were never `written`.
+    pub(crate) fn put_back(&self, mut queue: VecDeque<Outbound>) {
+        let mut frames = self.lock();
+        queue.append(&mut frames.queue);
+        frames.queue = queue;
+        let in_front = frames
+            .queue
+            .iter()
+            .take_while(|o| o.source.is_backlog())
+            .count();
+        frames.backlog = u32::try_from(in_front).unwrap_or(u32::MAX);
     }
 
     /// The session wrote a frame of `len` bytes (taken with `take`) to the socket.
@@ -162,15 +237,22 @@ impl DeviceLink {
     /// Ends the session: refuses new frames, drops the waiting ones (reported as not
     /// delivered) and wakes every stream waiting on the device.
     pub(crate) fn end(&self) {
-        let dropped = {
+        // Acks resolve outside the lock.
+        drop(self.end_taking());
+    }
+
+    /// Ends the session like [`DeviceLink::end`], handing over the frames it had not taken,
+    /// in order, instead of dropping them.
+    pub(crate) fn end_taking(&self) -> VecDeque<Outbound> {
+        let waiting = {
             let mut frames = self.lock();
             frames.ended = true;
+            frames.backlog = 0;
             std::mem::take(&mut frames.queue)
         };
-        // Acks resolve outside the lock.
-        drop(dropped);
         self.ended.store(true, Ordering::Release);
         self.gone.notify_waiters();
+        waiting
     }
 
     /// True once the session has ended.
@@ -207,10 +289,15 @@ mod tests {
     }
 
     fn frame(text: &str) -> Outbound {
+        sourced(text, Source::Push)
+    }
+
+    fn sourced(text: &str, source: Source) -> Outbound {
         Outbound {
             frame: text.to_owned().into(),
             ack: None,
             charge: budget().empty(),
+            source,
         }
     }
 
@@ -262,6 +349,7 @@ mod tests {
             frame: "x".to_owned().into(),
             ack: slot.ack(0),
             charge: budget().empty(),
+            source: Source::Push,
         })
         .unwrap();
         let waiter = {
@@ -314,5 +402,45 @@ mod tests {
         link.push(frame("ab")).unwrap();
         link.push(frame("cd")).unwrap();
         assert_eq!(link.push(frame("e")), Err(PushError::Full));
+    }
+
+    fn texts(batch: &[Outbound]) -> Vec<&str> {
+        batch.iter().map(|o| o.frame.as_str()).collect()
+    }
+
+    #[test]
+    fn the_backlog_goes_first_and_does_not_count_against_the_queue() {
+        let link = DeviceLink::new(QueueLimits {
+            frames: 2,
+            bytes: 4,
+        });
+        // A live push that arrived before the backlog was put in place.
+        link.push(frame("l1")).unwrap();
+        let backlog: VecDeque<Outbound> = [
+            sourced("gap", Source::Gap { dropped: 1 }),
+            sourced("k1", Source::Kept { at_ms: 1 }),
+            sourced("k2", Source::Kept { at_ms: 2 }),
+        ]
+        .into();
+        let carried: VecDeque<Outbound> = [frame("c1")].into();
+        link.restore(backlog, carried);
+        // Two live frames of 2 bytes: the queue is full, the backlog aside.
+        assert_eq!(link.push(frame("l2")), Err(PushError::Full));
+        let mut batch = Vec::new();
+        link.take(&mut batch, 2);
+        assert_eq!(texts(&batch), ["gap", "k1"]);
+        batch.clear();
+        assert_eq!(link.push(frame("l2")), Err(PushError::Full));
+        link.take(&mut batch, 10);
+        assert_eq!(texts(&batch), ["k2", "c1", "l1"]);
+        link.written(4);
+        link.push(frame("l2")).unwrap();
+        let left = link.end_taking();
+        assert_eq!(
+            left.iter().map(|o| o.frame.as_str()).collect::<Vec<_>>(),
+            ["l2"]
+        );
+        assert!(link.has_ended());
+        assert_eq!(link.push(frame("l3")), Err(PushError::Ended));
     }
 }

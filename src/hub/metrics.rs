@@ -150,12 +150,41 @@ impl Metrics {
     }
 }
 
+/// What the offline mailbox holds now and has done (docs/protocol.md §11, §17).
+#[derive(Debug, Default, Clone)]
+pub(crate) struct MailboxStats {
+    /// Messages kept now.
+    pub messages: u64,
+    /// Bytes of frames kept now.
+    pub bytes: u64,
+    /// Messages kept so far.
+    pub kept: u64,
+    /// Kept messages written to their device so far.
+    pub delivered: u64,
+    /// Kept messages dropped so far, by reason (label, count).
+    pub dropped: Vec<(&'static str, u64)>,
+    /// Undelivered messages the mailbox did not keep, by reason (label, count).
+    pub not_kept: Vec<(&'static str, u64)>,
+}
+
+/// Appends `"name":{"label":n,...}`.
+fn json_labelled(out: &mut Vec<u8>, name: &str, series: &[(&'static str, u64)]) {
+    use std::io::Write;
+    let _ = write!(out, "\"{name}\":{{");
+    for (i, (label, n)) in series.iter().enumerate() {
+        let sep = if i == 0 { "" } else { "," };
+        let _ = write!(out, "{sep}\"{label}\":{n}");
+    }
+    out.push(b'}');
+}
+
 /// Appends the `/metrics` JSON: the original server's fields, then every counter, then the
-/// memory budget.
+/// memory budget, then the offline mailbox.
 pub(crate) fn write_json(
     out: &mut Vec<u8>,
     m: &Metrics,
     budget: &Budget,
+    mailbox: &MailboxStats,
     active: usize,
     pending: usize,
     uptime_secs: u64,
@@ -195,7 +224,14 @@ pub(crate) fn write_json(
         let sep = if i == 0 { "" } else { "," };
         let _ = write!(out, "{sep}\"{}\":{}", what.label(), budget.refused(*what));
     }
-    out.push(b'}');
+    let _ = write!(
+        out,
+        "}},\"mailbox_held_messages\":{},\"mailbox_held_bytes\":{},\"mailbox_kept\":{},\"mailbox_delivered\":{},",
+        mailbox.messages, mailbox.bytes, mailbox.kept, mailbox.delivered
+    );
+    json_labelled(out, "mailbox_dropped", &mailbox.dropped);
+    out.push(b',');
+    json_labelled(out, "mailbox_not_kept", &mailbox.not_kept);
     #[cfg(feature = "tls")]
     m.tls.write_json(out);
     out.push(b'}');
@@ -217,6 +253,7 @@ pub(crate) fn write_prometheus(
     out: &mut Vec<u8>,
     m: &Metrics,
     budget: &Budget,
+    mailbox: &MailboxStats,
     active: usize,
     pending: usize,
     uptime_secs: u64,
@@ -282,6 +319,57 @@ pub(crate) fn write_prometheus(
             budget.refused(what)
         );
     }
+    gauge(
+        out,
+        "wssed_mailbox_held_messages",
+        "Messages the offline mailbox keeps now for devices that are away.",
+        mailbox.messages,
+    );
+    gauge(
+        out,
+        "wssed_mailbox_held_bytes",
+        "Bytes of frames the offline mailbox keeps now.",
+        mailbox.bytes,
+    );
+    let counter =
+        |out: &mut Vec<u8>, name: &str, help: &str, label: &str, series: &[(&str, u64)]| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+            for (value_label, n) in series {
+                if label.is_empty() {
+                    let _ = writeln!(out, "{name} {n}");
+                } else {
+                    let _ = writeln!(out, "{name}{{{label}=\"{value_label}\"}} {n}");
+                }
+            }
+        };
+    counter(
+        out,
+        "wssed_mailbox_kept_total",
+        "Messages the offline mailbox kept for devices that were away.",
+        "",
+        &[("", mailbox.kept)],
+    );
+    counter(
+        out,
+        "wssed_mailbox_delivered_total",
+        "Kept messages written to their device when it came back.",
+        "",
+        &[("", mailbox.delivered)],
+    );
+    counter(
+        out,
+        "wssed_mailbox_dropped_total",
+        "Kept messages dropped before their device came back, by reason.",
+        "reason",
+        &mailbox.dropped,
+    );
+    counter(
+        out,
+        "wssed_mailbox_not_kept_total",
+        "Undelivered messages the offline mailbox did not keep, by reason.",
+        "reason",
+        &mailbox.not_kept,
+    );
     if let Some(rss) = resident_bytes() {
         gauge(
             out,
@@ -625,8 +713,24 @@ mod tests {
         let budget = Budget::new();
         budget.set_limit(1000);
         let mut out = Vec::new();
-        write_json(&mut out, &m, &budget, 2, 1, 9);
+        let mailbox = MailboxStats {
+            messages: 4,
+            dropped: vec![("ttl", 2)],
+            not_kept: vec![("too_large", 1), ("in_flight", 0)],
+            ..MailboxStats::default()
+        };
+        write_json(&mut out, &m, &budget, &mailbox, 2, 1, 9);
         let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["mailbox_held_messages"], 4);
+        assert_eq!(v["mailbox_dropped"]["ttl"], 2);
+        assert_eq!(v["mailbox_not_kept"]["too_large"], 1);
+        assert_eq!(v["memory_refused"]["mailbox"], 0);
+        let mut text = Vec::new();
+        write_prometheus(&mut text, &m, &budget, &mailbox, 2, 1, 9);
+        let text = String::from_utf8(text).unwrap();
+        assert!(text.contains("\nwssed_mailbox_held_messages 4\n"), "{text}");
+        assert!(text.contains("\nwssed_mailbox_dropped_total{reason=\"ttl\"} 2\n"));
+        assert!(text.contains("\nwssed_memory_refused_total{reason=\"mailbox\"} 0\n"));
         assert_eq!(v["active_connections"], 2);
         assert_eq!(v["service"], "websocket-sse-server");
         assert_eq!(v["pushes_delivered"], 3);
@@ -644,13 +748,29 @@ mod tests {
         m.origins_refused_cors.add(2);
         m.origins_refused_websocket.inc();
         let mut out = Vec::new();
-        write_prometheus(&mut out, &m, &Budget::new(), 0, 0, 0);
+        write_prometheus(
+            &mut out,
+            &m,
+            &Budget::new(),
+            &MailboxStats::default(),
+            0,
+            0,
+            0,
+        );
         let text = String::from_utf8(out).unwrap_or_default();
         assert!(text.contains("# TYPE wssed_origins_refused_total counter\n"));
         assert!(text.contains("wssed_origins_refused_total{check=\"cors\"} 2\n"));
         assert!(text.contains("wssed_origins_refused_total{check=\"websocket\"} 1\n"));
         let mut out = Vec::new();
-        write_json(&mut out, &m, &Budget::new(), 0, 0, 0);
+        write_json(
+            &mut out,
+            &m,
+            &Budget::new(),
+            &MailboxStats::default(),
+            0,
+            0,
+            0,
+        );
         let v: serde_json::Value = serde_json::from_slice(&out).unwrap_or_default();
         assert_eq!(v["origins_refused"]["cors"], 2);
         assert_eq!(v["origins_refused"]["websocket"], 1);

@@ -1,8 +1,9 @@
 //! Shared state: imports `wire`, reads `ops` for settings and limits; never `app` or `net`.
 //!
 //! Everything connection tasks share sits behind one [`Hub`]: the device table (each device's
-//! bounded queue and signals), the table of open `/sse/send` streams, the delivery
-//! acknowledgements, the counters and the shutdown signal. The hub holds queues, never sockets.
+//! bounded queue and signals), the offline mailbox of devices that are away, the table of open
+//! `/sse/send` streams, the delivery acknowledgements, the counters and the shutdown signal.
+//! The hub holds queues, never sockets.
 
 pub(crate) mod ack;
 pub(crate) mod budget;
@@ -10,6 +11,7 @@ pub(crate) mod counter;
 pub(crate) mod devices;
 pub(crate) mod ids;
 pub(crate) mod link;
+pub(crate) mod mailbox;
 pub(crate) mod metrics;
 pub(crate) mod origins;
 pub(crate) mod streams;
@@ -21,9 +23,11 @@ use tokio::sync::watch;
 
 use crate::ops::limits::{DEVICE_TABLE_CAPACITY, PENDING_TABLE_CAPACITY};
 use crate::ops::settings::{Config, OnDuplicate};
+use crate::wire::envelope::UserId;
 use budget::Budget;
-use devices::DeviceTable;
-use link::QueueLimits;
+use devices::{DeviceHandle, DeviceTable, RegisterError, Registration};
+use link::{DeviceLink, Outbound, PushError, QueueLimits};
+use mailbox::{MailboxLimits, Mailboxes, Routed};
 use metrics::Metrics;
 use streams::PendingTable;
 
@@ -35,11 +39,20 @@ static STREAMS: PendingTable<PENDING_TABLE_CAPACITY> = PendingTable::new();
 static METRICS: Metrics = Metrics::new();
 /// The process's memory budget.
 static BUDGET: Budget = Budget::new();
+/// The offline mailbox: as many mailboxes as the device table has slots, at most.
+static MAILBOXES: Mailboxes<DEVICE_TABLE_CAPACITY> = Mailboxes::new();
 
 /// The device table of this build.
 pub(crate) type Devices = DeviceTable<DEVICE_TABLE_CAPACITY>;
 /// The stream table of this build.
 pub(crate) type Streams = PendingTable<PENDING_TABLE_CAPACITY>;
+/// The mailbox table of this build.
+pub(crate) type Mailbox = Mailboxes<DEVICE_TABLE_CAPACITY>;
+
+/// What the budget asks to give way when live work does not fit: kept messages.
+fn mailbox_gives_way(bytes: usize) -> usize {
+    MAILBOXES.give_way(bytes)
+}
 
 /// Shared by all tasks of one daemon.
 pub(crate) struct Hub {
@@ -53,6 +66,8 @@ pub(crate) struct Hub {
     pub metrics: &'static Metrics,
     /// The one account of the bytes traffic makes the daemon hold.
     pub budget: &'static Budget,
+    /// Messages kept for devices that are away.
+    pub mailbox: &'static Mailbox,
     /// When the daemon started.
     pub started: Instant,
     /// Flips to `true` once, when shutdown begins.
@@ -71,12 +86,22 @@ impl Hub {
         DEVICES.set_max(config.max_connections);
         STREAMS.set_max(config.max_pending_sends);
         BUDGET.set_limit(usize::try_from(budget_bytes).unwrap_or(usize::MAX));
+        MAILBOXES.configure(MailboxLimits {
+            messages: config.mailbox_messages,
+            bytes: config.mailbox_bytes,
+            ttl_ms: config.mailbox_ttl_secs.saturating_mul(1000),
+            mailboxes: config.max_connections,
+        });
+        if MAILBOXES.is_on() {
+            BUDGET.set_give_way(mailbox_gives_way);
+        }
         Hub {
             config,
             devices: &DEVICES,
             streams: &STREAMS,
             metrics: &METRICS,
             budget: &BUDGET,
+            mailbox: &MAILBOXES,
             started: Instant::now(),
             shutdown,
             open_connections: AtomicUsize::new(0),
@@ -109,6 +134,65 @@ impl Hub {
         QueueLimits {
             frames: self.config.queue_depth,
             bytes: self.config.queue_bytes,
+        }
+    }
+
+    /// Registers a device session for `user` (docs/protocol.md §8.4); with the mailbox on,
+    /// what it kept for the device is put in front of the session's queue (§20.4).
+    pub(crate) fn register(&self, user: &UserId) -> Result<Registration, RegisterError> {
+        let (replace, queue) = (self.replace_duplicates(), self.queue_limits());
+        if self.mailbox.is_on() {
+            let now = mailbox::now_ms();
+            self.mailbox
+                .register(self.devices, user, replace, queue, self.budget, now)
+        } else {
+            self.devices.register(user, replace, queue)
+        }
+    }
+
+    /// A device session ends: it leaves the table; with the mailbox on, the frames it had
+    /// not taken are kept for the device's return.
+    pub(crate) fn leave(&self, user: &UserId, session: u64, link: &DeviceLink) {
+        if self.mailbox.is_on() {
+            let now = mailbox::now_ms();
+            self.mailbox.leave(self.devices, user, session, link, now);
+        } else {
+            self.devices.unregister(user, session);
+        }
+    }
+
+    /// Queues `item` for `user`'s session (`device`, when the caller looked it up already),
+    /// or, with the mailbox on and no session, keeps it. Never waits.
+    // Always inlined: as a call of its own it cost the live push path some 15 instructions
+    // (scripts/profile-push.sh, BENCHMARKS.md "The offline mailbox").
+    #[inline(always)]
+    pub(crate) fn deliver(
+        &self,
+        user: &UserId,
+        device: Option<DeviceHandle>,
+        item: Outbound,
+    ) -> Routed {
+        // The live path, inlined where pushes are made: the mailbox costs it nothing.
+        let item = match device.or_else(|| self.devices.get(user)) {
+            Some(device) => match device.link.try_push(item) {
+                Ok(()) => return Routed::Queued,
+                Err((PushError::Full, _)) => return Routed::Full,
+                Err((PushError::Ended, item)) => item,
+            },
+            None => item,
+        };
+        self.deliver_away(user, item)
+    }
+
+    /// `deliver` for a device found away (or gone since it was looked up).
+    #[inline(never)]
+    fn deliver_away(&self, user: &UserId, item: Outbound) -> Routed {
+        if self.mailbox.is_on() {
+            // Decided again under the mailbox's lock: the device may be registering.
+            self.mailbox
+                .deliver_or_keep(self.devices, user, item, mailbox::now_ms())
+        } else {
+            Routed::NotConnected
         }
     }
 

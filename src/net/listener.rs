@@ -26,6 +26,9 @@ pub const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(5);
 pub const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
 /// How long the self-check waits for the device table's lock before it counts as stuck.
 pub const TABLE_LOCK_DEADLINE: Duration = Duration::from_millis(100);
+/// How often kept messages older than `mailbox_ttl_secs` are dropped (delivery checks their
+/// age as well; this gives back the memory of devices that stay away).
+pub const MAILBOX_SWEEP_INTERVAL: Duration = Duration::from_secs(5);
 
 /// Binds the listening socket: reuseaddr (restarts don't wait for TIME_WAIT), a real backlog.
 pub fn bind(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
@@ -124,6 +127,13 @@ pub async fn run(
     };
     #[cfg(not(feature = "tls"))]
     let (tls_listener, tls): (Option<TcpListener>, TlsSide) = (None, None);
+    // Read once nothing else can fail the start: the file is removed once it is read.
+    if let Some(dir) = &hub.config.state_dir {
+        super::state::load(&hub, dir);
+    }
+    if hub.mailbox.is_on() {
+        tokio::spawn(sweep_mailbox(Arc::clone(&hub), shutdown_rx.clone()));
+    }
     let (token_tx, mut all_done) = mpsc::channel::<()>(1);
     let token = TaskToken(token_tx);
     let notifier = Arc::new(Notifier::from_env());
@@ -182,6 +192,10 @@ pub async fn run(
     ) {
         // Without the checker systemd's watchdog would kill us; better to say why now.
         log::error!("cannot start the self-check thread: {e}");
+        // What was read at start is written back: nothing was delivered yet.
+        if let Some(dir) = &hub.config.state_dir {
+            super::state::save(&hub, dir);
+        }
         return Err(e);
     }
 
@@ -198,8 +212,24 @@ pub async fn run(
         Ok(_) => log::info!("drained"),
         Err(_) => log::warn!("shutdown timeout: exiting with connections still open"),
     }
+    // After the drain: the sessions closed with 1001 have handed their unsent frames over.
+    if let Some(dir) = &hub.config.state_dir {
+        super::state::save(&hub, dir);
+    }
     stop_watchdog.store(true, Ordering::Release);
     Ok(0)
+}
+
+/// Drops kept messages past their age every `MAILBOX_SWEEP_INTERVAL`, until shutdown.
+async fn sweep_mailbox(hub: Arc<Hub>, mut shutdown: watch::Receiver<bool>) {
+    let mut every = tokio::time::interval(MAILBOX_SWEEP_INTERVAL);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = every.tick() => hub.mailbox.sweep(crate::hub::mailbox::now_ms()),
+            () = hub::stopping(&mut shutdown) => return,
+        }
+    }
 }
 
 /// Warns when `addr` reaches beyond this machine and upstreams need no token.

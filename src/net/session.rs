@@ -1,6 +1,7 @@
 //! The device session (docs/protocol.md §8): tokio-tungstenite on the TCP stream our parser
 //! upgraded, registered in the device table for as long as it lives.
 
+use std::collections::VecDeque;
 use std::future::Future;
 use std::io::IoSlice;
 use std::sync::Arc;
@@ -20,9 +21,9 @@ use super::socket::Socket;
 use super::watched::{FramingViolation, InboundOverBudget, Watched};
 use crate::hub::budget::Use;
 use crate::hub::devices::RegisterError;
-use crate::hub::link::{DeviceLink, Outbound};
+use crate::hub::link::{DeviceLink, Outbound, Source};
 use crate::hub::streams::Overflow;
-use crate::hub::{self, Devices, Hub};
+use crate::hub::{self, Hub};
 use crate::ops::memory::SESSION_BYTES;
 use crate::ops::settings::{secs, Config};
 use crate::wire::close::Close;
@@ -93,10 +94,7 @@ pub(crate) async fn run(stream: Socket, leftover: Vec<u8>, upgrade: Upgrade, hub
         close(&mut ws, Close::OverBudget).await;
         return;
     };
-    let registration = hub
-        .devices
-        .register(&user, hub.replace_duplicates(), hub.queue_limits());
-    let reg = match registration {
+    let reg = match hub.register(&user) {
         Ok(reg) => reg,
         Err(RegisterError::Duplicate) => {
             hub.metrics.devices_refused_duplicate.inc();
@@ -115,9 +113,10 @@ pub(crate) async fn run(stream: Socket, leftover: Vec<u8>, upgrade: Upgrade, hub
     log::info!("device {user}: connected (session {})", reg.session);
     let session = reg.session;
     let mut guard = Registered {
-        devices: hub.devices,
+        hub: Arc::clone(&hub),
         user: user.clone(),
         session,
+        link: Arc::clone(&reg.link),
         active: true,
     };
 
@@ -129,7 +128,7 @@ pub(crate) async fn run(stream: Socket, leftover: Vec<u8>, upgrade: Upgrade, hub
     let mut pong_deadline: Option<Instant> = None;
     let mut shutdown = hub.shutdown.clone();
     // Grown on first use: an idle device should cost no batch buffer.
-    let mut batch: Vec<Outbound> = Vec::new();
+    let mut batch: VecDeque<Outbound> = VecDeque::new();
 
     let ending = loop {
         if early.is_err() {
@@ -199,6 +198,16 @@ pub(crate) async fn run(stream: Socket, leftover: Vec<u8>, upgrade: Upgrade, hub
         }
     };
 
+    // Frames taken but not written when a write failed: with the mailbox on they go back to
+    // the queue, which hands them to the mailbox as the session leaves; otherwise they are lost
+    // now, as before.
+    if !batch.is_empty() {
+        if hub.mailbox.is_on() {
+            reg.link.put_back(std::mem::take(&mut batch));
+        } else {
+            batch.clear();
+        }
+    }
     // Leave the table before the close handshake completes, so `/health` already counts the
     // device out when the device sees its close answered (docs/protocol.md §8.9).
     guard.release();
@@ -327,23 +336,33 @@ async fn bounded(
 }
 
 /// Writes the frames one by one and acknowledges each as delivered once it is on the
-/// socket, so every frame's answer follows what happened to that frame. The frames not
-/// written when a write fails are dropped with their acks, which reports them as not
-/// delivered.
+/// socket, so every frame's answer follows what happened to that frame. When a write fails,
+/// the frame being written is dropped with its ack (not delivered: it may have reached the
+/// device in part or whole), and the frames behind it stay in `batch`, never written.
 async fn write_frames(
     hub: &Hub,
     ws: &mut Ws,
     link: &DeviceLink,
-    batch: &mut Vec<Outbound>,
+    batch: &mut VecDeque<Outbound>,
     deadline: Instant,
     shutdown: &mut watch::Receiver<bool>,
 ) -> Result<(), WriteFailed> {
-    for item in batch.drain(..) {
-        let Outbound { frame, ack, charge } = item;
+    while let Some(item) = batch.pop_front() {
+        let Outbound {
+            frame,
+            ack,
+            charge,
+            source,
+        } = item;
         let len = frame.len();
         bounded(write_text_frame(ws, frame.as_bytes()), deadline, shutdown).await?;
         drop(charge);
-        link.written(len);
+        match source {
+            Source::Push | Source::Send => link.written(len),
+            // The mailbox's frames do not count against the queue's bytes.
+            Source::Kept { .. } => hub.mailbox.delivered(),
+            Source::Gap { .. } => {}
+        }
         hub.metrics.frames_out.inc();
         hub.metrics.bytes_out.add(len as u64);
         if let Some(ack) = ack {
@@ -392,11 +411,13 @@ async fn close(ws: &mut Ws, why: Close) {
     .await;
 }
 
-/// Keeps the table entry tied to the session: removed on `release` or however the task ends.
+/// Keeps the table entry tied to the session: removed on `release` or however the task ends
+/// (with the mailbox on, the frames not written yet are kept for the device's return).
 struct Registered {
-    devices: &'static Devices,
+    hub: Arc<Hub>,
     user: UserId,
     session: u64,
+    link: Arc<DeviceLink>,
     active: bool,
 }
 
@@ -404,7 +425,7 @@ impl Registered {
     fn release(&mut self) {
         if self.active {
             self.active = false;
-            self.devices.unregister(&self.user, self.session);
+            self.hub.leave(&self.user, self.session, &self.link);
         }
     }
 }

@@ -13,6 +13,7 @@ pub mod http;
 pub mod json;
 pub mod limits;
 pub(crate) mod listed;
+pub mod mailbox_file;
 pub mod mention;
 pub mod sse;
 pub(crate) mod upgrade;

@@ -119,6 +119,13 @@ pub enum ErrorKind {
     },
     /// An `api_token` with bytes a header value cannot carry verbatim.
     BadTokenChar,
+    /// A directory path the daemon cannot use as given.
+    BadPath {
+        /// The path.
+        got: String,
+        /// What is wrong with it.
+        why: &'static str,
+    },
     /// A file path set to the empty string.
     EmptyPath,
     /// `listen` is off and no other listener is configured.
@@ -242,6 +249,7 @@ impl fmt::Display for ErrorKind {
                 f,
                 "must be visible ASCII without spaces (it travels in an Authorization header)"
             ),
+            ErrorKind::BadPath { got, why } => write!(f, "`{got}` {why}"),
             ErrorKind::EmptyPath => write!(f, "must not be empty when set"),
             ErrorKind::NothingToListenOn => {
                 write!(

@@ -2,9 +2,10 @@
 //! environment or the file), checked, written back as TOML and described in `--help`.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 
 use super::errors::{shown, ErrorKind};
-use super::{OnDuplicate, MAX_ORIGIN_BYTES, MAX_SECRET_BYTES, MAX_TIMEOUT_SECS};
+use super::{OnDuplicate, MAX_ORIGIN_BYTES, MAX_PATH_BYTES, MAX_SECRET_BYTES, MAX_TIMEOUT_SECS};
 use crate::wire::mention::is_valid_account_name;
 
 /// A setting's value as given: text (a flag or an environment variable) or a TOML value.
@@ -60,7 +61,12 @@ fn text(raw: Raw<'_>) -> Result<&str, ErrorKind> {
 
 /// A whole number from 1 to `max`.
 fn whole_number(raw: Raw<'_>, max: u64) -> Result<u64, ErrorKind> {
-    let out_of_range = |got: String| ErrorKind::OutOfRange { got, min: 1, max };
+    whole_number_from(raw, 1, max)
+}
+
+/// A whole number from `min` to `max`.
+fn whole_number_from(raw: Raw<'_>, min: u64, max: u64) -> Result<u64, ErrorKind> {
+    let out_of_range = |got: String| ErrorKind::OutOfRange { got, min, max };
     let n: i128 = match raw {
         Raw::Text(text) => match text.parse::<i128>() {
             Ok(n) => n,
@@ -83,7 +89,7 @@ fn whole_number(raw: Raw<'_>, max: u64) -> Result<u64, ErrorKind> {
         }
     };
     match u64::try_from(n) {
-        Ok(n) if (1..=max).contains(&n) => Ok(n),
+        Ok(n) if (min..=max).contains(&n) => Ok(n),
         _ => Err(out_of_range(n.to_string())),
     }
 }
@@ -125,6 +131,67 @@ impl Kind<usize> for Count {
     }
     fn bounds(&self) -> Option<String> {
         Some(format!("1-{} {}", self.max, self.unit))
+    }
+}
+
+/// A count or size where 0 turns the feature off; else read and checked as the `Count`.
+pub(super) struct OffOr(pub(super) Count);
+
+impl Kind<usize> for OffOr {
+    fn read(&self, raw: Raw<'_>) -> Result<usize, ErrorKind> {
+        let n = whole_number_from(raw, 0, self.0.max as u64)?;
+        // At most `max`, which is a usize.
+        Ok(usize::try_from(n).unwrap_or(self.0.max))
+    }
+    fn check(&self, value: &usize) -> Result<(), ErrorKind> {
+        match value {
+            0 => Ok(()),
+            n => self.0.check(n),
+        }
+    }
+    fn toml(&self, value: &usize) -> Option<String> {
+        Some(value.to_string())
+    }
+    fn metavar(&self) -> &'static str {
+        "N"
+    }
+    fn bounds(&self) -> Option<String> {
+        Some(format!("0 = off, else 1-{} {}", self.0.max, self.0.unit))
+    }
+}
+
+/// The absolute path of a directory (it need not exist yet).
+pub(super) struct Dir;
+
+impl Kind<PathBuf> for Dir {
+    fn read(&self, raw: Raw<'_>) -> Result<PathBuf, ErrorKind> {
+        Ok(PathBuf::from(text(raw)?))
+    }
+    fn check(&self, value: &PathBuf) -> Result<(), ErrorKind> {
+        let text = value.to_string_lossy();
+        let bad = |why| ErrorKind::BadPath {
+            got: shown(&text),
+            why,
+        };
+        if !value.is_absolute() {
+            // The working directory of a service is not something to rely on.
+            Err(bad("is not an absolute path"))
+        } else if text.len() > MAX_PATH_BYTES {
+            Err(bad("is too long for a path"))
+        } else if text.contains('\0') {
+            Err(bad("holds a NUL byte"))
+        } else {
+            Ok(())
+        }
+    }
+    fn toml(&self, value: &PathBuf) -> Option<String> {
+        Some(toml_string(&value.to_string_lossy()))
+    }
+    fn metavar(&self) -> &'static str {
+        "DIR"
+    }
+    fn bounds(&self) -> Option<String> {
+        Some("an absolute path".to_owned())
     }
 }
 

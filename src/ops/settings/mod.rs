@@ -18,8 +18,8 @@ use std::time::Duration;
 use errors::{closest, Origin};
 pub use errors::{ConfigError, ErrorKind};
 use kinds::{
-    Address, Count, FilePath, Kind, List, ListOf, Listen, Optional, Raw, Secret, Secs, Switch,
-    LEVELS, POLICIES,
+    Address, Count, Dir, FilePath, Kind, List, ListOf, Listen, OffOr, Optional, Raw, Secret, Secs,
+    Switch, LEVELS, POLICIES,
 };
 pub use sources::parse_args;
 #[cfg(test)]
@@ -61,6 +61,10 @@ pub const MAX_MEMORY_BUDGET_BYTES: usize = if usize::BITS > 32 {
 } else {
     usize::MAX
 };
+/// Ceiling of `mailbox_messages`, in messages per device.
+pub const MAX_MAILBOX_MESSAGES: usize = 65_536;
+/// Longest `state_dir`, in bytes (Linux's `PATH_MAX` less its NUL).
+pub const MAX_PATH_BYTES: usize = 4095;
 /// Most entries in `allowed_origins`, and in `cors_allowed_origins`.
 pub const MAX_ALLOWED_ORIGINS: usize = 64;
 /// Longest entry of `allowed_origins` or `cors_allowed_origins`, in bytes.
@@ -200,6 +204,14 @@ settings! {
     write_timeout_secs: u64 = 60, Secs;
     /// drain time on SIGTERM
     shutdown_timeout_secs: u64 = 5, Secs;
+    /// messages kept for one device while it is away, delivered in order when it returns (docs/protocol.md §20); 0 turns the mailbox off
+    mailbox_messages: usize = 0, OffOr(Count { max: MAX_MAILBOX_MESSAGES, unit: "messages" });
+    /// bytes of frames kept for one device while it is away; the oldest give way to a newer one
+    mailbox_bytes: usize = 65_536, Count { max: MAX_BUFFER_BYTES_CEILING, unit: "bytes" };
+    /// a kept message older than this (wall clock, across restarts) is dropped, never delivered
+    mailbox_ttl_secs: u64 = 3600, Secs;
+    /// where the mailbox is written on a clean stop and read at start (systemd StateDirectory=); unset: kept in memory only
+    state_dir: Option<PathBuf> = None, Optional(Dir);
     /// a user id connecting twice: reject (close the new session) or replace (close the old one)
     on_duplicate: OnDuplicate = OnDuplicate::Reject, POLICIES;
     /// when set, /sse/* needs Authorization: Bearer TOKEN, else 401

@@ -115,6 +115,7 @@ pong_timeout_secs = 11\nheader_timeout_secs = 12\nbody_timeout_secs = 15\n\
 idle_timeout_secs = 13\nwrite_timeout_secs = 16\nshutdown_timeout_secs = 14\non_duplicate = \"replace\"\napi_token = \"tok\"\n\
 ws_secret = \"sec\"\nallowed_origins = [\"https://a.example\"]\nlog_level = \"debug\"\n\
 worker_threads = 3\nqueue_bytes = 17\nstream_buffer_bytes = 18\nmemory_budget_bytes = 19\nsocket_buffer_bytes = 20\n\
+mailbox_messages = 20\nmailbox_bytes = 21\nmailbox_ttl_secs = 22\nstate_dir = \"/var/lib/w s\"\n\
 cors_allowed_origins = [\"http://nas.lan:8123\"]\nstatus_page = true\ntls_listen = \"127.0.0.1:2\"\ntls_cert_file = \"/c.pem\"\ntls_key_file = \"/k.pem\"\ntls_handshake_timeout_secs = 21\n",
     );
     let from_file = run(&["--config", file.path()]);
@@ -146,6 +147,10 @@ cors_allowed_origins = [\"http://nas.lan:8123\"]\nstatus_page = true\ntls_listen
         "--stream-buffer-bytes=18",
         "--memory-budget-bytes=19",
         "--socket-buffer-bytes=20",
+        "--mailbox-messages=20",
+        "--mailbox-bytes=21",
+        "--mailbox-ttl-secs=22",
+        "--state-dir=/var/lib/w s",
         "--cors-allowed-origins=http://nas.lan:8123",
         "--status-page=true",
         "--tls-listen=127.0.0.1:2",
@@ -181,6 +186,10 @@ cors_allowed_origins = [\"http://nas.lan:8123\"]\nstatus_page = true\ntls_listen
         stream_buffer_bytes: 18,
         memory_budget_bytes: Some(19),
         socket_buffer_bytes: 20,
+        mailbox_messages: 20,
+        mailbox_bytes: 21,
+        mailbox_ttl_secs: 22,
+        state_dir: Some("/var/lib/w s".into()),
         cors_allowed_origins: vec!["http://nas.lan:8123".into()],
         status_page: true,
         tls_listen: Some("127.0.0.1:2".parse().unwrap()),
@@ -190,6 +199,30 @@ cors_allowed_origins = [\"http://nas.lan:8123\"]\nstatus_page = true\ntls_listen
     };
     assert_eq!(from_file, expected);
     assert_eq!(from_flags, expected);
+}
+
+#[test]
+fn the_mailbox_is_off_by_default_zero_turns_it_off_and_state_dir_is_absolute() {
+    let c = Config::default();
+    assert_eq!((c.mailbox_messages, c.state_dir.as_deref()), (0, None));
+    assert_eq!(run(&["--mailbox-messages", "0"]).mailbox_messages, 0);
+    assert_eq!(
+        run(&["--mailbox-messages", "65536"]).mailbox_messages,
+        65_536
+    );
+    let e = fail(&["--mailbox-messages", "65537"]);
+    assert_eq!(e.key(), Some("mailbox_messages"));
+    assert!(e.to_string().contains("from 0 to 65536"), "{e}");
+    assert_eq!(fail(&["--mailbox-bytes", "0"]).key(), Some("mailbox_bytes"));
+    let e = fail(&["--state-dir", "var/lib/wssed"]);
+    assert_eq!(e.key(), Some("state_dir"));
+    assert!(e.to_string().contains("is not an absolute path"), "{e}");
+    let c = run(&["--state-dir", "/var/lib/wssed", "--mailbox-messages", "8"]);
+    assert!(
+        c.to_toml().contains("\nstate_dir = \"/var/lib/wssed\"\n"),
+        "{}",
+        c.to_toml()
+    );
 }
 
 #[test]
@@ -236,7 +269,7 @@ fn equals_form_takes_the_rest_of_the_word() {
 
 #[test]
 fn a_bad_flag_value_names_its_key() {
-    let cases: [(&str, &str); 33] = [
+    let cases: [(&str, &str); 37] = [
         ("listen", "localhost:8080"),
         ("tls_listen", "of"),
         ("tls_cert_file", ""),
@@ -265,6 +298,10 @@ fn a_bad_flag_value_names_its_key() {
             "shutdown_timeout_secs",
             "99999999999999999999999999999999999999999",
         ),
+        ("mailbox_messages", "-1"),
+        ("mailbox_bytes", "0"),
+        ("mailbox_ttl_secs", "86401"),
+        ("state_dir", "relative/dir"),
         ("on_duplicate", "keep"),
         ("api_token", ""),
         ("ws_secret", ""),
@@ -628,7 +665,8 @@ fn numeric_bounds_follow_compile_time_capacities() {
 fn every_number_has_a_floor_of_one_and_a_ceiling() {
     let mut numbers = 0;
     for entry in Config::default().entries() {
-        if entry.metavar != "N" {
+        // 0 turns the mailbox off (the_mailbox_is_off_by_default_...).
+        if entry.metavar != "N" || entry.name == "mailbox_messages" {
             continue;
         }
         numbers += 1;
@@ -651,7 +689,7 @@ fn every_number_has_a_floor_of_one_and_a_ceiling() {
             );
         }
     }
-    assert_eq!(numbers, 21, "counts, sizes and durations");
+    assert_eq!(numbers, 23, "counts, sizes and durations");
 }
 
 #[test]
