@@ -9,6 +9,7 @@ use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc as std_mpsc, Arc, Mutex};
 use std::time::Duration;
 
@@ -115,6 +116,8 @@ pub(crate) struct Daemon {
     #[allow(dead_code)] // tests/tls.rs
     pub tls_addr: Option<SocketAddr>,
     log: Arc<Mutex<Vec<String>>>,
+    /// Output readers still running; they end at the pipes' end, just after the exit.
+    readers: Arc<AtomicUsize>,
     exited: Option<ExitStatus>,
 }
 
@@ -231,6 +234,7 @@ impl Daemon {
             .spawn()
             .unwrap_or_else(|e| panic!("cannot run {}: {e}", bin_path().display()));
         let log = Arc::new(Mutex::new(Vec::new()));
+        let readers = Arc::new(AtomicUsize::new(0));
         let (tx, rx) = std_mpsc::channel();
         for pipe in [
             child
@@ -247,6 +251,8 @@ impl Daemon {
         {
             let log = log.clone();
             let tx = tx.clone();
+            let readers = readers.clone();
+            readers.fetch_add(1, Ordering::SeqCst);
             std::thread::spawn(move || {
                 let mut reader = BufReader::new(pipe);
                 let mut line = Vec::new();
@@ -261,6 +267,7 @@ impl Daemon {
                     }
                     line.clear();
                 }
+                readers.fetch_sub(1, Ordering::SeqCst);
             });
         }
         drop(tx);
@@ -285,6 +292,7 @@ impl Daemon {
                 addr,
                 tls_addr,
                 log,
+                readers,
                 exited: None,
             },
             Err(e) => {
@@ -317,7 +325,8 @@ impl Daemon {
         assert!(status.success(), "kill -s {name} {} failed", self.pid());
     }
 
-    /// Waits (bounded) for the daemon to exit.
+    /// Waits (bounded) for the daemon to exit, and for its last output to be read, so that
+    /// `log_text` then holds all of it (a fast binary exits before its lines are read).
     pub(crate) async fn wait_exit(&mut self, within: Duration) -> Option<ExitStatus> {
         let deadline = Instant::now() + within;
         loop {
@@ -326,6 +335,10 @@ impl Daemon {
             }
             if let Some(s) = self.child.try_wait().expect("try_wait") {
                 self.exited = Some(s);
+                let drained = Instant::now() + step();
+                while self.readers.load(Ordering::SeqCst) > 0 && Instant::now() < drained {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
                 return Some(s);
             }
             if Instant::now() > deadline {

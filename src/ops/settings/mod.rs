@@ -271,7 +271,7 @@ Usage: wssed [--config FILE] [SETTINGS...]
        wssed --help | --version
 
   -h, --help                  print this text and exit
-  -V, --version               print the version and exit
+  -V, --version               print the version, target, board and table capacities; exit
       --config FILE           read settings from a TOML file, keys in snake_case
                               (queue_depth = 64); at most 1 MiB; unknown keys are errors
       --check-config          validate, print the effective settings as TOML (secrets as \"***\",
