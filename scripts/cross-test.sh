@@ -85,6 +85,14 @@ mapfile -t board_settings < <(scripts/board-limits.sh "$board")
 echo "== build info: --version against board/$board/env"
 scripts/check-build-info.sh "$board" "$wrapper"
 
+echo "== no settings file: the defaults fit the board's tables"
+# max_connections and max_pending_sends default to at most the build's table capacities, so a
+# board's binary starts bare; a default over them would be refused here, in seconds.
+if ! out=$(env $(env | sed -n 's/^\(WSSED_[A-Z_]*\)=.*/-u \1/p') timeout 30 "$wrapper" --check-config 2>&1); then
+    echo "cross-test: $board's binary refuses its own defaults (or hung 30 s): ${out##*$'\n'}" >&2
+    exit 1
+fi
+
 echo "== start canary"
 env "${board_settings[@]}" scripts/canary.py --seconds 20 --libc "$libc_expect" "$wrapper"
 
