@@ -74,7 +74,7 @@ if [ -n "${BENCH_CROSS:-}" ]; then
         cross_setup "$BENCH_CROSS"
         cross_cargo build --release --locked -q --bin wssed >&2
     )
-    cross_bin=target/cross/$BENCH_CROSS/release/wssed
+    cross_bin=target/$BENCH_CROSS/release/wssed
     printf '{"scenario":"binary","target":"wssed","arch":"%s","bytes":%s}\n' "${BENCH_CROSS%%-*}" "$(stat -c %s "$cross_bin")" >> "$OUT"
 fi
 

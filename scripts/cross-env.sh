@@ -18,6 +18,21 @@
 # the std is built from Debian's `rust-web-src` of that version (`-Zbuild-std`, enabled on
 # this stable compiler with RUSTC_BOOTSTRAP=1, for this build only).
 #
+# ARMv6 (Pi Zero/1) is `arm-unknown-linux-gnueabi`: ARMv6 code with the soft-float ABI, linked
+# statically against Debian's armel glibc (ARMv5TE code, which ARMv6 runs). Debian's armhf glibc
+# and gcc runtime are ARMv7 (Thumb-2) code and die on an ARMv6 core; no ARMv6 hard-float C
+# library is packaged. A static soft-float binary runs on any ARM Linux, Raspberry Pi OS armhf
+# included. Debian has no std for this triple (its armel Rust is armv5te), so std is built.
+#
+# qemu runs load exactly one C library, whatever else the machine has installed: none for a
+# static binary, else the cross sysroot's, found first through LD_LIBRARY_PATH. With `-L`
+# alone the sysroot's ld.so also reads the host's /etc/ld.so.cache, which lists multiarch
+# libraries (libc6:arm64 installed for cross-building): the sysroot's ld.so then maps a libc
+# of another version and the program spins in pthread_create (scripts/qemu-libc-trap.sh).
+#
+# Builds go to target/<triple>/release, the layout `cross` and cargo-deb use (for a target whose
+# std is built, a link into target/build-std).
+#
 # Usage: source scripts/cross-env.sh; cross_setup TARGET; cross_cargo build --release ...
 
 CROSS_HOME=${WSSED_CROSS_HOME:-/opt/wssed-cross}
@@ -98,15 +113,20 @@ cross_unpack() {
 # Sets CROSS_* for TARGET and makes sure every piece of the toolchain is installed.
 cross_setup() {
     CROSS_TARGET=$1
+    # CROSS_STD_DEB=0: Debian packages no std for this triple; build it from source.
+    CROSS_STD_DEB=1
     case "$CROSS_TARGET" in
     aarch64-unknown-linux-gnu)
         CROSS_DEB_ARCH=arm64 CROSS_GNU=aarch64-linux-gnu CROSS_QEMU=qemu-aarch64-static ;;
     armv7-unknown-linux-gnueabihf)
         CROSS_DEB_ARCH=armhf CROSS_GNU=arm-linux-gnueabihf CROSS_QEMU=qemu-arm-static ;;
+    arm-unknown-linux-gnueabi)
+        CROSS_DEB_ARCH=armel CROSS_GNU=arm-linux-gnueabi CROSS_QEMU=qemu-arm-static CROSS_STD_DEB=0 ;;
     arm-unknown-linux-gnueabihf)
-        cross_die "arm-unknown-linux-gnueabihf (ARMv6, Pi Zero/1) is not built here: Debian's armhf C library and
-cross gcc target ARMv7, so a binary linked against them would not run on ARMv6. Use \`cross\` (cross.toml, CI)." ;;
-    *) cross_die "unknown target '$CROSS_TARGET' (aarch64-unknown-linux-gnu | armv7-unknown-linux-gnueabihf)" ;;
+        cross_die "arm-unknown-linux-gnueabihf (ARMv6 hard-float) is not built here: Debian's armhf C library and gcc
+runtime are ARMv7 code, which an ARMv6 core cannot run. The Pi Zero/1 board builds arm-unknown-linux-gnueabi,
+statically linked (board/rpi-zero-armv6/env); that binary runs on Raspberry Pi OS armhf." ;;
+    *) cross_die "unknown target '$CROSS_TARGET' (aarch64-unknown-linux-gnu | armv7-unknown-linux-gnueabihf | arm-unknown-linux-gnueabi)" ;;
     esac
     command -v apt-get >/dev/null || cross_die "needs Debian/Ubuntu (apt-get)"
     [ "$(id -u)" -eq 0 ] || cross_die "needs root to install packages"
@@ -135,8 +155,10 @@ cross gcc target ARMv7, so a binary linked against them would not run on ARMv6. 
     CROSS_BUILD_STD=0
     if ! compgen -G "$sysroot/lib/rustlib/$CROSS_TARGET/lib/libstd-*.rlib" >/dev/null; then
         local std_pkg="libstd-rust-web-dev:$CROSS_DEB_ARCH"
-        cross_private_has "$std_pkg" "$CROSS_RUST_VERSION" || cross_private_update
-        if cross_private_has "$std_pkg" "$CROSS_RUST_VERSION"; then
+        if [ "$CROSS_STD_DEB" = 1 ]; then
+            cross_private_has "$std_pkg" "$CROSS_RUST_VERSION" || cross_private_update
+        fi
+        if [ "$CROSS_STD_DEB" = 1 ] && cross_private_has "$std_pkg" "$CROSS_RUST_VERSION"; then
             cross_log "unpacking $std_pkg $CROSS_RUST_VERSION"
             tmp=$(mktemp -d)
             cross_unpack "$std_pkg" "$CROSS_RUST_VERSION" "$tmp"
@@ -148,7 +170,7 @@ cross gcc target ARMv7, so a binary linked against them would not run on ARMv6. 
         fi
     fi
     if [ "$CROSS_BUILD_STD" = 1 ] && [ ! -f "$sysroot/lib/rustlib/src/rust/library/Cargo.lock" ]; then
-        cross_log "$CROSS_DEB_ARCH std $CROSS_RUST_VERSION is not on the mirror: building std from rust-web-src"
+        cross_log "no Debian std for $CROSS_TARGET at $CROSS_RUST_VERSION: building std from rust-web-src"
         tmp=$(mktemp -d)
         cross_unpack rust-web-src "$CROSS_RUST_VERSION" "$tmp"
         rm -rf "$sysroot/lib/rustlib/src"
@@ -175,11 +197,50 @@ cross_cargo() {
         std_args=("-Zbuild-std=std,panic_abort")
         bootstrap=(RUSTC_BOOTSTRAP=1)
     fi
-    local sub=$1
+    local sub=$1 dir=${CROSS_TARGET_DIR:-target}
     shift
+    if [ "$CROSS_BUILD_STD" = 1 ]; then
+        # A build with -Zbuild-std rebuilds the host's proc macros for itself, which makes
+        # every other target's dependents stale (a minute of rebuild at each switch). In a
+        # directory of its own, the other builds stay fresh; target/<triple> points into it,
+        # the layout cross and cargo-deb use.
+        mkdir -p "$dir/build-std/$CROSS_TARGET"
+        if [ ! -L "$dir/$CROSS_TARGET" ]; then
+            rm -rf "${dir:?}/$CROSS_TARGET"
+            ln -s "build-std/$CROSS_TARGET" "$dir/$CROSS_TARGET"
+        fi
+        dir="$dir/build-std"
+    fi
+    # The runner (`cargo test` under qemu) loads only the sysroot's C library; a static test
+    # binary runs under it as well.
     env "${bootstrap[@]}" RUSTC="$CROSS_RUSTC" \
         "CARGO_TARGET_${t}_LINKER=$CROSS_GNU-gcc" \
         "CC_${tl}=$CROSS_GNU-gcc" "AR_${tl}=$CROSS_GNU-ar" \
-        "CARGO_TARGET_${t}_RUNNER=$CROSS_QEMU -L $CROSS_LIBC_ROOT" \
-        cargo "$sub" "${std_args[@]}" --target "$CROSS_TARGET" --target-dir "${CROSS_TARGET_DIR:-target/cross}" "$@"
+        "CARGO_TARGET_${t}_RUNNER=$(cross_qemu_command "${WSSED_QEMU_CPU:-}")" \
+        cargo "$sub" "${std_args[@]}" --target "$CROSS_TARGET" --target-dir "$dir" "$@"
+}
+
+# Succeeds when BINARY (an ELF file) has no program interpreter: a static binary.
+cross_is_static() {
+    ! LC_ALL=C "$CROSS_GNU-readelf" -lW "$1" | grep -q 'Requesting program interpreter'
+}
+
+# The qemu-user command line for CROSS_TARGET that loads only the sysroot's C library, CPU
+# model CPU (empty: qemu's default). A static binary loads none under it.
+cross_qemu_command() {
+    local cpu=${1:-}
+    printf '%s%s -L %s -E LD_LIBRARY_PATH=%s/lib' "$CROSS_QEMU" "${cpu:+ -cpu $cpu}" "$CROSS_LIBC_ROOT" "$CROSS_LIBC_ROOT"
+}
+
+# Writes OUT, an executable script that runs BINARY under qemu-user with CPU model CPU (empty:
+# qemu's default). A static binary runs with no sysroot at all: nothing is loaded from the host.
+cross_qemu_wrapper() {
+    local bin=$1 out=$2 cpu=${3:-} qemu
+    if cross_is_static "$bin"; then
+        qemu="$CROSS_QEMU${cpu:+ -cpu $cpu}"
+    else
+        qemu=$(cross_qemu_command "$cpu")
+    fi
+    printf '#!/bin/sh\nexec %s %s "$@"\n' "$qemu" "$bin" >"$out"
+    chmod +x "$out"
 }

@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use wssed::net::listener;
 use wssed::ops::settings::{self, Command, Config};
-use wssed::ops::{logger, memory, systemd};
+use wssed::ops::{build_info, logger, memory, systemd};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -23,7 +23,7 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Version => {
-            println!("wssed {}", env!("CARGO_PKG_VERSION"));
+            print!("{}", build_info::text());
             ExitCode::SUCCESS
         }
         Command::CheckConfig(config) => {

@@ -4,6 +4,7 @@
 //! socket activation), the logger and signals: what the process needs from and says to the
 //! machine it runs on.
 
+pub mod build_info;
 pub mod cgroup;
 pub(crate) mod limits;
 pub mod logger;

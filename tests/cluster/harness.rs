@@ -111,7 +111,7 @@ impl Nats {
             .spawn()
             .map_err(|e| format!("cannot run {}: {e}", bin.display()))?;
         let log = Arc::new(Mutex::new(Vec::new()));
-        capture_output(&mut child, &log, |_| {});
+        capture_output(&mut child, &log, &Arc::default(), |_| {});
         let mut nats = Nats {
             child: Some(child),
             bin: bin.to_owned(),

@@ -9,6 +9,7 @@ use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc as std_mpsc, Arc, Mutex};
 use std::time::Duration;
 
@@ -115,6 +116,8 @@ pub(crate) struct Daemon {
     #[allow(dead_code)] // tests/tls.rs
     pub tls_addr: Option<SocketAddr>,
     log: Arc<Mutex<Vec<String>>>,
+    /// Output readers still running; they end at the pipes' end, just after the exit.
+    readers: Arc<AtomicUsize>,
     exited: Option<ExitStatus>,
 }
 
@@ -147,11 +150,12 @@ fn parse_addr(rest: &str) -> Option<SocketAddr> {
 }
 
 /// Reads the child's stderr and stdout on threads of their own, line by line, into `log`,
-/// calling `on_line` with each line first. Bounded by the child's life: the pipes end when it
-/// exits.
+/// calling `on_line` with each line first; `readers` counts the threads still reading. Bounded
+/// by the child's life: the pipes end when it exits.
 pub(crate) fn capture_output(
     child: &mut Child,
     log: &Arc<Mutex<Vec<String>>>,
+    readers: &Arc<AtomicUsize>,
     on_line: impl Fn(&str) + Send + Clone + 'static,
 ) {
     for pipe in [
@@ -169,9 +173,12 @@ pub(crate) fn capture_output(
     {
         let log = Arc::clone(log);
         let on_line = on_line.clone();
+        let readers = Arc::clone(readers);
+        readers.fetch_add(1, Ordering::SeqCst);
         std::thread::spawn(move || {
             let mut reader = BufReader::new(pipe);
             let mut line = Vec::new();
+            // Bounded by the child's life: the pipe ends when it exits.
             while reader.read_until(b'\n', &mut line).unwrap_or(0) > 0 {
                 let text = String::from_utf8_lossy(&line).trim_end().to_string();
                 on_line(&text);
@@ -180,6 +187,7 @@ pub(crate) fn capture_output(
                 }
                 line.clear();
             }
+            readers.fetch_sub(1, Ordering::SeqCst);
         });
     }
 }
@@ -269,8 +277,9 @@ impl Daemon {
             .spawn()
             .unwrap_or_else(|e| panic!("cannot run {}: {e}", bin_path().display()));
         let log = Arc::new(Mutex::new(Vec::new()));
+        let readers = Arc::new(AtomicUsize::new(0));
         let (tx, rx) = std_mpsc::channel();
-        capture_output(&mut child, &log, move |text| {
+        capture_output(&mut child, &log, &readers, move |text| {
             if let Some(listening) = parse_listening(text) {
                 let _ = tx.send(listening);
             }
@@ -296,6 +305,7 @@ impl Daemon {
                 addr,
                 tls_addr,
                 log,
+                readers,
                 exited: None,
             },
             Err(e) => {
@@ -328,7 +338,8 @@ impl Daemon {
         assert!(status.success(), "kill -s {name} {} failed", self.pid());
     }
 
-    /// Waits (bounded) for the daemon to exit.
+    /// Waits (bounded) for the daemon to exit, and for its last output to be read, so that
+    /// `log_text` then holds all of it (a fast binary exits before its lines are read).
     pub(crate) async fn wait_exit(&mut self, within: Duration) -> Option<ExitStatus> {
         let deadline = Instant::now() + within;
         loop {
@@ -337,6 +348,10 @@ impl Daemon {
             }
             if let Some(s) = self.child.try_wait().expect("try_wait") {
                 self.exited = Some(s);
+                let drained = Instant::now() + step();
+                while self.readers.load(Ordering::SeqCst) > 0 && Instant::now() < drained {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
                 return Some(s);
             }
             if Instant::now() > deadline {

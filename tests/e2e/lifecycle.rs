@@ -247,6 +247,18 @@ fn help_and_version() {
     let (status, out, _) = run_to_exit(&["--version"]);
     assert_eq!(status.code(), Some(0));
     assert!(out.contains(env!("CARGO_PKG_VERSION")), "{out}");
+    // The build says what it is (scripts/check-build-info.sh compares it with board/*/env).
+    for key in ["target", "link", "board"] {
+        assert!(out.contains(&format!("\n{key}: ")), "no {key} in {out}");
+    }
+    for key in ["device_table_capacity", "pending_table_capacity"] {
+        let value = out
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{key}: ")))
+            .unwrap_or_else(|| panic!("no {key} in {out}"));
+        let n: usize = value.parse().unwrap_or_else(|_| panic!("{key}: {value}"));
+        assert!(n.is_power_of_two(), "{key}: {n}");
+    }
 }
 
 #[tokio::test]

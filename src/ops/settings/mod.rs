@@ -80,6 +80,16 @@ pub const MAX_CONFIG_FILE_BYTES: u64 = 1024 * 1024;
 /// Prefix of every setting's environment variable.
 pub const ENV_PREFIX: &str = "WSSED_";
 
+/// The smaller of two counts: a default never exceeds the build's table capacity (a board
+/// built with a small table starts without a settings file).
+const fn min(a: usize, b: usize) -> usize {
+    if a < b {
+        a
+    } else {
+        b
+    }
+}
+
 /// Seconds as a `Duration`, for the `*_secs` settings.
 pub fn secs(n: u64) -> Duration {
     Duration::from_secs(n)
@@ -170,7 +180,7 @@ settings! {
     public_accounts: Vec<String> = Vec::new(),
         List { of: ListOf::AccountNames, max: MAX_PUBLIC_ACCOUNTS };
     /// devices connected at once; at most the build's device table capacity
-    max_connections: usize = 4096, Count { max: DEVICE_TABLE_CAPACITY, unit: "devices" };
+    max_connections: usize = min(4096, DEVICE_TABLE_CAPACITY), Count { max: DEVICE_TABLE_CAPACITY, unit: "devices" };
     /// frames waiting for one device's socket
     queue_depth: usize = 64, Count { max: MAX_QUEUE_DEPTH, unit: "frames" };
     /// bytes of frames waiting for one device's socket (a frame alone always fits)
@@ -182,7 +192,7 @@ settings! {
     /// items in one /sse/push/batch (every item's errors fit one 422 answer)
     max_batch: usize = 1000, Count { max: MAX_BATCH_ITEMS, unit: "items" };
     /// /sse/send streams open at once; at most the build's stream table capacity
-    max_pending_sends: usize = 1024, Count { max: PENDING_TABLE_CAPACITY, unit: "streams" };
+    max_pending_sends: usize = min(1024, PENDING_TABLE_CAPACITY), Count { max: PENDING_TABLE_CAPACITY, unit: "streams" };
     /// bytes of device answers held for one /sse/send stream whose caller reads slowly (an answer alone always fits)
     stream_buffer_bytes: usize = 262_144, Count { max: MAX_BUFFER_BYTES_CEILING, unit: "bytes" };
     /// the kernel's send and receive buffer of each connection (SO_SNDBUF, SO_RCVBUF; the kernel doubles it): bounds the kernel memory a stalled peer pins
@@ -284,7 +294,7 @@ Usage: wssed [--config FILE] [SETTINGS...]
        wssed --help | --version
 
   -h, --help                  print this text and exit
-  -V, --version               print the version and exit
+  -V, --version               print the version, target, board and table capacities; exit
       --config FILE           read settings from a TOML file, keys in snake_case
                               (queue_depth = 64); at most 1 MiB; unknown keys are errors
       --check-config          validate, print the effective settings as TOML (secrets as \"***\",

@@ -127,10 +127,12 @@ impl Framer {
             }
             Phase::Chunked(decoder) => {
                 let kept = body.len();
-                let decoded = decoder.decode(input, body)?;
+                let decoded = decoder.decode(input, body);
+                // Also when the decoder fails part-way: a skipped body is never kept.
                 if self.discard {
                     body.truncate(kept);
                 }
+                let decoded = decoded?;
                 if decoded.done {
                     self.phase = Phase::Head;
                     Ok(Step::BodyDone {
@@ -413,6 +415,20 @@ mod tests {
             framer.step(&rest[2..], &mut body),
             Ok(Step::Head { head, .. }) if head.path == "/b"
         ));
+    }
+
+    #[test]
+    fn a_skipped_chunked_body_is_not_kept_even_when_its_framing_fails() {
+        let req = b"POST /a HTTP/1.1\r\nHost: gw\r\nTransfer-Encoding: chunked\r\n\r\n\
+            2\r\n{}\r\n0\r\n\n\r\n";
+        let mut body = Vec::new();
+        let mut framer = Framer::new(64);
+        let Ok(Step::Head { consumed, .. }) = framer.step(req, &mut body) else {
+            panic!("no head")
+        };
+        assert!(framer.skip_body());
+        assert!(framer.step(&req[consumed..], &mut body).is_err());
+        assert!(body.is_empty(), "kept {body:?}");
     }
 
     /// The answer as a client sees it: the requests served, or the error's status.
