@@ -8,10 +8,11 @@ use crate::target::Target;
 /// Usage text.
 pub const USAGE: &str = "\
 loadgen --scenario idle|push|send|batch|connect --target wssed|nchan --url http://127.0.0.1:PORT
-        [--server-pid PID[,PID...]] [--devices N] [--pushes N] [--rate PER_SEC]
+        [--device-url http://127.0.0.1:PORT] [--server-pid PID[,PID...]] [--devices N] [--pushes N] [--rate PER_SEC]
         [--connections N] [--batch-size N] [--batches N] [--requests N]
         [--concurrency N] [--source-ips N] [--max-secs S] [--label TEXT]
-Prints one JSON line. Targets must be on 127.0.0.0/8.";
+Prints one JSON line. Targets must be on 127.0.0.0/8. --device-url puts the devices on another
+server than the one --url sends requests to (another node of a wssed cluster).";
 
 /// Most devices one run may open.
 pub const MAX_DEVICES: usize = 20_000;
@@ -59,8 +60,10 @@ pub struct Args {
     pub scenario: Scenario,
     /// Which server.
     pub target: Target,
-    /// The server's address (loopback only).
+    /// The server's address (loopback only): requests go there.
     pub addr: SocketAddr,
+    /// Where devices connect (and are counted): `--device-url`, else `addr`.
+    pub device_addr: SocketAddr,
     /// Server processes whose RSS and CPU time are read (nginx: master and worker).
     pub server_pids: Vec<u32>,
     /// Devices connected.
@@ -130,6 +133,7 @@ pub fn parse(mut it: impl Iterator<Item = String>) -> Result<Args, LgError> {
     let mut scenario = None;
     let mut target = None;
     let mut addr = None;
+    let mut device_addr = None;
     let mut pids = Vec::new();
     let mut devices = None;
     let mut pushes = None;
@@ -166,6 +170,12 @@ pub fn parse(mut it: impl Iterator<Item = String>) -> Result<Args, LgError> {
                     .next()
                     .ok_or_else(|| LgError::Args("--url needs a value".into()))?;
                 addr = Some(parse_url(&u)?);
+            }
+            "--device-url" => {
+                let u = it
+                    .next()
+                    .ok_or_else(|| LgError::Args("--device-url needs a value".into()))?;
+                device_addr = Some(parse_url(&u)?);
             }
             "--server-pid" => {
                 let v = it
@@ -230,6 +240,7 @@ pub fn parse(mut it: impl Iterator<Item = String>) -> Result<Args, LgError> {
         scenario,
         target,
         addr,
+        device_addr: device_addr.unwrap_or(addr),
         server_pids: pids,
         devices,
         pushes,
@@ -282,5 +293,13 @@ mod tests {
                 .is_err()
         );
         assert!(args("--scenario nope --target nchan --url http://127.0.0.1:9").is_err());
+        assert_eq!(
+            a.device_addr, a.addr,
+            "devices on the requests' server by default"
+        );
+        let b = args("--scenario push --target wssed --url http://127.0.0.1:9 --device-url http://127.0.0.1:10")
+            .unwrap();
+        assert_eq!(b.device_addr.port(), 10);
+        assert!(args("--scenario push --target wssed --url http://127.0.0.1:9 --device-url http://10.0.0.1:10").is_err());
     }
 }

@@ -507,7 +507,7 @@ async fn measured(
     let prefix = &run_prefix(prefix);
     let ids = ids(prefix, a.devices);
     let conn = device::connect_many(
-        a.addr,
+        a.device_addr,
         a.target,
         prefix,
         a.devices,
@@ -702,7 +702,7 @@ async fn connect(a: &Args, deadline: Instant) -> Result<Value, LgError> {
     let before = snap(a)?;
     let self0 = self_ns();
     let mut c = device::connect_many(
-        a.addr,
+        a.device_addr,
         a.target,
         &run_prefix("c"),
         a.devices,
@@ -741,7 +741,7 @@ async fn idle(a: &Args, deadline: Instant) -> Result<Value, LgError> {
     need_fds(a.devices)?;
     let before = procfs::snap(&a.server_pids)?;
     let c = device::connect_many(
-        a.addr,
+        a.device_addr,
         a.target,
         &run_prefix("i"),
         a.devices,
@@ -757,7 +757,7 @@ async fn idle(a: &Args, deadline: Instant) -> Result<Value, LgError> {
     let until = (Instant::now() + REGISTER_TIMEOUT).min(deadline + REGISTER_TIMEOUT);
     let mut registered = 0;
     while Instant::now() < until {
-        registered = a.target.registered(a.addr).await?;
+        registered = a.target.registered(a.device_addr).await?;
         if registered >= n {
             break;
         }

@@ -1,10 +1,51 @@
 //! Every refusal the daemon can answer with, each mapped to exactly one status and body.
 
+use crate::hub::streams::OpenError;
 use crate::wire::envelope::ValidationErrors;
 use crate::wire::http::error::HttpError;
 use crate::wire::http::response::{self, Persist};
 use crate::wire::json;
+use crate::wire::listed::listed;
 use crate::wire::upgrade::Refusal;
+
+listed! {
+    /// Why a frame did not reach its device.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub(crate) enum Undelivered {
+        /// Not connected, or gone before the write.
+        NotConnected,
+        /// The device's queue is full.
+        QueueFull,
+        /// The frame did not fit the memory budget.
+        OverBudget,
+        /// The device is not here and the other nodes of the cluster cannot be asked (the
+        /// link to NATS is down, or the device's node did not answer in time).
+        #[cfg_attr(not(feature = "cluster"), allow(dead_code))]
+        ClusterUnavailable,
+    }
+}
+
+impl Undelivered {
+    /// The batch result's `error` value.
+    pub(crate) fn code(self) -> &'static str {
+        match self {
+            Undelivered::NotConnected => "not_connected",
+            Undelivered::QueueFull => "queue_full",
+            Undelivered::OverBudget => "over_budget",
+            Undelivered::ClusterUnavailable => "cluster_unavailable",
+        }
+    }
+
+    /// The human text: a push's `message`, a stream's closing event.
+    pub(crate) fn text(self) -> &'static str {
+        match self {
+            Undelivered::NotConnected => "User not connected",
+            Undelivered::QueueFull => "User queue full",
+            Undelivered::OverBudget => "Memory budget exhausted",
+            Undelivered::ClusterUnavailable => "Cluster unavailable",
+        }
+    }
+}
 
 /// A refused request. `write` renders its one answer on the wire.
 #[derive(Debug)]
@@ -52,6 +93,8 @@ pub(crate) enum ApiError {
     /// A plain HTTP request on the TLS port (400; the connection closes).
     #[cfg(feature = "tls")]
     PlainHttpOnTls,
+    /// The device is not here and the cluster cannot be asked where it is (503).
+    ClusterUnavailable,
 }
 
 impl ApiError {
@@ -75,7 +118,8 @@ impl ApiError {
             ApiError::QueueFull
             | ApiError::TooManySends
             | ApiError::TooManyConnections
-            | ApiError::OverBudget => 503,
+            | ApiError::OverBudget
+            | ApiError::ClusterUnavailable => 503,
         }
     }
 
@@ -120,10 +164,14 @@ impl ApiError {
                 response::write_json(out, status, body, persist, &[], head_only);
             }
             // The push answer's shape (docs/protocol.md §5.2), as the original server sent it.
-            ApiError::QueueFull | ApiError::OverBudget => {
-                let mut body = Vec::with_capacity(64);
+            ApiError::QueueFull | ApiError::OverBudget | ApiError::ClusterUnavailable => {
+                let mut body = Vec::with_capacity(96);
                 body.extend_from_slice(br#"{"status":"error","message":"#);
                 json::write_string(&mut body, self.detail());
+                if matches!(self, ApiError::ClusterUnavailable) {
+                    // The batch item's code too, for callers that branch on it.
+                    body.extend_from_slice(br#","error":"cluster_unavailable""#);
+                }
                 body.push(b'}');
                 let retry = [("Retry-After", "1")];
                 response::write_json(out, status, &body, persist, &retry, head_only);
@@ -198,6 +246,7 @@ impl ApiError {
             ApiError::OverBudget => "Memory budget exhausted",
             #[cfg(feature = "tls")]
             ApiError::PlainHttpOnTls => "Plain HTTP request sent to the TLS port",
+            ApiError::ClusterUnavailable => "Cluster unavailable",
         }
     }
 }
@@ -207,6 +256,15 @@ impl From<ValidationErrors<'_>> for ApiError {
         let mut body = Vec::with_capacity(128);
         errors.write_json(&mut body);
         ApiError::Invalid(body)
+    }
+}
+
+impl From<OpenError> for ApiError {
+    fn from(e: OpenError) -> Self {
+        match e {
+            OpenError::InUse => ApiError::CorrelationInUse,
+            OpenError::Full => ApiError::TooManySends,
+        }
     }
 }
 

@@ -7,6 +7,8 @@
 pub(crate) mod cors;
 pub(crate) mod error;
 pub(crate) mod push;
+#[cfg(feature = "cluster")]
+pub(crate) mod remote;
 pub(crate) mod route;
 pub(crate) mod send;
 pub(crate) mod status;

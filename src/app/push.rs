@@ -9,6 +9,7 @@ use tokio::time::timeout;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use super::error::ApiError;
+pub(crate) use super::error::Undelivered;
 use crate::hub::ack::{Ack, AckSlot, NotKept, Outcome};
 use crate::hub::budget::{heap_bytes, Charge, Use};
 use crate::hub::devices::DeviceHandle;
@@ -20,41 +21,7 @@ use crate::ops::settings::secs;
 use crate::wire::envelope::{self, CorrelationId, Envelope, UserId};
 use crate::wire::http::response::{self, Persist};
 use crate::wire::limits::MAX_USER_ID_BYTES;
-use crate::wire::listed::listed;
 use crate::wire::{json, mention};
-
-listed! {
-    /// Why a frame did not reach its device.
-    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-    pub(crate) enum Undelivered {
-        /// Not connected, or gone before the write.
-        NotConnected,
-        /// The device's queue is full.
-        QueueFull,
-        /// The frame did not fit the memory budget.
-        OverBudget,
-    }
-}
-
-impl Undelivered {
-    /// The batch result's `error` value.
-    pub(crate) fn code(self) -> &'static str {
-        match self {
-            Undelivered::NotConnected => "not_connected",
-            Undelivered::QueueFull => "queue_full",
-            Undelivered::OverBudget => "over_budget",
-        }
-    }
-
-    /// The human text: a push's `message`, a stream's closing event.
-    pub(crate) fn text(self) -> &'static str {
-        match self {
-            Undelivered::NotConnected => "User not connected",
-            Undelivered::QueueFull => "User queue full",
-            Undelivered::OverBudget => "Memory budget exhausted",
-        }
-    }
-}
 
 /// Per-connection buffers the push path reuses, so a push allocates only its frame.
 #[derive(Default)]
@@ -211,8 +178,8 @@ fn count(hub: &Hub, outcome: Result<(), Undelivered>) {
         Ok(()) => m.pushes_delivered.inc(),
         Err(Undelivered::NotConnected) => m.pushes_not_connected.inc(),
         Err(Undelivered::QueueFull) => m.pushes_queue_full.inc(),
-        // Counted by the budget's refusals.
-        Err(Undelivered::OverBudget) => {}
+        // Counted by the budget's refusals, and by the cluster's counters.
+        Err(Undelivered::OverBudget | Undelivered::ClusterUnavailable) => {}
     }
 }
 
@@ -221,6 +188,9 @@ pub(crate) struct PushInFlight {
     target: Target,
     /// Queued and waiting for its acknowledgement, or why it was not.
     queued: Result<(), Undelivered>,
+    /// On its way to the device's node, when the device is on another node of the cluster.
+    #[cfg(feature = "cluster")]
+    remote: Option<super::remote::RemotePush>,
 }
 
 /// Starts `/sse/push`: validates `body`, routes it and queues its frame without waiting.
@@ -234,10 +204,24 @@ pub(crate) fn push_start(
     let env = envelope::parse_envelope(body).map_err(ApiError::from)?;
     let target = target(&env, hub, scratch);
     let cid = correlation_id(&env);
+    #[cfg(feature = "cluster")]
+    if let Some(remote) = super::remote::push_elsewhere(&env, &cid, &target.user, hub) {
+        let (queued, remote) = match remote {
+            Ok(remote) => (Err(Undelivered::NotConnected), Some(remote)),
+            Err(why) => (Err(why), None),
+        };
+        return Ok(PushInFlight {
+            target,
+            queued,
+            remote,
+        });
+    }
     let Some(ack) = slot.ack(0) else {
         return Ok(PushInFlight {
             target,
             queued: Err(Undelivered::NotConnected),
+            #[cfg(feature = "cluster")]
+            remote: None,
         });
     };
     let queued = if hub.mailbox.is_on() {
@@ -254,7 +238,12 @@ pub(crate) fn push_start(
         frame(&env, &cid, hub, scratch, Use::Frame)
             .and_then(|f| deliver(hub, &target.user, None, f, Some(ack)))
     };
-    Ok(PushInFlight { target, queued })
+    Ok(PushInFlight {
+        target,
+        queued,
+        #[cfg(feature = "cluster")]
+        remote: None,
+    })
 }
 
 /// Finishes `/sse/push`: waits until its frame is on the device's socket (or lost, or kept),
@@ -267,7 +256,12 @@ pub(crate) async fn push_finish(
     out: &mut Vec<u8>,
     persist: Persist,
 ) -> u16 {
-    let PushInFlight { target, queued } = push;
+    let PushInFlight {
+        target,
+        queued,
+        #[cfg(feature = "cluster")]
+        remote,
+    } = push;
     let (outcome, note) = match queued {
         Ok(()) => {
             slot.wait().await;
@@ -278,12 +272,20 @@ pub(crate) async fn push_finish(
         }
         Err(e) => (Err(e), None),
     };
+    #[cfg(feature = "cluster")]
+    let (outcome, note) = match remote {
+        Some(remote) => (remote.outcome().await, None),
+        None => (outcome, note),
+    };
     count(hub, outcome);
     let (status, message) = match outcome {
         Ok(()) => ("success", "Message delivered"),
         Err(Undelivered::NotConnected) => ("partial", Undelivered::NotConnected.text()),
         Err(Undelivered::QueueFull) => return ApiError::QueueFull.answer(out, persist),
         Err(Undelivered::OverBudget) => return ApiError::OverBudget.answer(out, persist),
+        Err(Undelivered::ClusterUnavailable) => {
+            return ApiError::ClusterUnavailable.answer(out, persist)
+        }
     };
     let json = &mut scratch.frame;
     json.clear();
@@ -442,6 +444,8 @@ pub(crate) fn batch_start(
     let mut results = Vec::with_capacity(envelopes.len());
     let mut waiting: Vec<(UserId, Waiting)> = Vec::new();
     let mut last_queued: Vec<(UserId, usize)> = Vec::new();
+    #[cfg(feature = "cluster")]
+    let mut elsewhere = super::remote::BatchElsewhere::default();
     for (index, env) in envelopes.iter().enumerate() {
         let target = target(env, hub, scratch);
         results.push(ItemResult {
@@ -452,6 +456,10 @@ pub(crate) fn batch_start(
             note: None,
         });
         let cid = correlation_id(env);
+        #[cfg(feature = "cluster")]
+        if elsewhere.take(index, env, &cid, &target.user, hub) {
+            continue;
+        }
         let device = hub.devices.get(&target.user);
         if device.is_none() && hub.mailbox.is_on() {
             // Away: kept or refused by the mailbox; the acknowledgement tells which.
@@ -523,6 +531,8 @@ pub(crate) fn batch_start(
         results,
         waiting,
         answer_bytes,
+        #[cfg(feature = "cluster")]
+        remote: elsewhere.start(hub),
     })
 }
 
@@ -534,6 +544,9 @@ pub(crate) struct BatchInFlight {
     waiting: Vec<(UserId, Waiting)>,
     /// What its answer was paid for.
     answer_bytes: usize,
+    /// Its items whose devices are on other nodes of the cluster.
+    #[cfg(feature = "cluster")]
+    remote: super::remote::RemoteBatch,
 }
 
 /// Finishes `/sse/push/batch`: waits until every queued frame is written (or lost), writes
@@ -549,6 +562,8 @@ pub(crate) async fn batch_finish(
         mut results,
         mut waiting,
         answer_bytes,
+        #[cfg(feature = "cluster")]
+        remote,
     } = batch;
     let patience = secs(hub.config.pong_timeout_secs);
     while !waiting.is_empty() {
@@ -566,6 +581,12 @@ pub(crate) async fn batch_finish(
         }
     }
     slot.wait().await;
+    #[cfg(feature = "cluster")]
+    for (index, outcome) in remote.outcomes().await {
+        if let Some(item) = results.get_mut(index) {
+            item.outcome = outcome;
+        }
+    }
 
     let mut json = Vec::with_capacity(64 + results.len() * 64);
     json.extend_from_slice(b"{\"results\":[");

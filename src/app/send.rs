@@ -9,8 +9,8 @@ use super::error::ApiError;
 use super::push::{self, Scratch, Undelivered};
 use crate::hub::budget::Use;
 use crate::hub::link::{DeviceLink, Outbound, PushError, Source};
-use crate::hub::streams::{OpenError, StreamLimits, StreamRx};
-use crate::hub::{Hub, Streams};
+pub(crate) use crate::hub::streams::Answers;
+use crate::hub::Hub;
 use crate::wire::envelope::{self, CorrelationId};
 use crate::wire::http::parse::Version;
 use crate::wire::http::response::{self, Persist};
@@ -36,6 +36,9 @@ pub(crate) enum Start {
     },
     /// The request is queued for the device; its answers come on `answers`.
     Open(Open),
+    /// The device is on another node of the cluster: the request is on its way there.
+    #[cfg(feature = "cluster")]
+    Elsewhere(super::remote::Elsewhere),
 }
 
 /// A stream whose request is on its way to the device.
@@ -61,21 +64,6 @@ impl Open {
     }
 }
 
-/// A stream's answers. Dropping them frees the stream's correlation id however the stream
-/// ends, including when its task is dropped.
-pub(crate) struct Answers {
-    /// The answers and what they hold of the stream's buffer.
-    pub rx: StreamRx,
-    cid: CorrelationId,
-    streams: &'static Streams,
-}
-
-impl Drop for Answers {
-    fn drop(&mut self) {
-        self.streams.close(&self.cid, &self.rx);
-    }
-}
-
 /// Validates `body`, checks the stream table and queues the request for its device, in the
 /// order of docs/protocol.md §7.2: 422, 409, 503, then "not connected", then the memory
 /// budget (503) for its frame.
@@ -88,7 +76,11 @@ pub(crate) fn start(body: &[u8], hub: &Hub, scratch: &mut Scratch) -> Start {
     let cid = push::correlation_id(&env);
     let event_type = env.event_type.clone();
     if let Err(e) = hub.streams.check(&cid) {
-        return Start::Refused(open_refusal(e));
+        return Start::Refused(ApiError::from(e));
+    }
+    #[cfg(feature = "cluster")]
+    if let Some(start) = super::remote::send_elsewhere(&env, &cid, &target.user, &event_type, hub) {
+        return start.map_or_else(Start::Refused, Start::Elsewhere);
     }
     let Some(device) = hub.devices.get(&target.user) else {
         return Start::Undelivered {
@@ -103,14 +95,10 @@ pub(crate) fn start(body: &[u8], hub: &Hub, scratch: &mut Scratch) -> Start {
     drop(env);
     let answers = match hub
         .streams
-        .open(&cid, &target.user, device.session, stream_limits(hub))
+        .open(&cid, &target.user, device.session, hub.stream_limits())
     {
-        Ok(rx) => Answers {
-            rx,
-            cid: cid.clone(),
-            streams: hub.streams,
-        },
-        Err(e) => return Start::Refused(open_refusal(e)),
+        Ok(rx) => Answers::new(rx, cid.clone(), hub.streams),
+        Err(e) => return Start::Refused(ApiError::from(e)),
     };
     let item = Outbound {
         frame: frame.text,
@@ -139,17 +127,28 @@ pub(crate) fn start(body: &[u8], hub: &Hub, scratch: &mut Scratch) -> Start {
     }
 }
 
-fn stream_limits(hub: &Hub) -> StreamLimits {
-    StreamLimits {
-        answers: hub.config.queue_depth,
-        bytes: hub.config.stream_buffer_bytes,
-    }
-}
-
-fn open_refusal(e: OpenError) -> ApiError {
-    match e {
-        OpenError::InUse => ApiError::CorrelationInUse,
-        OpenError::Full => ApiError::TooManySends,
+/// Waits for the node of a device on another node of the cluster: how the stream begins.
+#[cfg(feature = "cluster")]
+pub(crate) async fn settle(elsewhere: super::remote::Elsewhere, hub: &Hub) -> Start {
+    use super::remote::Settled;
+    match elsewhere.settle(hub).await {
+        Settled::Opened {
+            cid,
+            event_type,
+            answers,
+            device,
+        } => Start::Open(Open {
+            cid,
+            event_type,
+            answers,
+            link: device,
+        }),
+        Settled::Refused(err) => Start::Refused(err),
+        Settled::NotConnected { cid, event_type } => Start::Undelivered {
+            cid,
+            event_type,
+            why: Undelivered::NotConnected,
+        },
     }
 }
 
@@ -172,6 +171,9 @@ listed! {
         TooSlow,
         /// A device's answer did not fit the memory budget.
         OverBudget,
+        /// The device is on another node of the cluster, and the link to it was lost.
+        #[cfg_attr(not(feature = "cluster"), allow(dead_code))]
+        ClusterUnavailable,
     }
 }
 
@@ -184,6 +186,7 @@ impl End {
             End::Shutdown => Some("Server shutting down"),
             End::TooSlow => Some("Upstream too slow"),
             End::OverBudget => Some("Memory budget exhausted"),
+            End::ClusterUnavailable => Some("Cluster unavailable"),
             End::Final | End::UpstreamGone => None,
         }
     }
@@ -199,6 +202,8 @@ impl End {
             End::Shutdown => m.sends_shutdown.inc(),
             End::TooSlow => m.sends_too_slow.inc(),
             End::OverBudget => m.sends_over_budget.inc(),
+            // Counted by the cluster's counters (`unavailable`), where the link is watched.
+            End::ClusterUnavailable => {}
         }
     }
 }

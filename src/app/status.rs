@@ -94,11 +94,17 @@ pub(crate) fn health(
     scratch.clear();
     let _ = write!(
         scratch,
-        "{{\"status\":\"{}\",\"connections\":{},\"uptime\":\"running\",\"uptime_seconds\":{}}}",
+        "{{\"status\":\"{}\",\"connections\":{},\"uptime\":\"running\",\"uptime_seconds\":{}",
         if healthy { "healthy" } else { "unhealthy" },
         hub.devices.len(),
         hub.uptime_secs()
     );
+    // The cluster's state is shown, never judged: the self-check does not depend on NATS.
+    #[cfg(feature = "cluster")]
+    if let Some(cluster) = &hub.cluster {
+        crate::hub::cluster::write_health(scratch, &cluster.status());
+    }
+    scratch.push(b'}');
     let (status, extra): (u16, &[(&str, &str)]) = if healthy {
         (200, &[])
     } else {
@@ -135,6 +141,14 @@ pub(crate) fn metrics(
         uptime,
     );
     if prometheus {
+        #[cfg(feature = "cluster")]
+        if let Some(cluster) = &hub.cluster {
+            crate::hub::cluster::write_prometheus(
+                scratch,
+                &cluster.status(),
+                &crate::hub::cluster::COUNTERS,
+            );
+        }
         response::write_head(
             out,
             200,
@@ -147,6 +161,17 @@ pub(crate) fn metrics(
             out.extend_from_slice(scratch);
         }
     } else {
+        #[cfg(feature = "cluster")]
+        if let Some(cluster) = &hub.cluster {
+            // Inside the object: its closing brace is the last byte.
+            scratch.pop();
+            crate::hub::cluster::write_json(
+                scratch,
+                &cluster.status(),
+                &crate::hub::cluster::COUNTERS,
+            );
+            scratch.push(b'}');
+        }
         response::write_json(out, 200, scratch, persist, &[], head_only);
     }
     200

@@ -32,6 +32,10 @@ pub(crate) enum Use {
     /// A TLS connection's buffers: a handshake's, a session's at rest, a large record's.
     #[cfg(feature = "tls")]
     Tls,
+    /// What another node of the cluster sent for a device here (a push's frames, a send's
+    /// request), while it waits for the device's socket.
+    #[cfg(feature = "cluster")]
+    Remote,
 }
 
 impl Use {
@@ -47,6 +51,8 @@ impl Use {
         Use::Mailbox,
         #[cfg(feature = "tls")]
         Use::Tls,
+        #[cfg(feature = "cluster")]
+        Use::Remote,
     ];
 
     /// The label of its refusal counter (`/metrics`, Prometheus `reason`).
@@ -62,6 +68,8 @@ impl Use {
             Use::Mailbox => "mailbox",
             #[cfg(feature = "tls")]
             Use::Tls => "tls",
+            #[cfg(feature = "cluster")]
+            Use::Remote => "remote",
         }
     }
 

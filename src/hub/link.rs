@@ -5,7 +5,7 @@
 //! about 2 KB per device).
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
 use tokio::sync::Notify;
@@ -13,6 +13,10 @@ use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use super::ack::Ack;
 use super::budget::Charge;
+use crate::wire::close::Close;
+
+/// The closes a kicked session may send; the first is the default.
+const KICK_REASONS: [Close; 3] = [Close::Replaced, Close::AlreadyConnected, Close::OverBudget];
 
 /// Queue slots an empty queue keeps; a larger queue is freed once it empties.
 pub(crate) const KEPT_QUEUE_SLOTS: usize = 8;
@@ -86,6 +90,8 @@ pub(crate) struct DeviceLink {
     /// Wakes the session: a frame arrived, or it was kicked.
     wake: Notify,
     kicked: AtomicBool,
+    /// Why it was kicked: an index into `KICK_REASONS`.
+    kick_reason: AtomicU8,
     /// Wakes streams waiting on the device once the session has ended.
     gone: Notify,
     ended: AtomicBool,
@@ -116,6 +122,7 @@ impl DeviceLink {
             pending_bytes: AtomicUsize::new(0),
             wake: Notify::new(),
             kicked: AtomicBool::new(false),
+            kick_reason: AtomicU8::new(0),
             gone: Notify::new(),
             ended: AtomicBool::new(false),
         }
@@ -225,6 +232,15 @@ impl DeviceLink {
 
     /// Tells the session another connection replaced it.
     pub(crate) fn kick(&self) {
+        self.kick_with(Close::Replaced);
+    }
+
+    /// Tells the session to close with `why`: another session of its user id won, here or
+    /// on another node of the cluster.
+    pub(crate) fn kick_with(&self, why: Close) {
+        let reason = KICK_REASONS.iter().position(|r| *r == why).unwrap_or(0);
+        self.kick_reason
+            .store(u8::try_from(reason).unwrap_or(0), Ordering::Release);
         self.kicked.store(true, Ordering::Release);
         self.wake.notify_one();
     }
@@ -232,6 +248,12 @@ impl DeviceLink {
     /// True once the session was kicked.
     pub(crate) fn is_kicked(&self) -> bool {
         self.kicked.load(Ordering::Acquire)
+    }
+
+    /// The close a kicked session sends.
+    pub(crate) fn kick_reason(&self) -> Close {
+        let reason = usize::from(self.kick_reason.load(Ordering::Acquire));
+        KICK_REASONS.get(reason).copied().unwrap_or(Close::Replaced)
     }
 
     /// Ends the session: refuses new frames, drops the waiting ones (reported as not
@@ -384,6 +406,9 @@ mod tests {
             .await
             .unwrap();
         assert!(link.is_kicked());
+        assert_eq!(link.kick_reason(), Close::Replaced);
+        link.kick_with(Close::AlreadyConnected);
+        assert_eq!(link.kick_reason(), Close::AlreadyConnected);
     }
 
     #[test]

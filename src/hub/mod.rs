@@ -7,6 +7,8 @@
 
 pub(crate) mod ack;
 pub(crate) mod budget;
+#[cfg(feature = "cluster")]
+pub(crate) mod cluster;
 pub(crate) mod counter;
 pub(crate) mod devices;
 pub(crate) mod ids;
@@ -76,6 +78,9 @@ pub(crate) struct Hub {
     pub open_connections: AtomicUsize,
     /// Outcome of the latest self-check (watchdog and `/health`).
     pub healthy: AtomicBool,
+    /// The other nodes of the cluster, when `cluster_urls` is set.
+    #[cfg(feature = "cluster")]
+    pub cluster: Option<std::sync::Arc<dyn cluster::Remote>>,
 }
 
 impl Hub {
@@ -106,6 +111,8 @@ impl Hub {
             shutdown,
             open_connections: AtomicUsize::new(0),
             healthy: AtomicBool::new(true),
+            #[cfg(feature = "cluster")]
+            cluster: None,
         }
     }
 
@@ -193,6 +200,14 @@ impl Hub {
                 .deliver_or_keep(self.devices, user, item, mailbox::now_ms())
         } else {
             Routed::NotConnected
+        }
+    }
+
+    /// What one `/sse/send` stream may buffer for its upstream.
+    pub(crate) fn stream_limits(&self) -> streams::StreamLimits {
+        streams::StreamLimits {
+            answers: self.config.queue_depth,
+            bytes: self.config.stream_buffer_bytes,
         }
     }
 

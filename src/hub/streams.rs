@@ -16,6 +16,10 @@ use crate::wire::envelope::{CorrelationId, UserId};
 
 /// What a device said on an open stream.
 pub(crate) enum StreamEvent {
+    /// The link to the device's node of the cluster was lost: the stream ends with `Cluster
+    /// unavailable` (what the device said meanwhile cannot reach this node).
+    #[cfg(feature = "cluster")]
+    Unreachable,
     /// A correlated message, as the device sent it.
     Message {
         /// The device's text, as it arrived.
@@ -128,12 +132,55 @@ impl StreamTx {
     }
 }
 
+#[cfg(feature = "cluster")]
+impl StreamTx {
+    /// Resolves once the stream has ended on this node (its receiving half is gone).
+    pub(crate) async fn closed(&self) {
+        self.tx.closed().await;
+    }
+
+    /// Ends the stream because the device's node cannot be reached; false when the stream's
+    /// buffer is full, in which case the caller ends it as overflowed instead.
+    pub(crate) fn unreachable(&self) -> bool {
+        !matches!(
+            self.tx.try_send(StreamEvent::Unreachable),
+            Err(TrySendError::Full(_))
+        )
+    }
+}
+
 /// The receiving half of an open stream.
 pub(crate) struct StreamRx {
     /// The device's answers, in order.
     pub events: mpsc::Receiver<StreamEvent>,
     /// What they hold of the stream's buffer.
     pub buffered: Arc<Buffered>,
+}
+
+/// A stream's answers. Dropping them frees the stream's correlation id however the stream
+/// ends, including when its task is dropped.
+pub(crate) struct Answers {
+    /// The answers and what they hold of the stream's buffer.
+    pub rx: StreamRx,
+    cid: CorrelationId,
+    streams: &'static super::Streams,
+}
+
+impl Answers {
+    /// The answers of the stream just opened for `cid` in `streams`.
+    pub(crate) fn new(
+        rx: StreamRx,
+        cid: CorrelationId,
+        streams: &'static super::Streams,
+    ) -> Answers {
+        Answers { rx, cid, streams }
+    }
+}
+
+impl Drop for Answers {
+    fn drop(&mut self) {
+        self.streams.close(&self.cid, &self.rx);
+    }
 }
 
 /// How much one stream may buffer for its upstream.
@@ -253,6 +300,22 @@ impl<const N: usize> PendingTable<N> {
             .is_some_and(|p| Arc::ptr_eq(&p.buffered, &rx.buffered))
         {
             map.swap_remove(id);
+        }
+    }
+
+    /// Frees `id` if `user`'s session `session` may answer it: the stream's upstream is on
+    /// another node of the cluster, and ended there. Its relay here sees the answers end.
+    #[cfg(feature = "cluster")]
+    pub(crate) fn cancel(&self, id: &str, user: &str, session: u64) -> bool {
+        let mut map = self.lock();
+        if map
+            .get(id)
+            .is_some_and(|p| p.session == session && p.user.as_str() == user)
+        {
+            map.swap_remove(id);
+            true
+        } else {
+            false
         }
     }
 

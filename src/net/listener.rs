@@ -106,7 +106,14 @@ pub async fn run(
     let shutdown_timeout = secs(config.shutdown_timeout_secs);
     let budget = memory::in_force(&config);
     log::info!("memory budget: {budget}");
-    let hub = Arc::new(Hub::new(config, budget.bytes, shutdown_rx.clone()));
+    #[cfg_attr(not(feature = "cluster"), allow(unused_mut))]
+    let mut hub = Hub::new(config, budget.bytes, shutdown_rx.clone());
+    #[cfg(feature = "cluster")]
+    {
+        let cluster = super::cluster::start(&hub.config, shutdown_rx.clone()).await?;
+        hub.cluster = cluster.map(|c| c as Arc<dyn crate::hub::cluster::Remote>);
+    }
+    let hub = Arc::new(hub);
     #[cfg(feature = "tls")]
     let (tls_listener, tls): (Option<TcpListener>, TlsSide) = match listeners.tls {
         Some((listener, loaded)) => {

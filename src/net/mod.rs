@@ -3,6 +3,8 @@
 //! Sockets live here and only here: the listener and its accept loop, the connection driver
 //! around the framer, the SSE stream driver, and the device's WebSocket session.
 
+#[cfg(feature = "cluster")]
+pub(crate) mod cluster;
 pub(crate) mod conn;
 pub(crate) mod io;
 pub mod listener;

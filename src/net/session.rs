@@ -119,6 +119,9 @@ pub(crate) async fn run(stream: Socket, leftover: Vec<u8>, upgrade: Upgrade, hub
         link: Arc::clone(&reg.link),
         active: true,
     };
+    // Present in the cluster, its user id claimed from the other nodes, before it is served.
+    #[cfg(feature = "cluster")]
+    let _presence = super::cluster::arrive(&hub, &user, &reg).await;
 
     let ping_every = secs(hub.config.ping_interval_secs);
     // Also bounds every write to the device: one that stopped reading is as dead as one
@@ -165,7 +168,7 @@ pub(crate) async fn run(stream: Socket, leftover: Vec<u8>, upgrade: Upgrade, hub
             }
             _ = reg.link.woken() => {
                 if reg.link.is_kicked() {
-                    break Ending::Close(Close::Replaced);
+                    break Ending::Close(reg.link.kick_reason());
                 }
                 // Drain what is queued, a batch at a time; a push arriving meanwhile leaves
                 // a wake-up permit, so nothing waits for the next event.

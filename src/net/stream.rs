@@ -73,6 +73,16 @@ pub(crate) async fn serve(
             }
             relay(io, hub, shutdown.clone(), framing, open, scratch).await
         }
+        #[cfg(feature = "cluster")]
+        Start::Elsewhere(elsewhere) => {
+            let start = crate::app::send::settle(elsewhere, hub).await;
+            let request = Request {
+                version,
+                keep_alive,
+            };
+            // Once: a settled request is never `Elsewhere` again.
+            Box::pin(serve(io, hub, shutdown, request, start, scratch)).await
+        }
     }
 }
 
@@ -136,6 +146,8 @@ async fn relay(
                 Some(Overflow::OverBudget) => break End::OverBudget,
                 Some(Overflow::TooSlow) | None => break End::TooSlow,
             },
+            #[cfg(feature = "cluster")]
+            Wake::Event(Some(StreamEvent::Unreachable)) => break End::ClusterUnavailable,
             Wake::End(end) => break end,
             Wake::Keepalive => framing.write_keepalive(&mut io.out, &mut scratch.text),
             Wake::Read(true) => continue,

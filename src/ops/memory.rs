@@ -27,6 +27,11 @@ pub const CONNECTION_BYTES: u64 = 16 * 1024;
 /// inbound message: the task, tungstenite's state and 512-byte read buffer, the queue's link and
 /// table entry (measured about 4.4 KiB idle, docs/memory.md).
 pub const SESSION_BYTES: usize = 8 * 1024;
+/// What a device's presence in a cluster is charged besides its session (docs/protocol.md
+/// §21.2): the NATS client's subscription, whose message channel allocates its first block of
+/// 32 messages of 184 bytes up front, the subscription's entry in the client, its subject and
+/// the presence's task (measured about 9.5 KiB per idle device on x86_64, BENCHMARKS.md).
+pub const PRESENCE_BYTES: usize = 12 * 1024;
 /// The heap's slack over what the budget holds, in percent: the allocator's size classes and
 /// the pages it keeps after a burst (docs/memory.md measured 25–45 %).
 pub const HEAP_SLACK_PERCENT: u64 = 50;
@@ -119,8 +124,14 @@ pub fn live_bytes(config: &Config) -> u64 {
     // A frame or an answer alone always fits, whatever the byte caps.
     let frame = config.queue_bytes.max(config.max_body_bytes) as u64;
     let answers = config.stream_buffer_bytes.max(config.max_message_bytes) as u64;
+    // In a cluster, each device is also present there (docs/protocol.md §21.2).
+    let presence = if config.cluster_urls.is_empty() {
+        0
+    } else {
+        PRESENCE_BYTES as u64
+    };
     (config.max_connections as u64)
-        .saturating_mul(SESSION_BYTES as u64 + frame)
+        .saturating_mul(SESSION_BYTES as u64 + presence + frame)
         .saturating_add((config.max_pending_sends as u64).saturating_mul(answers))
 }
 
@@ -219,8 +230,8 @@ mod tests {
         if TABLES_ARE_DEFAULT {
             assert!(boards.len() >= 4, "{boards:?}");
         }
-        println!("| board | `MemoryMax` | held outside the budget | budget | live sessions at most | share of the budget |");
-        println!("| --- | --- | --- | --- | --- | --- |");
+        println!("| board | `MemoryMax` | held outside the budget | budget | live sessions at most | share of the budget | with a cluster: share / `max_connections` that keeps half |");
+        println!("| --- | --- | --- | --- | --- | --- | --- |");
         for board in boards {
             let toml = board.join("wssed.toml");
             let args = ["--config", toml.to_str().expect("UTF-8 path")];
@@ -257,13 +268,38 @@ mod tests {
                 live / MIB,
                 got.bytes / MIB
             );
+            // The same board in a cluster: each device is also present there. The largest
+            // max_connections that keeps half the budget free, the budget derived for it.
+            let limit = || {
+                Ok(MemoryLimit {
+                    bytes: max,
+                    file: PathBuf::from("memory.max"),
+                })
+            };
+            let mut clustered = config.clone();
+            clustered.cluster_urls = vec!["nats://127.0.0.1:4222".into()];
+            let cluster_share = live_bytes(&clustered) * 100 / got.bytes;
+            let mut fit = clustered.clone();
+            while fit.max_connections > 1 && live_bytes(&fit) * 2 > derive(&fit, limit()).bytes {
+                fit.max_connections -= 1;
+            }
+            assert!(
+                live_bytes(&fit) * 2 <= derive(&fit, limit()).bytes && fit.max_connections > 1,
+                "{name}: no max_connections keeps half the budget in a cluster"
+            );
+            assert!(
+                live_bytes(&clustered) > live,
+                "{name}: presence costs nothing?"
+            );
             println!(
-                "| `{name}` | {} MiB | {} MiB | {} MiB | {} MiB | {} % |",
+                "| `{name}` | {} MiB | {} MiB | {} MiB | {} MiB | {} % | {} % / {} |",
                 max / MIB,
                 reserve / MIB,
                 got.bytes / MIB,
                 live / MIB,
-                live * 100 / got.bytes
+                live * 100 / got.bytes,
+                cluster_share,
+                fit.max_connections
             );
         }
     }

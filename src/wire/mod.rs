@@ -6,6 +6,7 @@
 pub(crate) mod ascii;
 pub(crate) mod auth;
 pub mod close;
+pub mod cluster;
 pub(crate) mod cors;
 pub mod envelope;
 pub mod frames;

@@ -149,6 +149,49 @@ fn parse_addr(rest: &str) -> Option<SocketAddr> {
     token.parse().ok()
 }
 
+/// Reads the child's stderr and stdout on threads of their own, line by line, into `log`,
+/// calling `on_line` with each line first; `readers` counts the threads still reading. Bounded
+/// by the child's life: the pipes end when it exits.
+pub(crate) fn capture_output(
+    child: &mut Child,
+    log: &Arc<Mutex<Vec<String>>>,
+    readers: &Arc<AtomicUsize>,
+    on_line: impl Fn(&str) + Send + Clone + 'static,
+) {
+    for pipe in [
+        child
+            .stderr
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+        child
+            .stdout
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        let log = Arc::clone(log);
+        let on_line = on_line.clone();
+        let readers = Arc::clone(readers);
+        readers.fetch_add(1, Ordering::SeqCst);
+        std::thread::spawn(move || {
+            let mut reader = BufReader::new(pipe);
+            let mut line = Vec::new();
+            // Bounded by the child's life: the pipe ends when it exits.
+            while reader.read_until(b'\n', &mut line).unwrap_or(0) > 0 {
+                let text = String::from_utf8_lossy(&line).trim_end().to_string();
+                on_line(&text);
+                if let Ok(mut log) = log.lock() {
+                    log.push(text);
+                }
+                line.clear();
+            }
+            readers.fetch_sub(1, Ordering::SeqCst);
+        });
+    }
+}
+
 impl Daemon {
     /// Starts `wssed --listen 127.0.0.1:0 ARGS` and waits for its `listening on` line.
     pub(crate) fn start(args: &[&str]) -> Daemon {
@@ -236,41 +279,11 @@ impl Daemon {
         let log = Arc::new(Mutex::new(Vec::new()));
         let readers = Arc::new(AtomicUsize::new(0));
         let (tx, rx) = std_mpsc::channel();
-        for pipe in [
-            child
-                .stderr
-                .take()
-                .map(|p| Box::new(p) as Box<dyn Read + Send>),
-            child
-                .stdout
-                .take()
-                .map(|p| Box::new(p) as Box<dyn Read + Send>),
-        ]
-        .into_iter()
-        .flatten()
-        {
-            let log = log.clone();
-            let tx = tx.clone();
-            let readers = readers.clone();
-            readers.fetch_add(1, Ordering::SeqCst);
-            std::thread::spawn(move || {
-                let mut reader = BufReader::new(pipe);
-                let mut line = Vec::new();
-                // Bounded by the child's life: the pipe ends when it exits.
-                while reader.read_until(b'\n', &mut line).unwrap_or(0) > 0 {
-                    let text = String::from_utf8_lossy(&line).trim_end().to_string();
-                    if let Some(listening) = parse_listening(&text) {
-                        let _ = tx.send(listening);
-                    }
-                    if let Ok(mut log) = log.lock() {
-                        log.push(text);
-                    }
-                    line.clear();
-                }
-                readers.fetch_sub(1, Ordering::SeqCst);
-            });
-        }
-        drop(tx);
+        capture_output(&mut child, &log, &readers, move |text| {
+            if let Some(listening) = parse_listening(text) {
+                let _ = tx.send(listening);
+            }
+        });
         // The TLS line comes first; the plain one (or "plain listener off") ends the start.
         let deadline = std::time::Instant::now() + t(10.0);
         let mut tls_addr = None;

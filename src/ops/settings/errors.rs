@@ -3,6 +3,7 @@
 
 use std::fmt;
 
+use crate::wire::cluster::MAX_NODE_NAME_BYTES;
 use crate::wire::limits::MAX_USER_ID_BYTES;
 
 /// Longest value quoted back in an error line, in characters (keeps the line one screen wide).
@@ -119,6 +120,13 @@ pub enum ErrorKind {
     },
     /// An `api_token` with bytes a header value cannot carry verbatim.
     BadTokenChar,
+    /// A `cluster_urls` entry that is not a NATS server address.
+    BadClusterUrl {
+        /// The entry.
+        got: String,
+        /// What is wrong with it.
+        why: &'static str,
+    },
     /// A directory path the daemon cannot use as given.
     BadPath {
         /// The path.
@@ -136,6 +144,8 @@ pub enum ErrorKind {
     SameAddressAs(&'static str),
     /// A setting this build cannot honour: it lacks the cargo feature named.
     NotInThisBuild(&'static str),
+    /// A `node_name` outside 1–64 of `[A-Za-z0-9_.-]`.
+    BadNodeName(String),
 }
 
 impl ConfigError {
@@ -249,6 +259,11 @@ impl fmt::Display for ErrorKind {
                 f,
                 "must be visible ASCII without spaces (it travels in an Authorization header)"
             ),
+            ErrorKind::BadClusterUrl { got, why } => write!(f, "`{got}` {why}"),
+            ErrorKind::BadNodeName(got) => write!(
+                f,
+                "`{got}` is not 1-{MAX_NODE_NAME_BYTES} of [A-Za-z0-9_.-]"
+            ),
             ErrorKind::BadPath { got, why } => write!(f, "`{got}` {why}"),
             ErrorKind::EmptyPath => write!(f, "must not be empty when set"),
             ErrorKind::NothingToListenOn => {
@@ -261,7 +276,7 @@ impl fmt::Display for ErrorKind {
             ErrorKind::SameAddressAs(other) => write!(f, "is the same address as {other}"),
             ErrorKind::NotInThisBuild(feature) => write!(
                 f,
-                "this build has no TLS: build with `cargo build --release --features {feature}`"
+                "this build lacks the `{feature}` feature: build with `cargo build --release --features {feature}`"
             ),
         }
     }

@@ -5,7 +5,11 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use super::errors::{shown, ErrorKind};
-use super::{OnDuplicate, MAX_ORIGIN_BYTES, MAX_PATH_BYTES, MAX_SECRET_BYTES, MAX_TIMEOUT_SECS};
+use super::{
+    OnDuplicate, MAX_CLUSTER_URL_BYTES, MAX_ORIGIN_BYTES, MAX_PATH_BYTES, MAX_SECRET_BYTES,
+    MAX_TIMEOUT_SECS,
+};
+use crate::wire::cluster::is_valid_node_name;
 use crate::wire::mention::is_valid_account_name;
 
 /// A setting's value as given: text (a flag or an environment variable) or a TOML value.
@@ -331,6 +335,8 @@ pub(super) enum ListOf {
     /// sandboxed page and local file sends it) nor the scheme's default port (browsers leave it
     /// out, so the entry could never match).
     CorsOrigins,
+    /// NATS server addresses: `nats://host[:port]`, `tls://host[:port]` or `host[:port]`.
+    ClusterUrls,
 }
 
 /// A list of distinct strings, at most `max` of them: comma separated as text, an array of
@@ -391,6 +397,12 @@ impl Kind<Vec<String>> for List {
                         why,
                     })?;
                 }
+                ListOf::ClusterUrls => {
+                    check_cluster_url(item).map_err(|why| ErrorKind::BadClusterUrl {
+                        got: shown(item),
+                        why,
+                    })?;
+                }
                 ListOf::AccountNames => {}
             }
         }
@@ -417,6 +429,10 @@ impl Kind<Vec<String>> for List {
             ListOf::AccountNames => format!("each 1-64 of [A-Za-z0-9_], at most {}", self.max),
             ListOf::Origins => format!("each scheme://host[:port] or null, at most {}", self.max),
             ListOf::CorsOrigins => format!("each scheme://host[:port], at most {}", self.max),
+            ListOf::ClusterUrls => format!(
+                "each nats://host[:port] or tls://host[:port], at most {}; empty: no cluster",
+                self.max
+            ),
         })
     }
 
@@ -459,6 +475,44 @@ fn check_origin(origin: &str) -> Result<(), &'static str> {
     }
 }
 
+fn check_cluster_url(url: &str) -> Result<(), &'static str> {
+    if url.len() > MAX_CLUSTER_URL_BYTES {
+        return Err("is longer than 256 bytes");
+    }
+    if !is_visible_ascii(url) {
+        return Err("must be visible ASCII without spaces");
+    }
+    let authority = match url.split_once("://") {
+        Some(("nats" | "tls", rest)) => rest,
+        Some(_) => return Err("has a scheme other than nats:// or tls://"),
+        None => url,
+    };
+    if authority.contains('@') {
+        return Err("has credentials; set cluster_token instead (they would show in logs)");
+    }
+    if authority.contains(['/', '?', '#']) {
+        return Err("has a path; a NATS address is only host[:port]");
+    }
+    // `[::1]:4222`, `host:4222`, `host`: the port, when given, is a number.
+    let port = match authority.rsplit_once(':') {
+        Some((host, port)) if !host.ends_with(':') && !port.contains(']') => Some((host, port)),
+        _ => None,
+    };
+    let host = match port {
+        Some((host, port)) => {
+            if port.parse::<u16>().map_or(true, |p| p == 0) {
+                return Err("has a port that is not a number from 1 to 65535");
+            }
+            host
+        }
+        None => authority,
+    };
+    if host.is_empty() || host == "[]" {
+        return Err("has no host");
+    }
+    Ok(())
+}
+
 fn check_cors_origin(origin: &str) -> Result<(), &'static str> {
     if origin == "null" {
         return Err(
@@ -473,6 +527,33 @@ fn check_cors_origin(origin: &str) -> Result<(), &'static str> {
         return Err("names the scheme's default port, which browsers leave out of Origin");
     }
     Ok(())
+}
+
+/// A node's name: 1–64 of `[A-Za-z0-9_.-]`; unset means the host name.
+pub(super) struct NodeName;
+
+impl Kind<Option<String>> for NodeName {
+    fn read(&self, raw: Raw<'_>) -> Result<Option<String>, ErrorKind> {
+        Ok(Some(text(raw)?.to_owned()))
+    }
+    fn check(&self, value: &Option<String>) -> Result<(), ErrorKind> {
+        match value {
+            Some(name) if !is_valid_node_name(name) => Err(ErrorKind::BadNodeName(shown(name))),
+            _ => Ok(()),
+        }
+    }
+    fn toml(&self, value: &Option<String>) -> Option<String> {
+        value.as_deref().map(toml_string)
+    }
+    fn metavar(&self) -> &'static str {
+        "NAME"
+    }
+    fn bounds(&self) -> Option<String> {
+        Some("1-64 of [A-Za-z0-9_.-]".to_owned())
+    }
+    fn shown_default(&self, _: &Option<String>) -> String {
+        "the host name".to_owned()
+    }
 }
 
 /// `true` or `false`.

@@ -18,8 +18,8 @@ use std::time::Duration;
 use errors::{closest, Origin};
 pub use errors::{ConfigError, ErrorKind};
 use kinds::{
-    Address, Count, Dir, FilePath, Kind, List, ListOf, Listen, OffOr, Optional, Raw, Secret, Secs,
-    Switch, LEVELS, POLICIES,
+    Address, Count, Dir, FilePath, Kind, List, ListOf, Listen, NodeName, OffOr, Optional, Raw,
+    Secret, Secs, Switch, LEVELS, POLICIES,
 };
 pub use sources::parse_args;
 #[cfg(test)]
@@ -69,6 +69,10 @@ pub const MAX_PATH_BYTES: usize = 4095;
 pub const MAX_ALLOWED_ORIGINS: usize = 64;
 /// Longest entry of `allowed_origins` or `cors_allowed_origins`, in bytes.
 pub const MAX_ORIGIN_BYTES: usize = 256;
+/// Most entries in `cluster_urls`.
+pub const MAX_CLUSTER_URLS: usize = 16;
+/// Longest entry of `cluster_urls`, in bytes.
+pub const MAX_CLUSTER_URL_BYTES: usize = 256;
 /// Longest `api_token` or `ws_secret`, in bytes.
 pub const MAX_SECRET_BYTES: usize = 1024;
 /// Largest settings file read, in bytes.
@@ -240,6 +244,15 @@ settings! {
     log_level: log::LevelFilter = log::LevelFilter::Info, LEVELS;
     /// runtime threads; 1 runs one event loop (tokio's current-thread runtime), more a pool
     worker_threads: usize = DEFAULT_WORKER_THREADS, Count { max: MAX_WORKER_THREADS, unit: "threads" };
+    /// NATS servers of the cluster this node joins (builds with the cluster feature; README "Scaling past one gateway")
+    cluster_urls: Vec<String> = Vec::new(),
+        List { of: ListOf::ClusterUrls, max: MAX_CLUSTER_URLS };
+    /// when set, the token this node presents to the NATS servers
+    cluster_token: Option<String> = None, Secret { header_safe: true };
+    /// this node's name in the cluster (logs, /health, peers); unset: the host name
+    node_name: Option<String> = None, NodeName;
+    /// a request to another node (a push waits there until the frame is on the device's socket) is answered within this, else 503 cluster_unavailable
+    cluster_timeout_secs: u64 = 15, Secs;
 }
 
 /// What the command line asks for.
@@ -382,6 +395,9 @@ impl Config {
                 "tls_key_file"
             };
             return Err(refuse(key, ErrorKind::NotInThisBuild("tls")));
+        }
+        if !self.cluster_urls.is_empty() && !cfg!(feature = "cluster") {
+            return Err(refuse("cluster_urls", ErrorKind::NotInThisBuild("cluster")));
         }
         if self.listen.is_none() && self.tls_listen.is_none() {
             return Err(refuse("listen", ErrorKind::NothingToListenOn));

@@ -121,7 +121,9 @@ idle_timeout_secs = 13\nwrite_timeout_secs = 16\nshutdown_timeout_secs = 14\non_
 ws_secret = \"sec\"\nallowed_origins = [\"https://a.example\"]\nlog_level = \"debug\"\n\
 worker_threads = 3\nqueue_bytes = 17\nstream_buffer_bytes = 18\nmemory_budget_bytes = 19\nsocket_buffer_bytes = 20\n\
 mailbox_messages = 20\nmailbox_bytes = 21\nmailbox_ttl_secs = 22\nstate_dir = \"/var/lib/w s\"\n\
-cors_allowed_origins = [\"http://nas.lan:8123\"]\nstatus_page = true\ntls_listen = \"127.0.0.1:2\"\ntls_cert_file = \"/c.pem\"\ntls_key_file = \"/k.pem\"\ntls_handshake_timeout_secs = 21\n",
+cors_allowed_origins = [\"http://nas.lan:8123\"]\nstatus_page = true\ntls_listen = \"127.0.0.1:2\"\ntls_cert_file = \"/c.pem\"\ntls_key_file = \"/k.pem\"\ntls_handshake_timeout_secs = 21\n\
+cluster_urls = [\"nats://127.0.0.1:4222\", \"tls://nats.example:4443\"]\ncluster_token = \"ct\"\n\
+node_name = \"gw-1\"\ncluster_timeout_secs = 24\n",
     );
     let from_file = run(&["--config", file.path()]);
     let from_flags = run(&[
@@ -162,6 +164,10 @@ cors_allowed_origins = [\"http://nas.lan:8123\"]\nstatus_page = true\ntls_listen
         "--tls-cert-file=/c.pem",
         "--tls-key-file=/k.pem",
         "--tls-handshake-timeout-secs=21",
+        "--cluster-urls=nats://127.0.0.1:4222,tls://nats.example:4443",
+        "--cluster-token=ct",
+        "--node-name=gw-1",
+        "--cluster-timeout-secs=24",
     ]);
     let expected = Config {
         listen: Some("127.0.0.1:1".parse().unwrap()),
@@ -201,6 +207,13 @@ cors_allowed_origins = [\"http://nas.lan:8123\"]\nstatus_page = true\ntls_listen
         tls_cert_file: Some("/c.pem".into()),
         tls_key_file: Some("/k.pem".into()),
         tls_handshake_timeout_secs: 21,
+        cluster_urls: vec![
+            "nats://127.0.0.1:4222".into(),
+            "tls://nats.example:4443".into(),
+        ],
+        cluster_token: Some("ct".into()),
+        node_name: Some("gw-1".into()),
+        cluster_timeout_secs: 24,
     };
     assert_eq!(from_file, expected);
     assert_eq!(from_flags, expected);
@@ -274,7 +287,7 @@ fn equals_form_takes_the_rest_of_the_word() {
 
 #[test]
 fn a_bad_flag_value_names_its_key() {
-    let cases: [(&str, &str); 37] = [
+    let cases: [(&str, &str); 41] = [
         ("listen", "localhost:8080"),
         ("tls_listen", "of"),
         ("tls_cert_file", ""),
@@ -315,6 +328,10 @@ fn a_bad_flag_value_names_its_key() {
         ("status_page", "yes"),
         ("log_level", "verbose"),
         ("worker_threads", "65"),
+        ("cluster_urls", "http://nats:4222"),
+        ("cluster_token", "with space"),
+        ("node_name", "gw 1"),
+        ("cluster_timeout_secs", "0"),
     ];
     let names: Vec<&str> = cases.iter().map(|(k, _)| *k).collect();
     assert_eq!(names, NAMES, "every key has a case");
@@ -694,7 +711,7 @@ fn every_number_has_a_floor_of_one_and_a_ceiling() {
             );
         }
     }
-    assert_eq!(numbers, 23, "counts, sizes and durations");
+    assert_eq!(numbers, 24, "counts, sizes and durations");
 }
 
 #[test]
@@ -890,6 +907,54 @@ fn the_readme_settings_table_is_the_table_in_code() {
         readme[start..end] == want,
         "README.md's settings table differs from the table in code; put this between the markers:\n{want}"
     );
+}
+
+#[test]
+fn cluster_urls_are_nats_addresses_without_credentials() {
+    for good in [
+        "nats://127.0.0.1:4222",
+        "tls://nats.example:4443",
+        "127.0.0.1:4222",
+        "nats.local",
+        "nats://[::1]:4222",
+        "[::1]",
+    ] {
+        let c = Config {
+            cluster_urls: vec![good.into()],
+            ..Config::default()
+        };
+        // Tests build the cluster feature (the self dev-dependency).
+        assert_eq!(c.validate(), Ok(()), "{good}");
+    }
+    for (bad, why) in [
+        ("http://nats:4222", "scheme"),
+        ("nats://user:pass@nats:4222", "credentials"),
+        ("nats://nats:4222/x", "path"),
+        ("nats://nats:0", "port"),
+        ("nats://nats:70000", "port"),
+        ("nats://:4222", "no host"),
+        ("nats ://x", "visible ASCII"),
+    ] {
+        let e = fail(&["--cluster-urls", bad]);
+        assert_eq!(e.key(), Some("cluster_urls"));
+        assert!(e.to_string().contains(why), "{bad}: {e}");
+    }
+    // Empty is the default: no cluster.
+    assert!(run(&["--cluster-urls="]).cluster_urls.is_empty());
+}
+
+#[test]
+fn node_names_are_checked_and_the_token_is_masked() {
+    let e = fail(&["--node-name", "a*b"]);
+    assert_eq!(
+        e.to_string(),
+        "node_name: `a*b` is not 1-64 of [A-Za-z0-9_.-]"
+    );
+    let c = run(&["--cluster-token", "nats-s3cret", "--node-name", "gw-2"]);
+    let out = c.to_toml();
+    assert!(out.contains("cluster_token = \"***\"\n"), "{out}");
+    assert!(out.contains("node_name = \"gw-2\"\n"), "{out}");
+    assert!(!Config::default().to_toml().contains("node_name"));
 }
 
 #[test]
