@@ -19,13 +19,9 @@ cd "$(dirname "$0")/.."
 NATS_PORT=${NATS_PORT:-14222}
 NODE_PORT=${NODE_PORT:-18181}
 BASE_PORT=${BASE_PORT:-18190}
-SERVER_CORE=0
-LOAD_CORE=1
-if [ "$(nproc)" -lt 2 ]; then
-    echo "bench-cluster.sh: fewer than 2 cores; servers and load tool share core 0" >&2
-    LOAD_CORE=0
-fi
-ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+# shellcheck source=scripts/bench-lib.sh
+. scripts/bench-lib.sh
+bench_cores bench-cluster.sh
 if ! command -v nats-server >/dev/null 2>&1 && [ ! -x /usr/sbin/nats-server ]; then
     echo "bench-cluster.sh: installing nats-server" >&2
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nats-server >&2
@@ -63,22 +59,6 @@ cleanup() {
 }
 trap cleanup EXIT
 
-wait_url() {
-    for _ in $(seq 1 200); do
-        if curl -sf -o /dev/null --max-time 1 "$1"; then return 0; fi
-        sleep 0.05
-    done
-    echo "bench-cluster.sh: $1 did not answer" >&2
-    return 1
-}
-
-stop_pid() {
-    kill -TERM "$1" 2>/dev/null || true
-    for _ in $(seq 1 200); do kill -0 "$1" 2>/dev/null || break; sleep 0.05; done
-    kill -KILL "$1" 2>/dev/null || true
-    wait "$1" 2>/dev/null || true
-}
-
 rss_kib() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
 
 # One loadgen run; its JSON line, with the 1-minute load average at its start, goes to the results.
@@ -101,7 +81,7 @@ lg() {
 taskset -c "$SERVER_CORE" "$WSSED" --listen "127.0.0.1:$BASE_PORT" --max-connections 10240 --log-level warn 2>>"$LOG" &
 BASE=$!
 PIDS+=("$BASE")
-wait_url "http://127.0.0.1:$BASE_PORT/health"
+wait_url "http://127.0.0.1:$BASE_PORT/health" bench-cluster.sh
 lg "no cluster" "$BASE" --scenario idle --url "http://127.0.0.1:$BASE_PORT" --devices 10000 --max-secs 120
 stop_pid "$BASE"
 

@@ -22,10 +22,9 @@ WSSED_PORT=${WSSED_PORT:-18085}
 ROUNDS=${ROUNDS:-3}
 DEVICES=${DEVICES:-1000}
 PER_DEVICE=${PER_DEVICE:-16}
-SERVER_CORE=0
-LOAD_CORE=1
-[ "$(nproc)" -ge 2 ] || LOAD_CORE=0
-ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+# shellcheck source=scripts/bench-lib.sh
+. scripts/bench-lib.sh
+bench_cores bench-mailbox
 
 cargo build --release -q --bin wssed
 cargo build --release -q -p loadgen
@@ -68,19 +67,11 @@ start() {
     taskset -c "$SERVER_CORE" "$bin" --listen "127.0.0.1:$WSSED_PORT" --max-connections 10240 \
         --log-level warn "$@" 2>>"$LOG" &
     PID=$!
-    for _ in $(seq 1 200); do
-        curl -sf -o /dev/null --max-time 1 "http://127.0.0.1:$WSSED_PORT/health" && return 0
-        sleep 0.05
-    done
-    echo "bench-mailbox: wssed did not answer" >&2
-    return 1
+    wait_url "http://127.0.0.1:$WSSED_PORT/health" bench-mailbox
 }
 
 stop() {
-    kill -TERM "$PID" 2>/dev/null || true
-    for _ in $(seq 1 200); do kill -0 "$PID" 2>/dev/null || break; sleep 0.05; done
-    kill -KILL "$PID" 2>/dev/null || true
-    wait "$PID" 2>/dev/null || true
+    stop_pid "$PID"
     PID=""
 }
 

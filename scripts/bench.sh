@@ -18,14 +18,9 @@ NCHAN_PORT=${NCHAN_PORT:-18081}
 SERVERS=${1:-both}
 case $SERVERS in both) SERVERS="wssed nchan" ;; wssed | nchan) ;; *) echo "usage: $0 [wssed|nchan]" >&2; exit 2 ;; esac
 
-SERVER_CORE=0
-LOAD_CORE=1
-if [ "$(nproc)" -lt 2 ]; then
-    echo "bench.sh: fewer than 2 cores; server and load tool share core 0" >&2
-    LOAD_CORE=0
-fi
-# 10k devices need 10k descriptors in each process.
-ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+# shellcheck source=scripts/bench-lib.sh
+. scripts/bench-lib.sh
+bench_cores bench.sh
 if [ "$(ulimit -n)" != unlimited ] && [ "$(ulimit -n)" -lt 10300 ]; then
     echo "bench.sh: open-file limit $(ulimit -n) is below 10300; the 10k-device scenario will fail" >&2
 fi
@@ -94,16 +89,6 @@ cleanup() {
 }
 trap cleanup EXIT
 
-wait_health() {
-    local url=$1
-    for _ in $(seq 1 200); do
-        if curl -sf -o /dev/null --max-time 1 "$url"; then return 0; fi
-        sleep 0.05
-    done
-    echo "bench.sh: $url did not answer" >&2
-    return 1
-}
-
 port_of() { if [ "$1" = nchan ]; then echo "$NCHAN_PORT"; else echo "$WSSED_PORT"; fi; }
 
 start_server() {
@@ -113,11 +98,11 @@ start_server() {
                 --log-level warn 2>>"bench-results/$STAMP.wssed.log" &
             WSSED_PID=$!
             PIDS[wssed]=$WSSED_PID
-            wait_health "http://127.0.0.1:$WSSED_PORT/health"
+            wait_url "http://127.0.0.1:$WSSED_PORT/health" bench.sh
             ;;
         nchan)
             PIDS[nchan]=$(taskset -c "$SERVER_CORE" scripts/nchan.sh start "$NCHAN_PORT")
-            wait_health "http://127.0.0.1:$NCHAN_PORT/nchan_status"
+            wait_url "http://127.0.0.1:$NCHAN_PORT/nchan_status" bench.sh
             ;;
     esac
 }
@@ -125,10 +110,7 @@ start_server() {
 stop_server() {
     case $1 in
         wssed)
-            kill -TERM "$WSSED_PID" 2>/dev/null || true
-            for _ in $(seq 1 200); do kill -0 "$WSSED_PID" 2>/dev/null || break; sleep 0.05; done
-            kill -KILL "$WSSED_PID" 2>/dev/null || true
-            wait "$WSSED_PID" 2>/dev/null || true
+            stop_pid "$WSSED_PID"
             WSSED_PID=""
             ;;
         nchan)
