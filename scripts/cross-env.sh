@@ -36,6 +36,8 @@
 # Usage: source scripts/cross-env.sh; cross_setup TARGET; cross_cargo build --release ...
 
 CROSS_HOME=${WSSED_CROSS_HOME:-/opt/wssed-cross}
+# Longest an apt-get call may take (a stuck mirror fails the step with its line, not at CI's limit).
+CROSS_APT_TIMEOUT_SECS=${CROSS_APT_TIMEOUT_SECS:-900}
 
 cross_log() { printf 'cross: %s\n' "$*" >&2; }
 cross_die() {
@@ -52,8 +54,8 @@ cross_apt_install() {
     [ ${#missing[@]} -eq 0 ] && return 0
     cross_log "installing ${missing[*]}"
     # A mirror index out of sync makes update exit non-zero while the rest is usable.
-    apt-get update -qq >/dev/null 2>&1 || cross_log "apt-get update reported errors; going on with the lists it has"
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null ||
+    timeout "$CROSS_APT_TIMEOUT_SECS" apt-get update -qq >/dev/null 2>&1 || cross_log "apt-get update reported errors; going on with the lists it has"
+    DEBIAN_FRONTEND=noninteractive timeout "$CROSS_APT_TIMEOUT_SECS" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null ||
         cross_die "apt-get install ${missing[*]} failed"
 }
 
@@ -62,7 +64,7 @@ cross_apt_private() {
     local tool=$1
     shift
     local d="$CROSS_HOME/apt-$CROSS_DEB_ARCH"
-    "$tool" -q \
+    timeout "$CROSS_APT_TIMEOUT_SECS" "$tool" -q \
         -o Dir::State::Lists="$d/lists" -o Dir::Cache="$d/cache" -o Dir::State::status="$d/status" \
         -o APT::Architecture="$(dpkg --print-architecture)" -o APT::Architectures="$CROSS_DEB_ARCH" \
         -o APT::Sandbox::User=root "$@"
@@ -96,9 +98,9 @@ cross_unpack() {
     mkdir -p "$debs" "$dir"
     if [ "$arch" = "$pkg" ]; then
         arch=all
-        if ! (cd "$debs" && apt-get -q -o APT::Sandbox::User=root download "$pkg=$ver" >/dev/null 2>&1); then
-            apt-get update -qq >/dev/null 2>&1 || cross_log "apt-get update reported errors; going on with the lists it has"
-            (cd "$debs" && apt-get -q -o APT::Sandbox::User=root download "$pkg=$ver" >/dev/null 2>&1) ||
+        if ! (cd "$debs" && timeout "$CROSS_APT_TIMEOUT_SECS" apt-get -q -o APT::Sandbox::User=root download "$pkg=$ver" >/dev/null 2>&1); then
+            timeout "$CROSS_APT_TIMEOUT_SECS" apt-get update -qq >/dev/null 2>&1 || cross_log "apt-get update reported errors; going on with the lists it has"
+            (cd "$debs" && timeout "$CROSS_APT_TIMEOUT_SECS" apt-get -q -o APT::Sandbox::User=root download "$pkg=$ver" >/dev/null 2>&1) ||
                 cross_die "apt-get download $pkg=$ver failed"
         fi
     else
@@ -137,11 +139,11 @@ statically linked (board/rpi-zero-armv6/env); that binary runs on Raspberry Pi O
     # Dependencies raise their minimum Rust over time: keep rustc-web at the newest the
     # machine's lists offer.
     local candidate
-    candidate=$(apt-cache policy rustc-web 2>/dev/null | sed -n 's/^ *Candidate: //p')
+    candidate=$(timeout "$CROSS_APT_TIMEOUT_SECS" apt-cache policy rustc-web 2>/dev/null | sed -n 's/^ *Candidate: //p')
     if [ -n "$candidate" ] && [ "$candidate" != "(none)" ] &&
         dpkg --compare-versions "$candidate" gt "$CROSS_RUST_VERSION"; then
         cross_log "upgrading rustc-web $CROSS_RUST_VERSION -> $candidate"
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "rustc-web=$candidate" >/dev/null ||
+        DEBIAN_FRONTEND=noninteractive timeout "$CROSS_APT_TIMEOUT_SECS" apt-get install -y -qq --no-install-recommends "rustc-web=$candidate" >/dev/null ||
             cross_die "apt-get install rustc-web=$candidate failed"
         CROSS_RUST_VERSION=$candidate
     fi
