@@ -12,8 +12,7 @@ use bytes::Bytes;
 use super::budget::Budget;
 use super::counter::{Counter, Gauge};
 use super::link::DeviceLink;
-use super::streams::StreamTx;
-use super::Streams;
+use super::streams::{StreamTx, Streams};
 use crate::wire::cluster::{Delivery, SendRefusal};
 use crate::wire::envelope::{CorrelationId, UserId};
 

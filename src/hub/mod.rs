@@ -23,7 +23,7 @@ use std::time::Instant;
 
 use tokio::sync::watch;
 
-use crate::ops::limits::{DEVICE_TABLE_CAPACITY, PENDING_TABLE_CAPACITY};
+use crate::ops::limits::DEVICE_TABLE_CAPACITY;
 use crate::ops::settings::{Config, OnDuplicate};
 use crate::wire::envelope::UserId;
 use budget::Budget;
@@ -31,12 +31,12 @@ use devices::{DeviceHandle, DeviceTable, RegisterError, Registration};
 use link::{DeviceLink, Outbound, PushError, QueueLimits};
 use mailbox::{MailboxLimits, Mailboxes, Routed};
 use metrics::Metrics;
-use streams::PendingTable;
+pub(crate) use streams::Streams;
 
 /// The device table. A `static` so its slots sit in `.bss` and cost RSS only when used.
 static DEVICES: DeviceTable<DEVICE_TABLE_CAPACITY> = DeviceTable::new();
 /// The table of open `/sse/send` streams.
-static STREAMS: PendingTable<PENDING_TABLE_CAPACITY> = PendingTable::new();
+static STREAMS: Streams = Streams::new();
 /// The process's counters.
 static METRICS: Metrics = Metrics::new();
 /// The process's memory budget.
@@ -46,8 +46,6 @@ static MAILBOXES: Mailboxes<DEVICE_TABLE_CAPACITY> = Mailboxes::new();
 
 /// The device table of this build.
 pub(crate) type Devices = DeviceTable<DEVICE_TABLE_CAPACITY>;
-/// The stream table of this build.
-pub(crate) type Streams = PendingTable<PENDING_TABLE_CAPACITY>;
 /// The mailbox table of this build.
 pub(crate) type Mailbox = Mailboxes<DEVICE_TABLE_CAPACITY>;
 

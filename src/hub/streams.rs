@@ -12,6 +12,7 @@ use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use super::budget::{heap_bytes, Budget, Charge, Use};
 use super::devices::limit;
+use crate::ops::limits::PENDING_TABLE_CAPACITY;
 use crate::wire::envelope::{CorrelationId, UserId};
 
 /// What a device said on an open stream.
@@ -163,16 +164,12 @@ pub(crate) struct Answers {
     /// The answers and what they hold of the stream's buffer.
     pub rx: StreamRx,
     cid: CorrelationId,
-    streams: &'static super::Streams,
+    streams: &'static Streams,
 }
 
 impl Answers {
     /// The answers of the stream just opened for `cid` in `streams`.
-    pub(crate) fn new(
-        rx: StreamRx,
-        cid: CorrelationId,
-        streams: &'static super::Streams,
-    ) -> Answers {
+    pub(crate) fn new(rx: StreamRx, cid: CorrelationId, streams: &'static Streams) -> Answers {
         Answers { rx, cid, streams }
     }
 }
@@ -207,6 +204,9 @@ pub(crate) enum OpenError {
     /// `max_pending_sends` streams are open (503).
     Full,
 }
+
+/// The stream table of this build.
+pub(crate) type Streams = PendingTable<PENDING_TABLE_CAPACITY>;
 
 /// The table of open `/sse/send` streams: correlation id → the device allowed to answer.
 pub(crate) struct PendingTable<const N: usize> {
