@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Rewrites README.md's settings table from the settings! table in src/ops/settings/mod.rs
+# Rewrites README.md's settings table from the settings! table in src/ops/settings/table.rs
 # (the unit test the_readme_settings_table_is_the_table_in_code prints what it expects).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,7 +13,7 @@ if marker not in out:
     sys.exit(0)
 table = out.split(marker, 1)[1]
 table = table[: table.index("\n\n") + 1]
-begin = "<!-- settings-table: generated from src/ops/settings/mod.rs -->\n"
+begin = "<!-- settings-table: generated from src/ops/settings/table.rs -->\n"
 end = "<!-- settings-table: end -->"
 readme = open("README.md").read()
 start = readme.index(begin) + len(begin)

@@ -4,11 +4,11 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use super::errors::{shown, ErrorKind};
-use super::{
+use super::bounds::{
     OnDuplicate, MAX_CLUSTER_URL_BYTES, MAX_ORIGIN_BYTES, MAX_PATH_BYTES, MAX_SECRET_BYTES,
     MAX_TIMEOUT_SECS,
 };
+use super::errors::{shown, ErrorKind};
 use crate::wire::cluster::is_valid_node_name;
 use crate::wire::mention::is_valid_account_name;
 

@@ -7,11 +7,10 @@ use std::io::Read;
 
 use toml::{Spanned, Value};
 
+use super::bounds::MAX_CONFIG_FILE_BYTES;
 use super::errors::{shown, ConfigError, ErrorKind, Origin};
 use super::kinds::Raw;
-use super::{
-    env_of, flag_of, setting_name, suggest, Command, Config, MAX_CONFIG_FILE_BYTES, NAMES,
-};
+use super::table::{env_of, flag_of, setting_name, suggest, Command, Config, NAMES};
 
 /// Longest TOML parser message kept in an error line, in characters.
 const MAX_TOML_MESSAGE_CHARS: usize = 200;

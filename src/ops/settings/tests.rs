@@ -1,7 +1,9 @@
 //! The settings table's tests: every source, every error, the help text and the README table.
 
 use super::errors::shown;
+use super::table::*;
 use super::*;
+use crate::ops::limits::{DEVICE_TABLE_CAPACITY, MAX_PUBLIC_ACCOUNTS, PENDING_TABLE_CAPACITY};
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -890,7 +892,7 @@ fn the_readme_settings_table_is_the_table_in_code() {
         // README.md describes the default build; a board's build has other table bounds.
         return;
     }
-    const BEGIN: &str = "<!-- settings-table: generated from src/ops/settings/mod.rs -->\n";
+    const BEGIN: &str = "<!-- settings-table: generated from src/ops/settings/table.rs -->\n";
     const END: &str = "<!-- settings-table: end -->";
     let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
         .expect("README.md");
