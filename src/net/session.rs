@@ -121,7 +121,7 @@ pub(crate) async fn run(stream: Socket, leftover: Vec<u8>, upgrade: Upgrade, hub
     };
     // Present in the cluster, its user id claimed from the other nodes, before it is served.
     #[cfg(feature = "cluster")]
-    let _presence = super::cluster::arrive(&hub, &user, &reg).await;
+    let _presence = super::cluster::presence::arrive(&hub, &user, &reg).await;
 
     let ping_every = secs(hub.config.ping_interval_secs);
     // Also bounds every write to the device: one that stopped reading is as dead as one

@@ -3,10 +3,11 @@
 //! others. `presence` holds each local device's subscription and serves what other nodes
 //! ask of it.
 //!
-//! The link never holds up local work: its state is read from an atomic, every request
-//! races the link going down, and the watchdog's self-check never looks at it.
+//! The link never holds up local work: its state is read from an atomic, a request asked while
+//! the link is down is refused at once, one already sent waits at most `cluster_timeout_secs`,
+//! and the watchdog's self-check never looks at it.
 
-mod presence;
+pub(crate) mod presence;
 
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
@@ -20,8 +21,6 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use tokio::sync::{mpsc, watch};
 use tokio::time::{interval, timeout, Instant};
-
-pub(crate) use presence::arrive;
 
 use crate::hub::cluster::{
     LinkState, Pending, PushReply, Relay, Remote, SendReply, Status, Unreachable, COUNTERS,
