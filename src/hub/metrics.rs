@@ -742,6 +742,37 @@ mod tests {
         assert_eq!(v["origins_refused"]["cors"], 0);
     }
 
+    /// Panics unwind (Cargo.toml): a panic while the certificate record is locked poisons it,
+    /// and `/metrics` must go on reporting, and a reload on recording, the certificate.
+    #[cfg(feature = "tls")]
+    #[test]
+    fn a_panic_inside_the_certificate_lock_leaves_tls_metrics_reporting() {
+        let info = |subject: &str| crate::ops::tls::CertInfo {
+            subject: subject.to_owned(),
+            not_after: 2_000_000_000,
+            chain_len: 1,
+            chain_bytes: 600,
+        };
+        let m = std::sync::Arc::new(TlsMetrics::new());
+        m.serving(info("CN=old"));
+        let poisoner = std::sync::Arc::clone(&m);
+        let died = std::thread::spawn(move || {
+            let _guard = poisoner.cert.lock();
+            panic!("a bug inside a critical section");
+        })
+        .join();
+        assert!(died.is_err());
+        assert!(m.cert.is_poisoned());
+        assert_eq!(m.cert(), Some(info("CN=old")));
+        m.serving(info("CN=new"));
+        assert_eq!(m.cert(), Some(info("CN=new")));
+        let mut out = vec![b'{', b'"', b'a', b'"', b':', b'0'];
+        m.write_json(&mut out);
+        out.push(b'}');
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap_or_default();
+        assert_eq!(v["tls"]["certificate_subject"], "CN=new", "{v}");
+    }
+
     #[test]
     fn refused_origins_are_one_family_with_a_label_per_check() {
         let m = Metrics::new();
