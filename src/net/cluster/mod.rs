@@ -62,6 +62,10 @@ pub(crate) const PING_INTERVAL: Duration = Duration::from_secs(10);
 pub(crate) const SUBSCRIPTION_CAPACITY: usize = 256;
 /// Commands the client queues for its connection (it holds them while reconnecting).
 pub(crate) const CLIENT_CAPACITY: usize = 4096;
+/// How often the monitor recomputes the state with no event or heartbeat to prompt it:
+/// peers falling silent past `PEER_TTL` and recovery ending after `RECOVERY_MAX` are changes
+/// of the clock alone, seen at most this late.
+pub(crate) const STATE_REFRESH_INTERVAL: Duration = Duration::from_secs(1);
 /// Connection events waiting for the monitor.
 const EVENT_QUEUE: usize = 64;
 /// Time allowed for the goodbye heartbeat on a clean stop.
@@ -665,7 +669,7 @@ async fn monitor(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut beat = interval(HEARTBEAT_INTERVAL);
-    let mut check = interval(Duration::from_secs(1));
+    let mut check = interval(STATE_REFRESH_INTERVAL);
     loop {
         tokio::select! {
             event = events.recv() => {
