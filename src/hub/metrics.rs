@@ -150,7 +150,7 @@ impl Metrics {
     }
 }
 
-/// What the offline mailbox holds now and has done (docs/protocol.md §11, §17).
+/// What the offline mailbox holds now and has done (docs/protocol.md §20.6, in `/metrics` §11).
 #[derive(Debug, Default, Clone)]
 pub(crate) struct MailboxStats {
     /// Messages kept now.
