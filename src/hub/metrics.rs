@@ -773,6 +773,48 @@ mod tests {
         assert_eq!(v["tls"]["certificate_subject"], "CN=new", "{v}");
     }
 
+    /// The example of docs/protocol.md §11.1 has every member the writer writes, nested
+    /// ones too, and no other (the build-dependent `memory_refused` labels aside).
+    #[test]
+    fn the_protocol_json_example_has_the_members_written() {
+        fn members(v: &serde_json::Value, path: &str, out: &mut Vec<String>) {
+            if let Some(map) = v.as_object() {
+                for (k, v) in map {
+                    let here = format!("{path}/{k}");
+                    members(v, &here, out);
+                    out.push(here);
+                }
+            }
+        }
+        let doc = include_str!("../../docs/protocol.md");
+        let example = doc
+            .split_once("### 11.1 JSON")
+            .and_then(|(_, rest)| rest.split_once("```json\n"))
+            .and_then(|(_, rest)| rest.split_once("\n```"))
+            .map(|(json, _)| json)
+            .unwrap_or_default();
+        let documented: serde_json::Value = serde_json::from_str(example).unwrap_or_default();
+        let mut out = Vec::new();
+        write_json(
+            &mut out,
+            &Metrics::new(),
+            &Budget::new(),
+            &crate::hub::mailbox::Mailboxes::<2>::new().stats(),
+            0,
+            0,
+            0,
+        );
+        let written: serde_json::Value = serde_json::from_slice(&out).unwrap_or_default();
+        let (mut want, mut have) = (Vec::new(), Vec::new());
+        members(&written, "", &mut want);
+        members(&documented, "", &mut have);
+        want.retain(|m| !["/memory_refused/tls", "/memory_refused/remote"].contains(&m.as_str()));
+        want.sort();
+        have.sort();
+        assert!(!want.is_empty());
+        assert_eq!(have, want);
+    }
+
     #[test]
     fn refused_origins_are_one_family_with_a_label_per_check() {
         let m = Metrics::new();
