@@ -761,6 +761,39 @@ mod tests {
         drop(reg);
     }
 
+    /// Panics unwind (Cargo.toml): a panic while the deliver-or-keep lock is held poisons it,
+    /// and the mailbox must go on keeping messages and handing them back in order.
+    #[test]
+    fn a_panic_inside_the_lock_leaves_the_mailbox_keeping() {
+        let b = budget(MAX);
+        let (m, devices) = (
+            std::sync::Arc::new(boxes(10, MAX, 0)),
+            DeviceTable::<8>::new(),
+        );
+        m.deliver_or_keep(&devices, &uid("d"), push(b, "before", None), 1);
+        let poisoner = std::sync::Arc::clone(&m);
+        let died = std::thread::spawn(move || {
+            let _guard = poisoner.inner.lock();
+            panic!("a bug inside a critical section");
+        })
+        .join();
+        assert!(died.is_err());
+        assert!(m.inner.is_poisoned());
+        assert!(matches!(
+            m.deliver_or_keep(&devices, &uid("d"), push(b, "after", None), 2),
+            Routed::Kept
+        ));
+        assert_eq!((m.stats().messages, m.len()), (2, 1));
+        let (texts, reg) = drain(&m, &devices, "d", b, 3);
+        assert_eq!(texts, ["before", "after"]);
+        assert_eq!((m.stats().messages, m.len()), (0, 0));
+        assert!(matches!(
+            m.deliver_or_keep(&devices, &uid("d"), push(b, "live", None), 4),
+            Routed::Queued
+        ));
+        drop(reg);
+    }
+
     #[test]
     fn the_byte_cap_drops_the_oldest_and_a_frame_over_it_is_not_kept() {
         let b = budget(MAX);

@@ -150,7 +150,7 @@ impl Metrics {
     }
 }
 
-/// What the offline mailbox holds now and has done (docs/protocol.md §11, §17).
+/// What the offline mailbox holds now and has done (docs/protocol.md §20.6, in `/metrics` §11).
 #[derive(Debug, Default, Clone)]
 pub(crate) struct MailboxStats {
     /// Messages kept now.
@@ -740,6 +740,79 @@ mod tests {
         assert_eq!(v["memory_used_bytes"], 0);
         assert_eq!(v["memory_refused"]["frame"], 0);
         assert_eq!(v["origins_refused"]["cors"], 0);
+    }
+
+    /// Panics unwind (Cargo.toml): a panic while the certificate record is locked poisons it,
+    /// and `/metrics` must go on reporting, and a reload on recording, the certificate.
+    #[cfg(feature = "tls")]
+    #[test]
+    fn a_panic_inside_the_certificate_lock_leaves_tls_metrics_reporting() {
+        let info = |subject: &str| crate::ops::tls::CertInfo {
+            subject: subject.to_owned(),
+            not_after: 2_000_000_000,
+            chain_len: 1,
+            chain_bytes: 600,
+        };
+        let m = std::sync::Arc::new(TlsMetrics::new());
+        m.serving(info("CN=old"));
+        let poisoner = std::sync::Arc::clone(&m);
+        let died = std::thread::spawn(move || {
+            let _guard = poisoner.cert.lock();
+            panic!("a bug inside a critical section");
+        })
+        .join();
+        assert!(died.is_err());
+        assert!(m.cert.is_poisoned());
+        assert_eq!(m.cert(), Some(info("CN=old")));
+        m.serving(info("CN=new"));
+        assert_eq!(m.cert(), Some(info("CN=new")));
+        let mut out = vec![b'{', b'"', b'a', b'"', b':', b'0'];
+        m.write_json(&mut out);
+        out.push(b'}');
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap_or_default();
+        assert_eq!(v["tls"]["certificate_subject"], "CN=new", "{v}");
+    }
+
+    /// The example of docs/protocol.md §11.1 has every member the writer writes, nested
+    /// ones too, and no other (the build-dependent `memory_refused` labels aside).
+    #[test]
+    fn the_protocol_json_example_has_the_members_written() {
+        fn members(v: &serde_json::Value, path: &str, out: &mut Vec<String>) {
+            if let Some(map) = v.as_object() {
+                for (k, v) in map {
+                    let here = format!("{path}/{k}");
+                    members(v, &here, out);
+                    out.push(here);
+                }
+            }
+        }
+        let doc = include_str!("../../docs/protocol.md");
+        let example = doc
+            .split_once("### 11.1 JSON")
+            .and_then(|(_, rest)| rest.split_once("```json\n"))
+            .and_then(|(_, rest)| rest.split_once("\n```"))
+            .map(|(json, _)| json)
+            .unwrap_or_default();
+        let documented: serde_json::Value = serde_json::from_str(example).unwrap_or_default();
+        let mut out = Vec::new();
+        write_json(
+            &mut out,
+            &Metrics::new(),
+            &Budget::new(),
+            &crate::hub::mailbox::Mailboxes::<2>::new().stats(),
+            0,
+            0,
+            0,
+        );
+        let written: serde_json::Value = serde_json::from_slice(&out).unwrap_or_default();
+        let (mut want, mut have) = (Vec::new(), Vec::new());
+        members(&written, "", &mut want);
+        members(&documented, "", &mut have);
+        want.retain(|m| !["/memory_refused/tls", "/memory_refused/remote"].contains(&m.as_str()));
+        want.sort();
+        have.sort();
+        assert!(!want.is_empty());
+        assert_eq!(have, want);
     }
 
     #[test]

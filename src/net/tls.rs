@@ -604,4 +604,44 @@ mod tests {
         assert_eq!(b.used(), 1000, "a refused growth keeps what was held");
         assert_eq!(b.refused(Use::Tls), 1);
     }
+
+    /// A key that signs nothing: the lock test only tells served chains apart.
+    #[derive(Debug)]
+    struct NoSigner;
+
+    impl rustls::sign::SigningKey for NoSigner {
+        fn choose_scheme(
+            &self,
+            _: &[rustls::SignatureScheme],
+        ) -> Option<Box<dyn rustls::sign::Signer>> {
+            None
+        }
+
+        fn algorithm(&self) -> rustls::SignatureAlgorithm {
+            rustls::SignatureAlgorithm::ECDSA
+        }
+    }
+
+    fn key(der: &[u8]) -> Arc<CertifiedKey> {
+        let chain = vec![rustls::pki_types::CertificateDer::from(der.to_vec())];
+        Arc::new(CertifiedKey::new(chain, Arc::new(NoSigner)))
+    }
+
+    /// Panics unwind (Cargo.toml): a panic while the served certificate is write-locked
+    /// poisons it, and handshakes must go on getting it, and a reload on replacing it.
+    #[test]
+    fn a_panic_inside_the_certificate_lock_leaves_it_served_and_swappable() {
+        let current = Arc::new(Current(RwLock::new(key(b"old"))));
+        let poisoner = Arc::clone(&current);
+        let died = std::thread::spawn(move || {
+            let _guard = poisoner.0.write();
+            panic!("a bug inside a critical section");
+        })
+        .join();
+        assert!(died.is_err());
+        assert!(current.0.is_poisoned());
+        assert_eq!(current.get().cert[0].as_ref(), b"old");
+        current.set(key(b"new"));
+        assert_eq!(current.get().cert[0].as_ref(), b"new");
+    }
 }

@@ -8,6 +8,7 @@
 
 use std::ops::Range;
 
+use super::ascii::{hex_digit, hex_value};
 use super::limits::{MAX_BATCH_ITEMS, MAX_CORRELATION_ID_BYTES, MAX_USER_ID_BYTES};
 
 /// The first token of every subject wssed uses.
@@ -53,15 +54,14 @@ impl Op {
 }
 
 const DEVICE_PREFIX: &str = "wssed.dev.";
-const HEX: &[u8; 16] = b"0123456789abcdef";
 
 /// Appends the user id as a subject token: lowercase hex of its bytes. One token whatever the
 /// id holds (`.`, `*`, `>`, spaces, C1 characters are all text in a user id, and all special or
 /// forbidden in a NATS subject), and two ids never share a token.
 fn push_user_token(out: &mut String, user: &str) {
     for b in user.bytes() {
-        out.push(char::from(HEX[usize::from(b >> 4)]));
-        out.push(char::from(HEX[usize::from(b & 0x0f)]));
+        out.push(char::from(hex_digit(b >> 4)));
+        out.push(char::from(hex_digit(b)));
     }
 }
 
@@ -85,12 +85,13 @@ pub fn presence_subject(user: &str) -> String {
     s
 }
 
-fn hex_value(b: u8) -> Option<u8> {
-    match b {
-        b'0'..=b'9' => Some(b - b'0'),
-        b'a'..=b'f' => Some(b - b'a' + 10),
-        _ => None,
+/// A lowercase hex digit's value: the token is written lowercase, so an uppercase one is some
+/// other subject, and each user id keeps exactly one token.
+fn lower_hex_value(b: u8) -> Option<u8> {
+    if b.is_ascii_uppercase() {
+        return None;
     }
+    hex_value(b)
 }
 
 /// The user id and op a device subject names; `None` for any other subject, an odd or
@@ -105,7 +106,7 @@ pub fn parse_device_subject(subject: &str) -> Option<(String, Op)> {
     }
     let bytes = hex
         .chunks_exact(2)
-        .map(|pair| Some(hex_value(pair[0])? << 4 | hex_value(pair[1])?))
+        .map(|pair| Some(lower_hex_value(pair[0])? << 4 | lower_hex_value(pair[1])?))
         .collect::<Option<Vec<u8>>>()?;
     String::from_utf8(bytes).ok().map(|user| (user, op))
 }

@@ -79,10 +79,13 @@ pub(crate) fn check(head: &RequestHead<'_>, policy: Policy<'_>) -> Result<Upgrad
 }
 
 /// The single `user_id` query parameter, decoded and validated (1–64 bytes, no control chars).
+///
+/// One pass checks decoding, repetition and the value together because docs/protocol.md §8.3
+/// answers the first failure from the left; this is the only "at most once" parameter check.
 fn user_id_from_query(query: Option<&str>) -> Result<UserId, Refusal> {
     let mut found: Option<UserId> = None;
     for pair in query_pairs(query.unwrap_or("")) {
-        let (key, value) = pair.map_err(|_| Refusal::BadRequest("Malformed query string"))?;
+        let (key, value) = pair.map_err(|e| Refusal::BadRequest(e.detail()))?;
         if key != "user_id" {
             continue;
         }
@@ -105,7 +108,7 @@ fn token_from_request(
     authorization: Option<&[u8]>,
 ) -> Result<String, Refusal> {
     for pair in query_pairs(query.unwrap_or("")) {
-        let (key, value) = pair.map_err(|_| Refusal::BadRequest("Malformed query string"))?;
+        let (key, value) = pair.map_err(|e| Refusal::BadRequest(e.detail()))?;
         if key == "token" {
             return Ok(value.into_owned());
         }

@@ -40,6 +40,33 @@ async fn ws_400_for_missing_or_invalid_user_id() {
     assert_eq!(d.connections().await, 0);
 }
 
+/// The texts of docs/protocol.md §8.3 row 4, first failure from the left: a repeat is named
+/// before a broken pair that follows it, a broken pair before a repeat that follows it.
+#[tokio::test]
+async fn ws_400_details_name_the_first_query_fault() {
+    let d = Daemon::start(&[]);
+    let cases = [
+        ("/ws?user_id=a&user_id=b", "user_id given more than once"),
+        (
+            "/ws?user_id=a&x=1&user_id=a",
+            "user_id given more than once",
+        ),
+        (
+            "/ws?user_id=a&user_id=b&t=%zz",
+            "user_id given more than once",
+        ),
+        ("/ws?t=%zz&user_id=a&user_id=b", "Malformed query string"),
+        ("/ws?user_id=a&t=%C3", "Malformed query string"),
+        ("/ws?user_id=&user_id=b", "Invalid user_id"),
+        ("/ws?other=1", "Missing user_id query parameter"),
+    ];
+    for (target, detail) in cases {
+        let r = d.request(&handshake(target, v13())).await;
+        let v = r.assert_detail(400);
+        assert_eq!(v["detail"], detail, "{target}");
+    }
+}
+
 #[tokio::test]
 async fn ws_400_without_sec_websocket_key() {
     let d = Daemon::start(&[]);

@@ -61,6 +61,10 @@ pub(crate) const PING_INTERVAL: Duration = Duration::from_secs(10);
 pub(crate) const SUBSCRIPTION_CAPACITY: usize = 256;
 /// Commands the client queues for its connection (it holds them while reconnecting).
 pub(crate) const CLIENT_CAPACITY: usize = 4096;
+/// How often the monitor recomputes the state with no event or heartbeat to prompt it:
+/// peers falling silent past `PEER_TTL` and recovery ending after `RECOVERY_MAX` are changes
+/// of the clock alone, seen at most this late.
+pub(crate) const STATE_REFRESH_INTERVAL: Duration = Duration::from_secs(1);
 /// Connection events waiting for the monitor.
 const EVENT_QUEUE: usize = 64;
 /// Time allowed for the goodbye heartbeat on a clean stop.
@@ -208,6 +212,14 @@ impl Peers {
     }
 }
 
+/// The peer table's lock, recovered if a panic poisoned it: only the monitor writes, without
+/// awaiting inside, so a poisoned table is still usable.
+fn lock_peer_table(peers: &Mutex<Peers>) -> MutexGuard<'_, Peers> {
+    peers
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// This node's link to NATS.
 pub(crate) struct Cluster {
     client: Client,
@@ -228,10 +240,7 @@ pub(crate) struct Cluster {
 
 impl Cluster {
     fn lock_peers(&self) -> MutexGuard<'_, Peers> {
-        // Only the monitor writes, without awaiting inside; a poisoned table is still usable.
-        self.peers
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        lock_peer_table(&self.peers)
     }
 
     fn is_connected(&self) -> bool {
@@ -659,7 +668,7 @@ async fn monitor(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut beat = interval(HEARTBEAT_INTERVAL);
-    let mut check = interval(Duration::from_secs(1));
+    let mut check = interval(STATE_REFRESH_INTERVAL);
     loop {
         tokio::select! {
             event = events.recv() => {
@@ -810,6 +819,28 @@ mod tests {
         p.seen("c", t0, -5_000);
         assert_eq!(p.age_ms("c", 10_000, 5_000), Some(0));
         assert_eq!(p.age_ms("c", u64::MAX, 0), None);
+    }
+
+    /// Panics unwind (Cargo.toml): a panic while the peer table is locked poisons it, and the
+    /// monitor must go on counting peers and computing the state.
+    #[test]
+    fn a_panic_inside_the_lock_leaves_the_peer_table_usable() {
+        let t0 = Instant::now();
+        let table = Arc::new(Mutex::new(peers()));
+        lock_peer_table(&table).seen("b", t0, 0);
+        let poisoner = Arc::clone(&table);
+        let died = std::thread::spawn(move || {
+            let _guard = poisoner.lock();
+            panic!("a bug inside a critical section");
+        })
+        .join();
+        assert!(died.is_err());
+        assert!(table.is_poisoned());
+        let mut p = lock_peer_table(&table);
+        p.seen("c", t0, 0);
+        p.connected_at = Some(t0);
+        assert_eq!(p.live(t0), 2);
+        assert_eq!(p.state(t0), UP);
     }
 
     #[test]

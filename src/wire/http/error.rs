@@ -50,8 +50,6 @@ pub enum HttpError {
     /// A query string with an invalid percent escape or decoding to invalid UTF-8. 400, keeps
     /// the connection (the request itself is well framed).
     BadQuery,
-    /// A query parameter that must appear once appears several times. 400, keeps the connection.
-    RepeatedQueryParam,
 }
 
 impl HttpError {
@@ -72,8 +70,7 @@ impl HttpError {
             | Self::ChunkExtensionTooLong
             | Self::MissingChunkDelimiter
             | Self::BadTrailer
-            | Self::BadQuery
-            | Self::RepeatedQueryParam => 400,
+            | Self::BadQuery => 400,
             Self::BodyTooLarge => 413,
             Self::UriTooLong => 414,
             Self::HeadTooLarge | Self::TooManyHeaders | Self::TrailersTooLarge => 431,
@@ -107,14 +104,13 @@ impl HttpError {
             Self::BadTrailer => "Malformed trailer field",
             Self::TrailersTooLarge => "Trailer section too large",
             Self::BadQuery => "Malformed query string",
-            Self::RepeatedQueryParam => "Repeated query parameter",
         }
     }
 
     /// Whether the connection must close after the error response: true for every framing
     /// error (the next request's start is unknown), false for errors in a well-framed request.
     pub fn closes_connection(self) -> bool {
-        !matches!(self, Self::BadQuery | Self::RepeatedQueryParam)
+        !matches!(self, Self::BadQuery)
     }
 }
 
@@ -130,7 +126,7 @@ impl std::error::Error for HttpError {}
 mod tests {
     use super::*;
 
-    const ALL: [HttpError; 22] = [
+    const ALL: [HttpError; 21] = [
         HttpError::Malformed,
         HttpError::MissingVersion,
         HttpError::BadTarget,
@@ -152,7 +148,6 @@ mod tests {
         HttpError::BadTrailer,
         HttpError::TrailersTooLarge,
         HttpError::BadQuery,
-        HttpError::RepeatedQueryParam,
     ];
 
     #[test]
@@ -168,7 +163,7 @@ mod tests {
     #[test]
     fn only_query_errors_keep_the_connection() {
         for e in ALL {
-            let keeps = matches!(e, HttpError::BadQuery | HttpError::RepeatedQueryParam);
+            let keeps = matches!(e, HttpError::BadQuery);
             assert_eq!(e.closes_connection(), !keeps, "{e:?}");
         }
     }

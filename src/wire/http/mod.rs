@@ -14,8 +14,8 @@ pub use body::{check_content_length, ChunkedDecoder, Decoded};
 pub use error::HttpError;
 pub use framer::{Framer, Interim, Step};
 pub use parse::{
-    is_json_content_type, parse_head, percent_decode, query_pairs, query_param, BodyFraming,
-    HeadStatus, Method, RequestHead, Version,
+    is_json_content_type, parse_head, percent_decode, query_pairs, BodyFraming, HeadStatus, Method,
+    RequestHead, Version,
 };
 pub use response::{
     reason, write_chunk, write_error, write_head, write_json, write_last_chunk, Persist,

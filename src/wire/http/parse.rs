@@ -519,21 +519,6 @@ pub fn query_pairs(
         })
 }
 
-/// The decoded value of the query parameter `name`, which must appear at most once.
-///
-/// Every pair is decoded, so a malformed query is `BadQuery` whichever parameter is broken;
-/// a repeated `name` is `RepeatedQueryParam`.
-pub fn query_param<'q>(query: &'q str, name: &str) -> Result<Option<Cow<'q, str>>, HttpError> {
-    let mut found = None;
-    for pair in query_pairs(query) {
-        let (key, value) = pair?;
-        if key == name && found.replace(value).is_some() {
-            return Err(HttpError::RepeatedQueryParam);
-        }
-    }
-    Ok(found)
-}
-
 /// Percent-decodes `s` with `+` as a space; borrows when there is nothing to decode.
 pub fn percent_decode(s: &str) -> Result<Cow<'_, str>, HttpError> {
     if !s.bytes().any(|b| b == b'%' || b == b'+') {
@@ -1253,20 +1238,5 @@ mod tests {
             assert_eq!(percent_decode(bad), Err(HttpError::BadQuery), "{bad:?}");
         }
         assert!(query_pairs("a=1&b=%zz").any(|p| p == Err(HttpError::BadQuery)));
-    }
-
-    #[test]
-    fn query_param_lookup() {
-        let param = |q: &str, name: &str| query_param(q, name).map(|v| v.map(Cow::into_owned));
-        let some = |v: &str| Ok(Some(v.to_string()));
-        assert_eq!(param("user_id=dev%201", "user_id"), some("dev 1"));
-        assert_eq!(param("token=x", "user_id"), Ok(None));
-        assert_eq!(param("user%5Fid=a", "user_id"), some("a"));
-        assert_eq!(param("a=1&user_id=", "user_id"), some(""));
-        assert_eq!(
-            param("user_id=a&user_id=a", "user_id"),
-            Err(HttpError::RepeatedQueryParam)
-        );
-        assert_eq!(param("user_id=a&t=%", "user_id"), Err(HttpError::BadQuery));
     }
 }
