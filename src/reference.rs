@@ -1,7 +1,8 @@
 //! Keeps `docs/protocol.md` true: every close code, 422 error `type`, batch item `error`,
 //! stream ending, and offline mailbox `reason` and drop reason the code can emit is documented
 //! in the section that promises it, and so are the CORS fields and bounds browsers are told
-//! (§17, §18). The lists
+//! (§17, §18), and every refusal's status, body, extra headers and whether it closes the
+//! connection (§2.6). The lists
 //! come from the code itself (each enum's `every()`, `wire::listed`), so a variant added
 //! without its documentation fails here.
 
@@ -139,4 +140,102 @@ fn what_browsers_are_told_is_in_the_browser_sections() {
     let detail = ApiError::DeviceListOff.detail();
     assert_line_with("18.2", &["403", detail], "the device list's refusal");
     assert_line_with("2.6", &["| 403 |", detail], "the device list's refusal");
+}
+
+/// One of every refusal whose body is fixed (a 422's body is §3's; the `/ws` checks' own
+/// `400` texts are checked by the e2e `ws` tests). The match has no wildcard arm: a new variant
+/// does not compile until it is placed here, beside the list it must join.
+fn every_refusal() -> Vec<crate::app::error::ApiError> {
+    use crate::app::error::ApiError;
+    use crate::wire::http::error::HttpError;
+    let placed = |e: &ApiError| match e {
+        ApiError::Http(_)
+        | ApiError::MissingHost
+        | ApiError::Unauthorized
+        | ApiError::OriginRefused
+        | ApiError::DeviceListOff
+        | ApiError::NotFound
+        | ApiError::MethodNotAllowed(_)
+        | ApiError::HeadTimeout
+        | ApiError::BodyTimeout
+        | ApiError::CorrelationInUse
+        | ApiError::LengthRequired
+        | ApiError::UnsupportedMediaType
+        | ApiError::UpgradeRequired
+        | ApiError::WebSocketVersion
+        | ApiError::QueueFull
+        | ApiError::TooManySends
+        | ApiError::TooManyConnections
+        | ApiError::OverBudget
+        | ApiError::ClusterUnavailable => true,
+        #[cfg(feature = "tls")]
+        ApiError::PlainHttpOnTls => true,
+        ApiError::BadRequest(_) | ApiError::Invalid(_) => false,
+    };
+    let mut all: Vec<ApiError> = HttpError::every().into_iter().map(ApiError::Http).collect();
+    all.extend([
+        ApiError::MissingHost,
+        ApiError::Unauthorized,
+        ApiError::OriginRefused,
+        ApiError::DeviceListOff,
+        ApiError::NotFound,
+        ApiError::MethodNotAllowed("POST, OPTIONS"),
+        ApiError::HeadTimeout,
+        ApiError::BodyTimeout,
+        ApiError::CorrelationInUse,
+        ApiError::LengthRequired,
+        ApiError::UnsupportedMediaType,
+        ApiError::UpgradeRequired,
+        ApiError::WebSocketVersion,
+        ApiError::QueueFull,
+        ApiError::TooManySends,
+        ApiError::TooManyConnections,
+        ApiError::OverBudget,
+        ApiError::ClusterUnavailable,
+    ]);
+    #[cfg(feature = "tls")]
+    all.push(ApiError::PlainHttpOnTls);
+    assert!(all.iter().all(placed));
+    all
+}
+
+#[test]
+fn every_refusal_is_in_the_refusals_table_as_it_is_written() {
+    use crate::wire::http::response::Persist;
+    for refusal in every_refusal() {
+        let mut out = Vec::new();
+        refusal.write(&mut out, Persist::KeepAlive, false);
+        let text = String::from_utf8(out).expect("ASCII answer");
+        let (head, body) = text.split_once("\r\n\r\n").expect("a head and a body");
+        let status = refusal.status();
+        let row = format!("| {status} | `{body}` |");
+        let line = section("2.6")
+            .lines()
+            .find(|l| l.starts_with(&row))
+            .unwrap_or_else(|| {
+                panic!("{refusal:?} is not documented: docs/protocol.md §2.6 has no row {row}")
+            });
+        let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+        let closes = if refusal.closes_connection() {
+            "yes"
+        } else {
+            "no"
+        };
+        assert_eq!(
+            cells.get(4),
+            Some(&closes),
+            "{refusal:?}: the closes column of {line}"
+        );
+        for field in head.lines().skip(1) {
+            let name = field.split(':').next().unwrap_or_default();
+            if ["Content-Type", "Content-Length", "Connection"].contains(&name) {
+                continue;
+            }
+            let extra = cells.get(3).copied().unwrap_or_default();
+            assert!(
+                extra.contains(field),
+                "{refusal:?}: §2.6's extra headers `{extra}` lack `{field}`"
+            );
+        }
+    }
 }

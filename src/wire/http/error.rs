@@ -2,54 +2,58 @@
 
 use std::fmt;
 
-/// A framing, head or query error; each maps to one status and one `{"detail": ...}` text.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum HttpError {
-    /// The request line or a header line breaks the HTTP/1.1 grammar (includes obsolete
-    /// line folding, a space before a header's colon, a bare CR). 400.
-    Malformed,
-    /// The request line has a method and a target but no HTTP version (HTTP/0.9 style). 400.
-    MissingVersion,
-    /// The target is not origin-form (`/...`), absolute-form (`http://...`) or `*` with OPTIONS. 400.
-    BadTarget,
-    /// The request target is longer than `MAX_TARGET_BYTES`. 414.
-    UriTooLong,
-    /// The request head is longer than `MAX_HEAD_BYTES`. 431.
-    HeadTooLarge,
-    /// The request head has more than `MAX_HEADERS` header fields. 431.
-    TooManyHeaders,
-    /// The request line names a version other than HTTP/1.0 or HTTP/1.1. 505.
-    VersionNotSupported,
-    /// A `Content-Length` that is not a plain decimal number fitting in 64 bits. 400.
-    BadContentLength,
-    /// Several `Content-Length` values that differ. 400.
-    ConflictingContentLength,
-    /// `Content-Length` together with `Transfer-Encoding` (request smuggling). 400.
-    ContentLengthWithTransferEncoding,
-    /// A `Transfer-Encoding` other than exactly one `chunked`. 400.
-    UnsupportedTransferEncoding,
-    /// `Transfer-Encoding` in an HTTP/1.0 request, whose framing is then faulty (RFC 9112 §6.1). 400.
-    TransferEncodingInHttp10,
-    /// A header field that must appear once (`Host`, `Content-Type`, `Authorization`, `Origin`,
-    /// `Sec-WebSocket-Key`, `Sec-WebSocket-Version`) appears several times. 400.
-    DuplicateHeader,
-    /// The body is, or is announced to be, larger than `max_body_bytes`. 413.
-    BodyTooLarge,
-    /// A chunk-size line that is not 1..=16 hex digits followed by CRLF or an extension. 400.
-    BadChunkSize,
-    /// A chunk extension holding a control character or a bare LF. 400.
-    BadChunkExtension,
-    /// A chunk extension longer than `MAX_CHUNK_EXT_BYTES`. 400.
-    ChunkExtensionTooLong,
-    /// Chunk data not followed by CRLF. 400.
-    MissingChunkDelimiter,
-    /// A trailer line that is not `name: value` CRLF. 400.
-    BadTrailer,
-    /// A trailer section longer than `MAX_TRAILER_BYTES`. 431.
-    TrailersTooLarge,
-    /// A query string with an invalid percent escape or decoding to invalid UTF-8. 400, keeps
-    /// the connection (the request itself is well framed).
-    BadQuery,
+use crate::wire::listed::listed;
+
+listed! {
+    /// A framing, head or query error; each maps to one status and one `{"detail": ...}` text.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum HttpError {
+        /// The request line or a header line breaks the HTTP/1.1 grammar (includes obsolete
+        /// line folding, a space before a header's colon, a bare CR). 400.
+        Malformed,
+        /// The request line has a method and a target but no HTTP version (HTTP/0.9 style). 400.
+        MissingVersion,
+        /// The target is not origin-form (`/...`), absolute-form (`http://...`) or `*` with OPTIONS. 400.
+        BadTarget,
+        /// The request target is longer than `MAX_TARGET_BYTES`. 414.
+        UriTooLong,
+        /// The request head is longer than `MAX_HEAD_BYTES`. 431.
+        HeadTooLarge,
+        /// The request head has more than `MAX_HEADERS` header fields. 431.
+        TooManyHeaders,
+        /// The request line names a version other than HTTP/1.0 or HTTP/1.1. 505.
+        VersionNotSupported,
+        /// A `Content-Length` that is not a plain decimal number fitting in 64 bits. 400.
+        BadContentLength,
+        /// Several `Content-Length` values that differ. 400.
+        ConflictingContentLength,
+        /// `Content-Length` together with `Transfer-Encoding` (request smuggling). 400.
+        ContentLengthWithTransferEncoding,
+        /// A `Transfer-Encoding` other than exactly one `chunked`. 400.
+        UnsupportedTransferEncoding,
+        /// `Transfer-Encoding` in an HTTP/1.0 request, whose framing is then faulty (RFC 9112 §6.1). 400.
+        TransferEncodingInHttp10,
+        /// A header field that must appear once (`Host`, `Content-Type`, `Authorization`, `Origin`,
+        /// `Sec-WebSocket-Key`, `Sec-WebSocket-Version`) appears several times. 400.
+        DuplicateHeader,
+        /// The body is, or is announced to be, larger than `max_body_bytes`. 413.
+        BodyTooLarge,
+        /// A chunk-size line that is not 1..=16 hex digits followed by CRLF or an extension. 400.
+        BadChunkSize,
+        /// A chunk extension holding a control character or a bare LF. 400.
+        BadChunkExtension,
+        /// A chunk extension longer than `MAX_CHUNK_EXT_BYTES`. 400.
+        ChunkExtensionTooLong,
+        /// Chunk data not followed by CRLF. 400.
+        MissingChunkDelimiter,
+        /// A trailer line that is not `name: value` CRLF. 400.
+        BadTrailer,
+        /// A trailer section longer than `MAX_TRAILER_BYTES`. 431.
+        TrailersTooLarge,
+        /// A query string with an invalid percent escape or decoding to invalid UTF-8. 400, keeps
+        /// the connection (the request itself is well framed).
+        BadQuery,
+    }
 }
 
 impl HttpError {
@@ -126,30 +130,6 @@ impl std::error::Error for HttpError {}
 mod tests {
     use super::*;
 
-    const ALL: [HttpError; 21] = [
-        HttpError::Malformed,
-        HttpError::MissingVersion,
-        HttpError::BadTarget,
-        HttpError::UriTooLong,
-        HttpError::HeadTooLarge,
-        HttpError::TooManyHeaders,
-        HttpError::VersionNotSupported,
-        HttpError::BadContentLength,
-        HttpError::ConflictingContentLength,
-        HttpError::ContentLengthWithTransferEncoding,
-        HttpError::UnsupportedTransferEncoding,
-        HttpError::TransferEncodingInHttp10,
-        HttpError::DuplicateHeader,
-        HttpError::BodyTooLarge,
-        HttpError::BadChunkSize,
-        HttpError::BadChunkExtension,
-        HttpError::ChunkExtensionTooLong,
-        HttpError::MissingChunkDelimiter,
-        HttpError::BadTrailer,
-        HttpError::TrailersTooLarge,
-        HttpError::BadQuery,
-    ];
-
     #[test]
     fn statuses_follow_the_spec() {
         assert_eq!(HttpError::UriTooLong.status(), 414);
@@ -162,7 +142,7 @@ mod tests {
 
     #[test]
     fn only_query_errors_keep_the_connection() {
-        for e in ALL {
+        for e in HttpError::every() {
             let keeps = matches!(e, HttpError::BadQuery);
             assert_eq!(e.closes_connection(), !keeps, "{e:?}");
         }
@@ -170,10 +150,11 @@ mod tests {
 
     #[test]
     fn details_are_distinct_and_json_safe() {
-        for (i, a) in ALL.iter().enumerate() {
+        let all = HttpError::every();
+        for (i, a) in all.iter().enumerate() {
             assert!(!a.detail().is_empty());
             assert!(!a.detail().contains(['"', '\\']), "{a:?}");
-            for b in ALL.iter().skip(i + 1) {
+            for b in all.iter().skip(i + 1) {
                 assert_ne!(a.detail(), b.detail(), "{a:?} vs {b:?}");
             }
         }
