@@ -10,7 +10,7 @@ pub(crate) mod io;
 pub mod listener;
 pub(crate) mod session;
 pub(crate) mod socket;
-pub mod state;
+pub(crate) mod state;
 pub(crate) mod stream;
 #[cfg(feature = "tls")]
 pub(crate) mod tls;

@@ -18,11 +18,11 @@ use crate::hub::Hub;
 use crate::wire::mailbox_file::{self, Damage, Reader, Writer};
 
 /// The mailbox's file in the state directory.
-pub const MAILBOX_FILE: &str = "mailbox.bin";
+pub(crate) const MAILBOX_FILE: &str = "mailbox.bin";
 /// Where it is written before the rename.
-pub const MAILBOX_TEMP_FILE: &str = "mailbox.bin.tmp";
+pub(crate) const MAILBOX_TEMP_FILE: &str = "mailbox.bin.tmp";
 /// What a damaged file is renamed to, followed by the Unix time.
-pub const SET_ASIDE_SUFFIX: &str = ".corrupt-";
+pub(crate) const SET_ASIDE_SUFFIX: &str = ".corrupt-";
 
 /// Reads the mailbox back from `dir` at start, if a file is there; never fails the start.
 pub(crate) fn load(hub: &Hub, dir: &Path) {

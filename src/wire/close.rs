@@ -6,7 +6,7 @@ use super::listed::listed;
 listed! {
     /// Why wssed closes a device's session with a close frame of its own.
     #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-    pub enum Close {
+    pub(crate) enum Close {
         /// The daemon is shutting down.
         ShuttingDown,
         /// The device broke the WebSocket protocol.
@@ -30,7 +30,7 @@ listed! {
 
 impl Close {
     /// The close code.
-    pub fn code(self) -> u16 {
+    pub(crate) fn code(self) -> u16 {
         match self {
             Close::ShuttingDown => 1001,
             Close::ProtocolError => 1002,
@@ -43,7 +43,7 @@ impl Close {
     }
 
     /// The reason text.
-    pub fn reason(self) -> &'static str {
+    pub(crate) fn reason(self) -> &'static str {
         match self {
             Close::ShuttingDown => "Server shutting down",
             Close::ProtocolError => "Protocol error",

@@ -11,20 +11,18 @@ use std::ops::Range;
 use super::ascii::{hex_digit, hex_value};
 use super::limits::{MAX_BATCH_ITEMS, MAX_CORRELATION_ID_BYTES, MAX_USER_ID_BYTES};
 
-/// The first token of every subject wssed uses.
-pub const SUBJECT_ROOT: &str = "wssed";
 /// Where nodes announce themselves (heartbeats, and a goodbye on a clean stop).
-pub const NODES_SUBJECT: &str = "wssed.nodes";
+pub(crate) const NODES_SUBJECT: &str = "wssed.nodes";
 /// Longest node name, in bytes.
-pub const MAX_NODE_NAME_BYTES: usize = 64;
+pub(crate) const MAX_NODE_NAME_BYTES: usize = 64;
 /// Most frames one push request carries: a batch's items for one device.
-pub const MAX_FRAMES_PER_REQUEST: usize = MAX_BATCH_ITEMS;
+pub(crate) const MAX_FRAMES_PER_REQUEST: usize = MAX_BATCH_ITEMS;
 /// Bytes a push request adds to each frame (its length).
-pub const FRAME_PREFIX_BYTES: usize = 4;
+pub(crate) const FRAME_PREFIX_BYTES: usize = 4;
 
 /// What a message on a device's subject asks of the node that holds the device.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Op {
+pub(crate) enum Op {
     /// Deliver frames (a push, or a batch's items for the device).
     Push,
     /// Open or close a `/sse/send` stream.
@@ -35,7 +33,7 @@ pub enum Op {
 
 impl Op {
     /// The subject's last token.
-    pub fn token(self) -> &'static str {
+    pub(crate) fn token(self) -> &'static str {
         match self {
             Op::Push => "push",
             Op::Send => "send",
@@ -66,7 +64,7 @@ fn push_user_token(out: &mut String, user: &str) {
 }
 
 /// The subject of `op` for `user`: `wssed.dev.<hex of the id's bytes>.<op>`.
-pub fn device_subject(user: &str, op: Op) -> String {
+pub(crate) fn device_subject(user: &str, op: Op) -> String {
     let mut s = String::with_capacity(DEVICE_PREFIX.len() + 2 * user.len() + 6);
     s.push_str(DEVICE_PREFIX);
     push_user_token(&mut s, user);
@@ -77,7 +75,7 @@ pub fn device_subject(user: &str, op: Op) -> String {
 
 /// What a node subscribes to while `user` is connected to it: every op for that user. The
 /// subscription is the device's presence in the cluster.
-pub fn presence_subject(user: &str) -> String {
+pub(crate) fn presence_subject(user: &str) -> String {
     let mut s = String::with_capacity(DEVICE_PREFIX.len() + 2 * user.len() + 2);
     s.push_str(DEVICE_PREFIX);
     push_user_token(&mut s, user);
@@ -96,7 +94,7 @@ fn lower_hex_value(b: u8) -> Option<u8> {
 
 /// The user id and op a device subject names; `None` for any other subject, an odd or
 /// uppercase token, or bytes that are no user id (not UTF-8, too long, empty).
-pub fn parse_device_subject(subject: &str) -> Option<(String, Op)> {
+pub(crate) fn parse_device_subject(subject: &str) -> Option<(String, Op)> {
     let rest = subject.strip_prefix(DEVICE_PREFIX)?;
     let (token, op) = rest.split_once('.')?;
     let op = Op::from_token(op)?;
@@ -112,7 +110,7 @@ pub fn parse_device_subject(subject: &str) -> Option<(String, Op)> {
 }
 
 /// True for a usable node name: 1–64 bytes of `[A-Za-z0-9_.-]` (a host name fits).
-pub fn is_valid_node_name(name: &str) -> bool {
+pub(crate) fn is_valid_node_name(name: &str) -> bool {
     (1..=MAX_NODE_NAME_BYTES).contains(&name.len())
         && name
             .bytes()
@@ -121,13 +119,13 @@ pub fn is_valid_node_name(name: &str) -> bool {
 
 /// A payload that does not follow this module's formats.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Malformed;
+pub(crate) struct Malformed;
 
 /// What every request to a device's subjects starts with: who sent it and when, so that the
 /// device's node can drop a request that reaches it after its sender gave up on it (one that
 /// waited in the sender's client while its link to NATS was down, say).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RequestHeader<'a> {
+pub(crate) struct RequestHeader<'a> {
     /// When it was sent, milliseconds since the Unix epoch on the sender's clock.
     pub sent_ms: u64,
     /// The sender's node name.
@@ -136,7 +134,7 @@ pub struct RequestHeader<'a> {
 
 /// Appends a request header: the time (8 bytes, big-endian), the node name's length (1 byte),
 /// the node name.
-pub fn encode_request_header(header: RequestHeader<'_>, out: &mut Vec<u8>) {
+pub(crate) fn encode_request_header(header: RequestHeader<'_>, out: &mut Vec<u8>) {
     out.extend_from_slice(&header.sent_ms.to_be_bytes());
     // Node names are at most 64 bytes.
     out.push(u8::try_from(header.node.len()).unwrap_or(u8::MAX));
@@ -144,7 +142,9 @@ pub fn encode_request_header(header: RequestHeader<'_>, out: &mut Vec<u8>) {
 }
 
 /// Splits a request into its header and the rest; the rest starts at the returned offset.
-pub fn split_request_header(payload: &[u8]) -> Result<(RequestHeader<'_>, usize), Malformed> {
+pub(crate) fn split_request_header(
+    payload: &[u8],
+) -> Result<(RequestHeader<'_>, usize), Malformed> {
     let time: [u8; 8] = payload
         .get(..8)
         .ok_or(Malformed)?
@@ -165,8 +165,10 @@ pub fn split_request_header(payload: &[u8]) -> Result<(RequestHeader<'_>, usize)
     ))
 }
 
-/// Appends one frame of a push request: its length (4 bytes, big-endian), then its bytes.
-pub fn encode_frame(frame: &[u8], out: &mut Vec<u8>) {
+/// Appends one frame of a push request: its length (4 bytes, big-endian), then its bytes. The
+/// tests' encoder: `app::remote` writes the same format in place, splicing the frame first.
+#[cfg(test)]
+pub(crate) fn encode_frame(frame: &[u8], out: &mut Vec<u8>) {
     // Frames are bounded by max_body_bytes (64 MiB at most), far under u32::MAX.
     let len = u32::try_from(frame.len()).unwrap_or(u32::MAX);
     out.extend_from_slice(&len.to_be_bytes());
@@ -174,7 +176,7 @@ pub fn encode_frame(frame: &[u8], out: &mut Vec<u8>) {
 }
 
 /// Where each frame of a push request lies in `payload`, in order.
-pub fn frame_ranges(payload: &[u8]) -> Result<Vec<Range<usize>>, Malformed> {
+pub(crate) fn frame_ranges(payload: &[u8]) -> Result<Vec<Range<usize>>, Malformed> {
     let mut ranges = Vec::new();
     let mut at = 0;
     while at < payload.len() {
@@ -201,7 +203,7 @@ pub fn frame_ranges(payload: &[u8]) -> Result<Vec<Range<usize>>, Malformed> {
 /// What became of one frame on the node that holds its device: the same outcomes as a push
 /// to a local device (docs/protocol.md §5.2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Delivery {
+pub(crate) enum Delivery {
     /// Written to the device's socket.
     Delivered,
     /// The device left before the write (or was never there).
@@ -234,12 +236,12 @@ impl Delivery {
 }
 
 /// The reply to a push request: one byte per frame, in the request's order.
-pub fn encode_deliveries(outcomes: &[Delivery]) -> Vec<u8> {
+pub(crate) fn encode_deliveries(outcomes: &[Delivery]) -> Vec<u8> {
     outcomes.iter().map(|d| d.tag()).collect()
 }
 
 /// The outcomes of a push request of `frames` frames.
-pub fn decode_deliveries(payload: &[u8], frames: usize) -> Result<Vec<Delivery>, Malformed> {
+pub(crate) fn decode_deliveries(payload: &[u8], frames: usize) -> Result<Vec<Delivery>, Malformed> {
     if payload.len() != frames {
         return Err(Malformed);
     }
@@ -251,7 +253,7 @@ pub fn decode_deliveries(payload: &[u8], frames: usize) -> Result<Vec<Delivery>,
 
 /// A message on a device's `send` subject.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SendRequest<'a> {
+pub(crate) enum SendRequest<'a> {
     /// Open a stream: queue `frame` for the device and relay its answers correlated by `cid`
     /// to the message's reply subject.
     Open {
@@ -276,7 +278,7 @@ fn push_cid(tag: u8, cid: &str, out: &mut Vec<u8>) {
 }
 
 /// Appends a send request.
-pub fn encode_send(request: SendRequest<'_>, out: &mut Vec<u8>) {
+pub(crate) fn encode_send(request: SendRequest<'_>, out: &mut Vec<u8>) {
     match request {
         SendRequest::Open { cid, frame } => {
             push_cid(b'o', cid, out);
@@ -287,7 +289,7 @@ pub fn encode_send(request: SendRequest<'_>, out: &mut Vec<u8>) {
 }
 
 /// Reads a send request.
-pub fn decode_send(payload: &[u8]) -> Result<SendRequest<'_>, Malformed> {
+pub(crate) fn decode_send(payload: &[u8]) -> Result<SendRequest<'_>, Malformed> {
     let (&tag, rest) = payload.split_first().ok_or(Malformed)?;
     let (&len, rest) = rest.split_first().ok_or(Malformed)?;
     let len = usize::from(len);
@@ -306,7 +308,7 @@ pub fn decode_send(payload: &[u8]) -> Result<SendRequest<'_>, Malformed> {
 
 /// Why a stream could not be opened on the device's node (docs/protocol.md §7.2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SendRefusal {
+pub(crate) enum SendRefusal {
     /// The correlation id is waiting there already (409).
     InUse,
     /// `max_pending_sends` streams are open there (503).
@@ -321,7 +323,7 @@ pub enum SendRefusal {
 
 /// What the device's node tells the node the upstream called, on the stream's reply subject.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StreamMsg<'a> {
+pub(crate) enum StreamMsg<'a> {
     /// The request is queued for the device: answers follow.
     Opened,
     /// The request was refused; nothing follows.
@@ -341,7 +343,7 @@ pub enum StreamMsg<'a> {
 }
 
 /// Appends a stream message.
-pub fn encode_stream(msg: StreamMsg<'_>, out: &mut Vec<u8>) {
+pub(crate) fn encode_stream(msg: StreamMsg<'_>, out: &mut Vec<u8>) {
     match msg {
         StreamMsg::Opened => out.push(b'O'),
         StreamMsg::Refused(why) => out.push(match why {
@@ -361,7 +363,7 @@ pub fn encode_stream(msg: StreamMsg<'_>, out: &mut Vec<u8>) {
 }
 
 /// Reads a stream message.
-pub fn decode_stream(payload: &[u8]) -> Result<StreamMsg<'_>, Malformed> {
+pub(crate) fn decode_stream(payload: &[u8]) -> Result<StreamMsg<'_>, Malformed> {
     let (&tag, rest) = payload.split_first().ok_or(Malformed)?;
     let bare = |msg| {
         if rest.is_empty() {
@@ -390,7 +392,7 @@ pub fn decode_stream(payload: &[u8]) -> Result<StreamMsg<'_>, Malformed> {
 /// Identifies a device session in the cluster, and orders two sessions of one user id when
 /// neither is the plain older one (see [`holder_yields`]).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Stamp {
+pub(crate) struct Stamp {
     /// When the session was registered, nanoseconds since the Unix epoch on its node's clock.
     pub nanos: u64,
     /// Its node's name.
@@ -401,7 +403,7 @@ pub struct Stamp {
 
 /// A node telling the others that it has a session for a user id.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Claim {
+pub(crate) struct Claim {
     /// The session was settled already: this claim is made again after the node's link to
     /// NATS came back (duplicates may have been accepted while the nodes could not talk).
     pub established: bool,
@@ -410,7 +412,7 @@ pub struct Claim {
 }
 
 /// Appends a claim: tag, the two numbers (8 bytes each, big-endian), then the node name.
-pub fn encode_claim(claim: &Claim, out: &mut Vec<u8>) {
+pub(crate) fn encode_claim(claim: &Claim, out: &mut Vec<u8>) {
     out.push(if claim.established { b'E' } else { b'A' });
     out.extend_from_slice(&claim.stamp.nanos.to_be_bytes());
     out.extend_from_slice(&claim.stamp.session.to_be_bytes());
@@ -418,7 +420,7 @@ pub fn encode_claim(claim: &Claim, out: &mut Vec<u8>) {
 }
 
 /// Reads a claim.
-pub fn decode_claim(payload: &[u8]) -> Result<Claim, Malformed> {
+pub(crate) fn decode_claim(payload: &[u8]) -> Result<Claim, Malformed> {
     let (&tag, rest) = payload.split_first().ok_or(Malformed)?;
     let established = match tag {
         b'E' => true,
@@ -447,7 +449,7 @@ pub fn decode_claim(payload: &[u8]) -> Result<Claim, Malformed> {
 
 /// The answer of a node that holds a session for a claimed user id.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ClaimReply {
+pub(crate) enum ClaimReply {
     /// The holder closed its session: the claimer keeps its own.
     Released,
     /// The holder keeps its session: the claimer closes its own.
@@ -456,7 +458,7 @@ pub enum ClaimReply {
 
 impl ClaimReply {
     /// The reply's payload.
-    pub fn encode(self) -> &'static [u8] {
+    pub(crate) fn encode(self) -> &'static [u8] {
         match self {
             ClaimReply::Released => b"released",
             ClaimReply::Taken => b"taken",
@@ -464,7 +466,7 @@ impl ClaimReply {
     }
 
     /// Reads a reply.
-    pub fn decode(payload: &[u8]) -> Result<ClaimReply, Malformed> {
+    pub(crate) fn decode(payload: &[u8]) -> Result<ClaimReply, Malformed> {
         match payload {
             b"released" => Ok(ClaimReply::Released),
             b"taken" => Ok(ClaimReply::Taken),
@@ -482,7 +484,7 @@ impl ClaimReply {
 /// sessions (accepted while the nodes could not reach NATS) are ordered by their stamps:
 /// `reject` keeps the smaller, `replace` the larger. Both sides compute the same answer from
 /// the same two stamps, so exactly one session survives, whatever the clocks say.
-pub fn holder_yields(newest_wins: bool, holder: &Claim, claimer: &Claim) -> bool {
+pub(crate) fn holder_yields(newest_wins: bool, holder: &Claim, claimer: &Claim) -> bool {
     let claimer_is_newer = match (holder.established, claimer.established) {
         (true, false) => true,
         (false, true) => false,
@@ -493,7 +495,7 @@ pub fn holder_yields(newest_wins: bool, holder: &Claim, claimer: &Claim) -> bool
 
 /// What a heartbeat says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Beat {
+pub(crate) enum Beat {
     /// The node is there (every few seconds).
     Alive,
     /// The node just connected: the others answer with `Alive` at once.
@@ -504,7 +506,7 @@ pub enum Beat {
 
 /// A node's heartbeat.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Heartbeat<'a> {
+pub(crate) struct Heartbeat<'a> {
     /// The node's name.
     pub node: &'a str,
     /// What it says.
@@ -515,7 +517,7 @@ pub struct Heartbeat<'a> {
 }
 
 /// Appends a heartbeat: tag, clock (8 bytes, big-endian), node name.
-pub fn encode_heartbeat(heartbeat: Heartbeat<'_>, out: &mut Vec<u8>) {
+pub(crate) fn encode_heartbeat(heartbeat: Heartbeat<'_>, out: &mut Vec<u8>) {
     out.push(match heartbeat.beat {
         Beat::Alive => b'h',
         Beat::Hello => b'n',
@@ -526,7 +528,7 @@ pub fn encode_heartbeat(heartbeat: Heartbeat<'_>, out: &mut Vec<u8>) {
 }
 
 /// Reads a heartbeat.
-pub fn decode_heartbeat(payload: &[u8]) -> Result<Heartbeat<'_>, Malformed> {
+pub(crate) fn decode_heartbeat(payload: &[u8]) -> Result<Heartbeat<'_>, Malformed> {
     let (&tag, rest) = payload.split_first().ok_or(Malformed)?;
     let beat = match tag {
         b'h' => Beat::Alive,

@@ -4,7 +4,7 @@
 
 /// A rule of RFC 6455 §5.2 a device broke.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Violation {
+pub(crate) enum Violation {
     /// A 64-bit payload length with its most significant bit set ("MUST be 0").
     LengthMsb,
 }
@@ -22,7 +22,7 @@ enum State {
 
 /// Follows the frames of one device's stream.
 #[derive(Debug, Clone)]
-pub struct FrameWatch {
+pub(crate) struct FrameWatch {
     state: State,
     /// Payload bytes announced by the data frames of the message being received.
     message: u64,
@@ -48,7 +48,7 @@ impl Default for FrameWatch {
 
 impl FrameWatch {
     /// Takes the next bytes the device sent, in order; the stream may be split anywhere.
-    pub fn feed(&mut self, mut bytes: &[u8]) -> Result<(), Violation> {
+    pub(crate) fn feed(&mut self, mut bytes: &[u8]) -> Result<(), Violation> {
         while !bytes.is_empty() {
             match &mut self.state {
                 State::Broken(v) => return Err(*v),
@@ -89,13 +89,13 @@ impl FrameWatch {
 
     /// Payload bytes announced so far by the data frames of the message being received: what
     /// the WebSocket layer will buffer for it. Back to 0 once its last frame has passed.
-    pub fn message_bytes(&self) -> u64 {
+    pub(crate) fn message_bytes(&self) -> u64 {
         self.message
     }
 
     /// True when the message being received came in more than one data frame (the layer
     /// above then also assembles the frames into one message).
-    pub fn fragmented(&self) -> bool {
+    pub(crate) fn fragmented(&self) -> bool {
         self.fragmented
     }
 
@@ -163,14 +163,14 @@ impl FrameWatch {
 
 /// The header of an unmasked text frame with FIN set, as a server sends it (RFC 6455 §5.2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct TextFrameHead {
+pub(crate) struct TextFrameHead {
     bytes: [u8; 10],
     len: usize,
 }
 
 impl TextFrameHead {
     /// The header for a payload of `payload_len` bytes.
-    pub fn new(payload_len: usize) -> TextFrameHead {
+    pub(crate) fn new(payload_len: usize) -> TextFrameHead {
         let mut bytes = [0u8; 10];
         bytes[0] = 0x81;
         let len = match payload_len {
@@ -193,7 +193,7 @@ impl TextFrameHead {
     }
 
     /// The header's bytes.
-    pub fn as_bytes(&self) -> &[u8] {
+    pub(crate) fn as_bytes(&self) -> &[u8] {
         self.bytes.get(..self.len).unwrap_or_default()
     }
 }

@@ -5,11 +5,14 @@
 
 pub(crate) mod ascii;
 pub(crate) mod auth;
-pub mod close;
-pub mod cluster;
+pub(crate) mod close;
+// Built and unit-tested in every build; without the `cluster` feature only its node-name
+// check is used (the settings check `node_name` in every build), so the rest is unused there.
+#[cfg_attr(not(feature = "cluster"), allow(dead_code))]
+pub(crate) mod cluster;
 pub(crate) mod cors;
 pub mod envelope;
-pub mod frames;
+pub(crate) mod frames;
 pub mod http;
 pub mod json;
 pub mod limits;
