@@ -526,6 +526,35 @@ async fn push_503_when_the_device_queue_is_full() {
     );
 }
 
+/// `queue_bytes` bounds a stalled device's queue by bytes even when `queue_depth` would let
+/// thousands of frames wait: the push that does not fit is the contract's 503.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn push_503_when_the_device_queue_is_full_by_bytes() {
+    // Two of stall_device's 60 KB frames fit in 128 KiB; the depth alone would hold 10000.
+    let d = Daemon::start(&[
+        "--queue-depth",
+        "10000",
+        "--queue-bytes",
+        "131072",
+        "--ping-interval-secs",
+        "60",
+        "--pong-timeout-secs",
+        "3",
+    ]);
+    let s = stall_device(&d, StallUntil::QueueFull).await;
+    assert_eq!(s.full().header("retry-after"), Some("1"));
+    assert_eq!(
+        s.full().assert_json(503),
+        json!({"status":"error","message":"User queue full"})
+    );
+    // Two frames queued, one being written: a depth-only cap would have let far more wait.
+    assert!(
+        s.waiting.len() <= 3,
+        "more pushes waiting than 128 KiB of queue holds: {}",
+        s.waiting.len()
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn push_stalled_device_is_dropped_and_waiting_pushes_answered() {
     // docs/protocol.md §4.4: a device that stops reading for pong_timeout_secs is disconnected;
