@@ -287,3 +287,46 @@ async fn a_dead_peers_socket_is_gone_from_the_kernel_when_its_session_ends() {
     .await;
     assert_eq!(d.get("/metrics").await.json()["dead_peers_reset"], 1);
 }
+
+/// Bytes a device sends right behind its upgrade request become tungstenite's read buffer for
+/// the session's life: past the 512 bytes a session is charged for, they are paid for too,
+/// and a session whose early input does not fit the budget is closed 1013 like any other.
+#[tokio::test]
+async fn early_input_behind_an_upgrade_is_paid_for_the_sessions_life() {
+    // A session (8 KiB) and 2 KiB to spare.
+    const BUDGET: u64 = 10 * 1024;
+    let d = Daemon::start(&["--memory-budget-bytes", &BUDGET.to_string()]);
+    // The same budget holds a device that sent nothing early.
+    let plain = RawWs::upgrade(&d, "user_id=plain").await;
+    wait_until(step(), "the plain device registered", || async {
+        d.connections().await == 1
+    })
+    .await;
+    drop(plain);
+    wait_until(step(), "the plain device's charge given back", || async {
+        budget_of(&d).await.1 == 0
+    })
+    .await;
+
+    // The upgrade and 33 masked pings of 100 bytes (3498 bytes) in one write: one read of the
+    // connection's 4 KiB buffer takes them all, about 3 KiB past the session's read buffer.
+    let mut early = upgrade_request("user_id=early");
+    let mask = [0x37u8, 0xfa, 0x21, 0x3d];
+    for _ in 0..33 {
+        early.extend_from_slice(&[0x89, 0x80 | 100]);
+        early.extend_from_slice(&mask);
+        early.extend(
+            std::iter::repeat_n(b'p', 100)
+                .enumerate()
+                .map(|(i, b)| b ^ mask[i % 4]),
+        );
+    }
+    let mut http = d.http().await;
+    http.send(&early).await;
+    assert_eq!(http.read_head().await.status, 101);
+    let mut ws = RawWs { http };
+    assert_eq!(ws.expect_close(step()).await, Some(1013));
+    let (_, used, refused) = budget_of(&d).await;
+    assert_eq!(refused["session"], 1, "{refused}");
+    assert!(used <= BUDGET, "used {used} over the budget {BUDGET}");
+}
