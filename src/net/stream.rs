@@ -108,6 +108,8 @@ async fn relay(
     let mut keepalive = interval_at(Instant::now() + keepalive_every, keepalive_every);
     let event_type = open.event_type.as_deref();
     let mut held = None;
+    // The request's frame was spliced in scratch space: not kept for the stream's life.
+    scratch.shrink();
     let end = loop {
         // Answers first: a final message that arrived just before the device left is relayed.
         // Pipelined requests wait in the buffer, up to a bound and within the budget.
@@ -156,6 +158,8 @@ async fn relay(
         if !io.out.is_empty() && io.flush().await.is_err() {
             break End::UpstreamGone;
         }
+        // A large event's scratch space goes with its charge.
+        scratch.shrink();
         drop(held.take());
     };
     // The id is free before the last event goes out, so a retry that follows it is no 409.
