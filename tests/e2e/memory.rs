@@ -330,3 +330,47 @@ async fn early_input_behind_an_upgrade_is_paid_for_the_sessions_life() {
     assert_eq!(refused["session"], 1, "{refused}");
     assert!(used <= BUDGET, "used {used} over the budget {BUDGET}");
 }
+
+/// An answer of newlines (valid JSON whitespace) becomes an event seven times its size, one
+/// `data:` line per newline, put together in one buffer and copied into another: both are
+/// paid for before they are made, and a stream whose event does not fit ends with the budget's
+/// error event, as when the answer itself does not fit; the device keeps its session.
+#[tokio::test]
+async fn an_answer_whose_event_does_not_fit_the_budget_ends_the_stream() {
+    // The session, the answer while it arrives (twice its 32 KiB) and once held all fit;
+    // its event (about 224 KiB, twice) does not.
+    const BUDGET: u64 = 256 * 1024;
+    let d = Daemon::start(&["--memory-budget-bytes", &BUDGET.to_string()]);
+    let mut dev = d.device("nl").await;
+    let mut s = d
+        .send(&json!({"user_id":"nl","data":{"correlation_id":"n1"},"event_type":"message"}))
+        .await;
+    s.assert_stream_head();
+    dev.recv_json().await;
+    let answer = format!(
+        "{{\"correlation_id\":\"n1\",{}\"is_final\":true}}",
+        "\n".repeat(32 * 1024)
+    );
+    dev.send_text(&answer).await;
+    let ev = s.next_event(step()).await;
+    assert_eq!(
+        ev.json(),
+        json!({"error":"Memory budget exhausted","correlation_id":"n1"}),
+        "an event of {} lines was written",
+        ev.lines
+    );
+    s.expect_end(step()).await;
+    let (_, used, refused) = budget_of(&d).await;
+    assert_eq!(refused["answer"], 1, "{refused}");
+    assert!(used < 32 * 1024, "the answer's charge was kept: {used}");
+    assert_eq!(d.get("/metrics").await.json()["sends_over_budget"], 1);
+    // The session goes on, and a small answer on a new stream gets through.
+    let mut s = d
+        .send(&json!({"user_id":"nl","data":{"correlation_id":"n2"}}))
+        .await;
+    dev.recv_json().await;
+    dev.send_text(r#"{"correlation_id":"n2","is_final":true}"#)
+        .await;
+    assert_eq!(s.next_event(step()).await.json()["correlation_id"], "n2");
+    s.expect_end(step()).await;
+}
