@@ -242,7 +242,8 @@ impl Framing {
         response::write_head(out, 200, Some("text/event-stream"), None, persist, headers);
     }
 
-    /// Appends one event carrying `data`; `event` is scratch space.
+    /// Appends one event carrying `data`; `event` is scratch space. Both grow by exactly
+    /// what the event needs, so [`Framing::event_bytes`] is what they can be charged for.
     pub(crate) fn write_event(
         self,
         out: &mut Vec<u8>,
@@ -251,8 +252,21 @@ impl Framing {
         data: &[u8],
     ) {
         event.clear();
+        event.reserve_exact(sse::event_len(event_type, data));
         sse::write_event(event, event_type, data);
         self.write_bytes(out, event);
+    }
+
+    /// Most bytes one event carrying `data` takes in `out` (and, without the chunk's framing,
+    /// in the scratch space it is put together in): each line of `data` costs `data: ` and a
+    /// newline, so an answer of newlines takes seven times its length.
+    pub(crate) fn event_bytes(self, event_type: Option<&str>, data: &[u8]) -> usize {
+        let event = sse::event_len(event_type, data);
+        if self.chunked {
+            event.saturating_add(response::MAX_CHUNK_FRAMING_BYTES)
+        } else {
+            event
+        }
     }
 
     /// Appends the keepalive comment.
@@ -286,6 +300,7 @@ impl Framing {
     }
 
     fn write_bytes(self, out: &mut Vec<u8>, bytes: &[u8]) {
+        out.reserve_exact(bytes.len() + response::MAX_CHUNK_FRAMING_BYTES);
         if self.chunked {
             response::write_chunk(out, bytes);
         } else {

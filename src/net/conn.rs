@@ -240,6 +240,7 @@ impl Conn {
             };
             drop(in_progress.take());
             self.release_body();
+            self.scratch.shrink();
             self.io.shrink_read();
             match next {
                 Next::KeepAlive => {}

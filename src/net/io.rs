@@ -60,13 +60,37 @@ impl Next {
     }
 }
 
-/// A connection's scratch buffers, reused by every request on it.
+/// Capacity a scratch buffer keeps from one request (or stream event) to the next, in bytes:
+/// a typical frame or event fits; a buffer a large one grew past it is freed after that use.
+/// Three such buffers stay within `CONNECTION_BYTES` beside an idle connection's measured
+/// 9.3 KiB (docs/memory.md).
+pub(crate) const KEPT_SCRATCH_BYTES: usize = 2 * 1024;
+
+/// A connection's scratch buffers, reused by every request on it. They grow with the largest
+/// frame spliced or event put together, while the request's body (or the stream event's
+/// answer charge) is held and paid for, and are shrunk after each request or event.
 #[derive(Default)]
 pub(crate) struct Scratch {
     /// Where an answer's body or an event is put together before it goes into `out`.
     pub(crate) text: Vec<u8>,
     /// Buffers of the push path.
     pub(crate) push: push::Scratch,
+}
+
+impl Scratch {
+    /// Frees the buffers a large request or event grew past `KEPT_SCRATCH_BYTES`, so that a
+    /// keep-alive connection does not hold its largest request's worth for its life.
+    pub(crate) fn shrink(&mut self) {
+        if self.text.capacity() > KEPT_SCRATCH_BYTES {
+            self.text = Vec::new();
+        }
+        if self.push.frame.capacity() > KEPT_SCRATCH_BYTES {
+            self.push.frame = Vec::new();
+        }
+        if self.push.text.capacity() > KEPT_SCRATCH_BYTES {
+            self.push.text = String::new();
+        }
+    }
 }
 
 /// The peer is gone or stopped reading: nothing more can be said on this connection.
@@ -270,5 +294,30 @@ impl Io {
         hub.metrics.response(err.status());
         self.flush().await?;
         Ok(keep)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scratch_grown_by_a_large_request_is_freed_and_a_small_one_kept() {
+        let mut scratch = Scratch::default();
+        scratch.text.extend_from_slice(&[b'\n'; 200 * 1024]);
+        scratch.push.frame.extend_from_slice(&[b'x'; 64 * 1024]);
+        scratch
+            .push
+            .text
+            .push_str(&"y".repeat(KEPT_SCRATCH_BYTES + 1));
+        scratch.shrink();
+        assert_eq!(scratch.text.capacity(), 0);
+        assert_eq!(scratch.push.frame.capacity(), 0);
+        assert_eq!(scratch.push.text.capacity(), 0);
+        // A buffer within the kept size stays allocated for the next request.
+        scratch.push.frame.reserve_exact(KEPT_SCRATCH_BYTES);
+        let kept = scratch.push.frame.capacity();
+        scratch.shrink();
+        assert_eq!(scratch.push.frame.capacity(), kept);
     }
 }

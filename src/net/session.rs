@@ -82,14 +82,23 @@ enum Ending {
     Close(Close),
 }
 
+/// Bytes of a session's early input (read past its upgrade request) beyond the read buffer
+/// `SESSION_BYTES` already counts: tungstenite adopts that buffer as its own and never shrinks it.
+fn leftover_bytes(leftover: &Vec<u8>) -> usize {
+    leftover.capacity().saturating_sub(WS_READ_BUFFER_BYTES)
+}
+
 /// Runs a device session on an upgraded stream; `leftover` holds bytes read past the head.
 pub(crate) async fn run(stream: Socket, leftover: Vec<u8>, upgrade: Upgrade, hub: Arc<Hub>) {
     let config = ws_config(&hub.config);
     let (stream, early) = Watched::new(stream, &leftover, hub.budget, hub.config.max_message_bytes);
+    // `leftover` becomes tungstenite's read buffer and keeps its capacity for the session's
+    // life: what it holds past the buffer SESSION_BYTES counts is paid for as long.
+    let session_bytes = SESSION_BYTES + leftover_bytes(&leftover);
     let mut ws =
         WebSocketStream::from_partially_read(stream, leftover, Role::Server, Some(config)).await;
     let user = upgrade.user_id;
-    let Ok(_session_charge) = hub.budget.charge(SESSION_BYTES, Use::Session) else {
+    let Ok(_session_charge) = hub.budget.charge(session_bytes, Use::Session) else {
         log::warn!("device {user}: refused, memory budget exhausted");
         close(&mut ws, Close::OverBudget).await;
         return;

@@ -7,6 +7,7 @@ use tokio::time::{interval_at, sleep_until, Instant};
 
 use super::io::{Io, Next, Scratch, MAX_PIPELINED_BYTES};
 use crate::app::send::{End, Framing, Open, Start};
+use crate::hub::budget::{heap_bytes, Use};
 use crate::hub::streams::{Overflow, StreamEvent};
 use crate::hub::{self, Hub};
 use crate::ops::settings::secs;
@@ -108,6 +109,8 @@ async fn relay(
     let mut keepalive = interval_at(Instant::now() + keepalive_every, keepalive_every);
     let event_type = open.event_type.as_deref();
     let mut held = None;
+    // The request's frame was spliced in scratch space: not kept for the stream's life.
+    scratch.shrink();
     let end = loop {
         // Answers first: a final message that arrived just before the device left is relayed.
         // Pipelined requests wait in the buffer, up to a bound and within the budget.
@@ -126,12 +129,20 @@ async fn relay(
             Wake::Event(Some(StreamEvent::Message {
                 text,
                 is_final,
-                charge,
+                mut charge,
             })) => {
                 deadline = Instant::now() + send_timeout;
-                framing.write_event(&mut io.out, &mut scratch.text, event_type, text.as_bytes());
                 open.answers.rx.buffered.taken(text.len());
-                // The answer's charge pays for its copy in `out` until that is written.
+                // The event is put together in scratch space and copied into `out`, each line
+                // of the answer with `data: ` and a newline: both copies are paid for, beside
+                // the answer, before they are made, and held until `out` is written.
+                let event = framing.event_bytes(event_type, text.as_bytes());
+                let total =
+                    heap_bytes(text.len()).saturating_add(heap_bytes(event).saturating_mul(2));
+                if charge.grow_to(total, Use::Answer).is_err() {
+                    break End::OverBudget;
+                }
+                framing.write_event(&mut io.out, &mut scratch.text, event_type, text.as_bytes());
                 held = Some(charge);
                 if is_final {
                     break End::Final;
@@ -156,6 +167,8 @@ async fn relay(
         if !io.out.is_empty() && io.flush().await.is_err() {
             break End::UpstreamGone;
         }
+        // A large event's scratch space goes with its charge.
+        scratch.shrink();
         drop(held.take());
     };
     // The id is free before the last event goes out, so a retry that follows it is no 409.

@@ -21,7 +21,8 @@ pub const MIN_DERIVED_BUDGET_BYTES: u64 = 4 * MIB;
 /// tables' touched pages), rounded up from docs/memory.md's measurements.
 pub const FIXED_BYTES: u64 = 8 * MIB;
 /// Held outside the budget per TCP connection the cap allows: the task, its own read and
-/// answer buffers, the socket's state (docs/memory.md; growth past them is charged).
+/// answer buffers, its scratch buffers as kept between requests (at most 2 KiB each), the
+/// socket's state (docs/memory.md; growth past them is charged, or freed after its request).
 pub const CONNECTION_BYTES: u64 = 16 * 1024;
 /// What a device session is charged for its life besides its queued frames and a large
 /// inbound message: the task, tungstenite's state and 512-byte read buffer, the queue's link and

@@ -9,34 +9,59 @@ use crate::wire::json;
 /// `event_type` comes from a validated envelope and holds no line break; should one slip in, the
 /// line is cut there so the stream's framing cannot be broken.
 pub fn write_event(out: &mut Vec<u8>, event_type: Option<&str>, data: &[u8]) {
-    if let Some(t) = event_type {
-        let t = t.as_bytes();
-        let t = t
-            .iter()
-            .position(|&c| c == b'\r' || c == b'\n')
-            .and_then(|end| t.get(..end))
-            .unwrap_or(t);
-        if !t.is_empty() {
-            out.extend_from_slice(b"event: ");
-            out.extend_from_slice(t);
-            out.push(b'\n');
-        }
-    }
-    let mut rest = data;
-    loop {
-        let end = rest.iter().position(|&c| c == b'\r' || c == b'\n');
-        out.extend_from_slice(b"data: ");
-        out.extend_from_slice(end.and_then(|e| rest.get(..e)).unwrap_or(rest));
+    let t = event_type_line(event_type);
+    if !t.is_empty() {
+        out.extend_from_slice(b"event: ");
+        out.extend_from_slice(t);
         out.push(b'\n');
-        let Some(end) = end else { break };
+    }
+    for line in DataLines(Some(data)) {
+        out.extend_from_slice(b"data: ");
+        out.extend_from_slice(line);
+        out.push(b'\n');
+    }
+    out.push(b'\n');
+}
+
+/// The bytes [`write_event`] appends for the same arguments: each line of `data` costs
+/// `data: ` and a newline, so an event can be several times longer than its data.
+pub fn event_len(event_type: Option<&str>, data: &[u8]) -> usize {
+    let t = event_type_line(event_type);
+    let head = if t.is_empty() { 0 } else { t.len() + 8 };
+    DataLines(Some(data))
+        .map(|line| line.len() + 7)
+        .fold(head + 1, usize::saturating_add)
+}
+
+/// `event_type` up to its first line break, if any.
+fn event_type_line(event_type: Option<&str>) -> &[u8] {
+    let t = event_type.map(str::as_bytes).unwrap_or_default();
+    t.iter()
+        .position(|&c| c == b'\r' || c == b'\n')
+        .and_then(|end| t.get(..end))
+        .unwrap_or(t)
+}
+
+/// The lines of an event's data, split on `\r\n`, `\n`, `\r` (at least one line).
+struct DataLines<'a>(Option<&'a [u8]>);
+
+impl<'a> Iterator for DataLines<'a> {
+    type Item = &'a [u8];
+
+    fn next(&mut self) -> Option<&'a [u8]> {
+        let rest = self.0?;
+        let Some(end) = rest.iter().position(|&c| c == b'\r' || c == b'\n') else {
+            self.0 = None;
+            return Some(rest);
+        };
         let skip = if rest.get(end..end + 2) == Some(b"\r\n") {
             2
         } else {
             1
         };
-        rest = rest.get(end + skip..).unwrap_or_default();
+        self.0 = Some(rest.get(end + skip..).unwrap_or_default());
+        rest.get(..end)
     }
-    out.push(b'\n');
 }
 
 /// Appends the keepalive comment `: keepalive`.
@@ -130,6 +155,25 @@ mod tests {
         let mut out = Vec::new();
         write_event(&mut out, event_type, data);
         out
+    }
+
+    #[test]
+    fn event_len_is_what_write_event_appends() {
+        let newlines = vec![b'\n'; 1000];
+        let cases: &[(Option<&str>, &[u8])] = &[
+            (None, b""),
+            (None, b"{\"a\":1}"),
+            (Some("t"), b"a\r\nb\rc\nd\n"),
+            (Some(""), b"\r\n\r\r\n"),
+            (Some("cut\nhere"), b"x"),
+            (Some("\rgone"), b"x\r"),
+            (None, &newlines),
+        ];
+        for &(t, data) in cases {
+            assert_eq!(event_len(t, data), encode(t, data).len(), "{t:?} {data:?}");
+        }
+        // Each newline of the data costs a line of its own: 7 bytes for 1.
+        assert_eq!(event_len(None, &newlines), 7 * 1001 + 1);
     }
 
     #[test]

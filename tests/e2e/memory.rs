@@ -287,3 +287,90 @@ async fn a_dead_peers_socket_is_gone_from_the_kernel_when_its_session_ends() {
     .await;
     assert_eq!(d.get("/metrics").await.json()["dead_peers_reset"], 1);
 }
+
+/// Bytes a device sends right behind its upgrade request become tungstenite's read buffer for
+/// the session's life: past the 512 bytes a session is charged for, they are paid for too,
+/// and a session whose early input does not fit the budget is closed 1013 like any other.
+#[tokio::test]
+async fn early_input_behind_an_upgrade_is_paid_for_the_sessions_life() {
+    // A session (8 KiB) and 2 KiB to spare.
+    const BUDGET: u64 = 10 * 1024;
+    let d = Daemon::start(&["--memory-budget-bytes", &BUDGET.to_string()]);
+    // The same budget holds a device that sent nothing early.
+    let plain = RawWs::upgrade(&d, "user_id=plain").await;
+    wait_until(step(), "the plain device registered", || async {
+        d.connections().await == 1
+    })
+    .await;
+    drop(plain);
+    wait_until(step(), "the plain device's charge given back", || async {
+        budget_of(&d).await.1 == 0
+    })
+    .await;
+
+    // The upgrade and 33 masked pings of 100 bytes (3498 bytes) in one write: one read of the
+    // connection's 4 KiB buffer takes them all, about 3 KiB past the session's read buffer.
+    let mut early = upgrade_request("user_id=early");
+    let mask = [0x37u8, 0xfa, 0x21, 0x3d];
+    for _ in 0..33 {
+        early.extend_from_slice(&[0x89, 0x80 | 100]);
+        early.extend_from_slice(&mask);
+        early.extend(
+            std::iter::repeat_n(b'p', 100)
+                .enumerate()
+                .map(|(i, b)| b ^ mask[i % 4]),
+        );
+    }
+    let mut http = d.http().await;
+    http.send(&early).await;
+    assert_eq!(http.read_head().await.status, 101);
+    let mut ws = RawWs { http };
+    assert_eq!(ws.expect_close(step()).await, Some(1013));
+    let (_, used, refused) = budget_of(&d).await;
+    assert_eq!(refused["session"], 1, "{refused}");
+    assert!(used <= BUDGET, "used {used} over the budget {BUDGET}");
+}
+
+/// An answer of newlines (valid JSON whitespace) becomes an event seven times its size, one
+/// `data:` line per newline, put together in one buffer and copied into another: both are
+/// paid for before they are made, and a stream whose event does not fit ends with the budget's
+/// error event, as when the answer itself does not fit; the device keeps its session.
+#[tokio::test]
+async fn an_answer_whose_event_does_not_fit_the_budget_ends_the_stream() {
+    // The session, the answer while it arrives (twice its 32 KiB) and once held all fit;
+    // its event (about 224 KiB, twice) does not.
+    const BUDGET: u64 = 256 * 1024;
+    let d = Daemon::start(&["--memory-budget-bytes", &BUDGET.to_string()]);
+    let mut dev = d.device("nl").await;
+    let mut s = d
+        .send(&json!({"user_id":"nl","data":{"correlation_id":"n1"},"event_type":"message"}))
+        .await;
+    s.assert_stream_head();
+    dev.recv_json().await;
+    let answer = format!(
+        "{{\"correlation_id\":\"n1\",{}\"is_final\":true}}",
+        "\n".repeat(32 * 1024)
+    );
+    dev.send_text(&answer).await;
+    let ev = s.next_event(step()).await;
+    assert_eq!(
+        ev.json(),
+        json!({"error":"Memory budget exhausted","correlation_id":"n1"}),
+        "an event of {} lines was written",
+        ev.lines
+    );
+    s.expect_end(step()).await;
+    let (_, used, refused) = budget_of(&d).await;
+    assert_eq!(refused["answer"], 1, "{refused}");
+    assert!(used < 32 * 1024, "the answer's charge was kept: {used}");
+    assert_eq!(d.get("/metrics").await.json()["sends_over_budget"], 1);
+    // The session goes on, and a small answer on a new stream gets through.
+    let mut s = d
+        .send(&json!({"user_id":"nl","data":{"correlation_id":"n2"}}))
+        .await;
+    dev.recv_json().await;
+    dev.send_text(r#"{"correlation_id":"n2","is_final":true}"#)
+        .await;
+    assert_eq!(s.next_event(step()).await.json()["correlation_id"], "n2");
+    s.expect_end(step()).await;
+}

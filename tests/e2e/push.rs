@@ -510,9 +510,11 @@ async fn push_query_string_does_not_change_the_route() {
         .assert_json(200);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn push_503_when_the_device_queue_is_full() {
-    let d = Daemon::start(&STALL_FLAGS);
+/// Stalls a device on a daemon started with `flags` until a push is refused, and checks that
+/// the refusal is the contract's 503 and that at most three pushes (the queue's `what` and one
+/// frame being written) were waiting.
+async fn assert_queue_fills(flags: &[&str], what: &str) {
+    let d = Daemon::start(flags);
     let s = stall_device(&d, StallUntil::QueueFull).await;
     assert_eq!(s.full().header("retry-after"), Some("1"));
     assert_eq!(
@@ -521,9 +523,32 @@ async fn push_503_when_the_device_queue_is_full() {
     );
     assert!(
         s.waiting.len() <= 3,
-        "more pushes waiting than the queue holds: {}",
+        "more pushes waiting than {what} holds: {}",
         s.waiting.len()
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn push_503_when_the_device_queue_is_full() {
+    assert_queue_fills(&STALL_FLAGS, "a queue of two frames").await;
+}
+
+/// `queue_bytes` bounds a stalled device's queue by bytes even when `queue_depth` would let
+/// thousands of frames wait: the push that does not fit is the contract's 503.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn push_503_when_the_device_queue_is_full_by_bytes() {
+    // Two of stall_device's 60 KB frames fit in 128 KiB; the depth alone would hold 10000.
+    let flags = [
+        "--queue-depth",
+        "10000",
+        "--queue-bytes",
+        "131072",
+        "--ping-interval-secs",
+        "60",
+        "--pong-timeout-secs",
+        "3",
+    ];
+    assert_queue_fills(&flags, "128 KiB of queue").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

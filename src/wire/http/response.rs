@@ -11,6 +11,8 @@ use crate::wire::json;
 
 /// The interim response to `Expect: 100-continue`.
 pub const CONTINUE_100: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
+/// Most bytes [`write_chunk`] adds around its data: a size of at most 16 hex digits and two CRLFs.
+pub const MAX_CHUNK_FRAMING_BYTES: usize = 16 + 4;
 
 /// What the response says about the connection after it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
