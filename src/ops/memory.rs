@@ -26,7 +26,8 @@ pub const FIXED_BYTES: u64 = 8 * MIB;
 pub const CONNECTION_BYTES: u64 = 16 * 1024;
 /// What a device session is charged for its life besides its queued frames and a large
 /// inbound message: the task, tungstenite's state and 512-byte read buffer, the queue's link and
-/// table entry (measured about 4.4 KiB idle, docs/memory.md).
+/// table entry (an idle device measures 3.9–4.3 KiB,
+/// docs/memory.md).
 pub const SESSION_BYTES: usize = 8 * 1024;
 /// What a device's presence in a cluster is charged besides its session (docs/protocol.md
 /// §21.2): the NATS client's subscription, whose message channel allocates its first block of
