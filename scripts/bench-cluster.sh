@@ -69,12 +69,7 @@ lg() {
     read -r la _ < /proc/loadavg
     line=$(timeout 400 taskset -c "$LOAD_CORE" "$LOADGEN" --target wssed --server-pid "$pid" --label "$label" "$@" \
         2>>"$LOG") || true
-    if [ -z "$line" ]; then
-        line=$(printf '{"label":"%s","args":"%s","error":"loadgen printed nothing"}' "$label" "$*")
-    fi
-    line=$(echo "$line" | python3 -c 'import json,sys; d=json.loads(sys.stdin.read()); d["loadavg_1min"]=float(sys.argv[1]); print(json.dumps(d))' "$la")
-    echo "$line" >> "$OUT"
-    echo "$line" | python3 -c 'import json,sys; d=json.loads(sys.stdin.read()); d.pop("cdf_us",None); print(json.dumps(d)[:300])'
+    bench_record "$la" "$line" "$(printf '{"label":"%s","args":"%s","error":"loadgen printed nothing"}' "$label" "$*")"
 }
 
 # The baseline: one node without a cluster, 10,000 idle devices.

@@ -31,3 +31,12 @@ stop_pid() {
     kill -KILL "$1" 2>/dev/null || true
     wait "$1" 2>/dev/null || true
 }
+
+# Appends one load tool result to $OUT with the 1-minute load average ($1) at its start, and
+# shows it shortened; $2 is the tool's JSON line, $3 the line to record when it printed nothing.
+bench_record() {
+    local line=${2:-$3}
+    line=$(echo "$line" | python3 -c 'import json,sys; d=json.loads(sys.stdin.read()); d["loadavg_1min"]=float(sys.argv[1]); print(json.dumps(d))' "$1")
+    echo "$line" >> "$OUT"
+    echo "$line" | python3 -c 'import json,sys; d=json.loads(sys.stdin.read()); d.pop("cdf_us",None); print(json.dumps(d)[:300])'
+}

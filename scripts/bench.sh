@@ -130,12 +130,7 @@ lg() {
     line=$(timeout 400 taskset -c "$LOAD_CORE" "$LOADGEN" --target "$server" \
         --url "http://127.0.0.1:$(port_of "$server")" --server-pid "${PIDS[$server]}" "$@" \
         2>>"bench-results/$STAMP.loadgen.log") || true
-    if [ -z "$line" ]; then
-        line=$(printf '{"target":"%s","args":"%s","error":"loadgen printed nothing"}' "$server" "$*")
-    fi
-    line=$(echo "$line" | python3 -c 'import json,sys; d=json.loads(sys.stdin.read()); d["loadavg_1min"]=float(sys.argv[1]); print(json.dumps(d))' "$la")
-    echo "$line" >> "$OUT"
-    echo "$line" | python3 -c 'import json,sys; d=json.loads(sys.stdin.read()); d.pop("cdf_us",None); print(json.dumps(d)[:300])'
+    bench_record "$la" "$line" "$(printf '{"target":"%s","args":"%s","error":"loadgen printed nothing"}' "$server" "$*")"
 }
 
 # Idle footprint: a fresh server for each measurement, so "just after start" means that.
