@@ -1,4 +1,4 @@
-//! TLS end to end (README "TLS", docs/protocol.md §17): the real binary built with the `tls`
+//! TLS end to end (README "TLS", docs/protocol.md §19): the real binary built with the `tls`
 //! feature, real TLS clients (rustls, the WebSocket client over it, curl where the README
 //! uses it) against a CA made at test time with the same openssl commands README gives.
 //! Only 127.0.0.1 is contacted; every wait is bounded.
