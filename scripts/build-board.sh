@@ -77,8 +77,8 @@ if [ -n "$link" ]; then
 fi
 feature_args=()
 if [ -n "$features" ]; then
-    # Its own directory too: a feature set changes the flags of shared crates (tokio, rustls
-    # through the dev-dependencies), and the board's default binary must stay as built.
+    # Its own directory too: target/<triple>/release/wssed is what scripts/package-board.sh
+    # packages, so a build with features there would replace the board's default binary.
     suffix=${suffix:+$suffix-}features-${features//,/-}
     feature_args=(--features "$features")
 fi
