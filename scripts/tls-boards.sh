@@ -11,7 +11,8 @@
 #
 # The suite runs with the board's max_connections/max_pending_sends (scripts/board-limits.sh),
 # as cross-test.sh runs the e2e suite; tests/tls.rs needs no fault hooks, so nothing is skipped.
-# Each suite is bounded (scripts/bounded-suite.py: 900 s in all, one hung test ends it).
+# Each suite is bounded (scripts/bounded-suite.py: 900 s in all, one hung test ends it); the
+# exit status is 1 when one failed, after every board is recorded.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -30,6 +31,7 @@ scripts/bench_machine.py "$out" "rustc=$(rustc -V)" "rustc_web=$(/usr/bin/rustc 
     "qemu=$(qemu-arm-static --version | head -n 1)"
 host=$(rustc -vV | sed -n 's/^host: //p')
 rows=()
+failed=0
 # 1234567 -> 1,234,567 (printf's %'d needs a locale that groups digits).
 commas() { sed ':a;s/\B[0-9]\{3\}\>/,&/;ta' <<<"$1"; }
 for board in "${boards[@]}"; do
@@ -56,7 +58,7 @@ for board in "${boards[@]}"; do
         under="$CROSS_QEMU -cpu $cpu"
     fi
     # The feature is really in: its settings are on the command line.
-    help=$("$run" --help 2>&1 || true)
+    help=$(timeout 60 "$run" --help 2>&1 || true)
     grep -q -- --tls-listen <<<"$help" || {
         echo "tls-boards: $tls has no --tls-listen: built without tls?" >&2
         exit 1
@@ -71,7 +73,10 @@ for board in "${boards[@]}"; do
         status=failed
     secs=$(($(date +%s) - t0))
     result=$(grep -E '^test result:' "$log" | tail -n 1 || true)
-    [ "$status" = passed ] || tail -n 40 "$log" >&2
+    if [ "$status" != passed ]; then
+        failed=1
+        tail -n 40 "$log" >&2
+    fi
     counts=$(sed -E 's/.*\. ([0-9]+ passed; [0-9]+ failed).*/\1/' <<<"$result")
     echo "$board: $status ($result) in $secs s"
     fits=$([ "$tls_bytes" -le "$target_bytes" ] && echo true || echo false)
@@ -102,3 +107,4 @@ print(f"Commit {m['commit']}, {m['date']}; {m['nproc']} cores ({m['cpu']}), {m['
 PY
 } >"$md"
 cat "$md"
+exit "$failed"
