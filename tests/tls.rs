@@ -1,4 +1,4 @@
-//! TLS end to end (README "TLS", docs/protocol.md §17): the real binary built with the `tls`
+//! TLS end to end (README "TLS", docs/protocol.md §19): the real binary built with the `tls`
 //! feature, real TLS clients (rustls, the WebSocket client over it, curl where the README
 //! uses it) against a CA made at test time with the same openssl commands README gives.
 //! Only 127.0.0.1 is contacted; every wait is bounded.
@@ -309,6 +309,61 @@ async fn https_and_wss_serve_every_route_beside_plain_devices() {
     assert_eq!(m["tls"]["certificate_subject"], "CN=localhost");
     let left = m["tls"]["certificate_expires_in_seconds"].as_i64().unwrap();
     assert!((29 * 86_400..=30 * 86_400).contains(&left), "{left}");
+
+    // The same certificate in the Prometheus text, labelled with its subject: what an alert
+    // on expiry reads.
+    let prom = d.get("/metrics?format=prometheus").await;
+    assert_eq!(prom.status, 200);
+    let text = prom.text();
+    assert!(
+        text.contains("# TYPE wssed_tls_certificate_expiry_seconds gauge\n"),
+        "{text}"
+    );
+    let gauge = |family: &str| -> i64 {
+        let prefix = format!("{family}{{subject=\"CN=localhost\"}} ");
+        let line = text
+            .lines()
+            .find(|l| l.starts_with(&prefix))
+            .unwrap_or_else(|| panic!("no {prefix} line in {text}"));
+        line[prefix.len()..]
+            .parse()
+            .unwrap_or_else(|e| panic!("{line}: {e}"))
+    };
+    let prom_left = gauge("wssed_tls_certificate_expiry_seconds");
+    assert!(
+        (29 * 86_400..=30 * 86_400).contains(&prom_left),
+        "{prom_left}"
+    );
+    assert!(
+        (left - 60..=left).contains(&prom_left),
+        "{prom_left} vs {left}"
+    );
+    assert_eq!(
+        gauge("wssed_tls_certificate_not_after_seconds"),
+        m["tls"]["certificate_not_after"].as_i64().unwrap()
+    );
+
+    // The start log names the certificate served: subject, expiry date, days left, chain.
+    let log = d.log_text();
+    let line = log
+        .lines()
+        .find(|l| l.contains("TLS certificate: "))
+        .unwrap_or_else(|| panic!("no certificate line in {log}"));
+    let (_, rest) = line.split_once("TLS certificate: ").unwrap();
+    let rest = rest
+        .strip_prefix("subject CN=localhost, expires ")
+        .unwrap_or_else(|| panic!("{line}"));
+    // "YYYY-MM-DD HH:MM:SS UTC (N days), chain of 1 (B bytes)"
+    let (date, rest) = rest.split_at(23);
+    assert!(
+        date.ends_with(" UTC") && date.as_bytes()[4] == b'-' && date.as_bytes()[13] == b':',
+        "{line}"
+    );
+    assert!(
+        rest.starts_with(" (29 days), chain of 1 (")
+            || rest.starts_with(" (30 days), chain of 1 ("),
+        "{line}"
+    );
     tls_dev.close().await;
     plain_dev.close().await;
 }

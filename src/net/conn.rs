@@ -49,7 +49,7 @@ pub(crate) async fn refuse(hub: &Hub, mut stream: TcpStream) {
 }
 
 /// A plain HTTP request on the TLS port: a plain `400` saying so, and a lingering close so
-/// the client can read it (docs/protocol.md §17.3).
+/// the client can read it (docs/protocol.md §19.3).
 #[cfg(feature = "tls")]
 pub(crate) async fn answer_plain_http(hub: &Hub, stream: TcpStream) {
     let mut io = Io::new(

@@ -1,4 +1,4 @@
-//! The TLS listener's side of a connection (README "TLS", docs/protocol.md §17): the
+//! The TLS listener's side of a connection (README "TLS", docs/protocol.md §19): the
 //! handshake, bounded in time and paid for from the memory budget before it begins; the
 //! certificate in use, swapped on SIGHUP without touching open connections; and the stream
 //! the rest of `net` reads and writes once the handshake is done.
@@ -209,7 +209,7 @@ pub(crate) enum Handshake {
     /// Done: the stream to serve HTTP on.
     Done(Box<TlsSocket>),
     /// A plain HTTP request came instead: the connection, its request unread, to answer
-    /// with a plain 400 (docs/protocol.md §17.3).
+    /// with a plain 400 (docs/protocol.md §19.3).
     PlainHttp(TcpStream),
     /// Failed (counted by reason) or abandoned for shutdown: the connection is closed.
     Failed,
