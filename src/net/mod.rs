@@ -15,3 +15,4 @@ pub(crate) mod stream;
 #[cfg(feature = "tls")]
 pub(crate) mod tls;
 pub(crate) mod watched;
+pub(crate) mod write_through;
