@@ -5,6 +5,7 @@
 //! machine it runs on.
 
 pub mod build_info;
+pub(crate) mod calendar;
 pub mod cgroup;
 pub(crate) mod limits;
 pub mod logger;
