@@ -22,7 +22,6 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hmac::{Hmac, KeyInit, Mac};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
 use serde_json::{json, Value};
@@ -194,16 +193,6 @@ async fn wss_device(d: &Daemon, ca: &Path, query: &str) -> Device {
     })
     .await;
     device
-}
-
-fn device_token(secret: &str, user_id: &str) -> String {
-    let mut mac = <Hmac<sha2::Sha256>>::new_from_slice(secret.as_bytes()).unwrap();
-    mac.update(user_id.as_bytes());
-    mac.finalize()
-        .into_bytes()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
 }
 
 /// `POST path` with a JSON body and the bearer token.

@@ -2,25 +2,12 @@
 //! device token and the WebSocket origin allow-list. Tokens are computed here with the RustCrypto
 //! crates, independently of the daemon's own code.
 
-use hmac::{Hmac, KeyInit, Mac};
 use serde_json::{json, Value};
-use sha2::Sha256;
 
 use crate::common::*;
 
 const API_TOKEN: &str = "s3cret-Token_1";
 const WS_SECRET: &str = "device-secret";
-
-/// `hex(HMAC-SHA256(secret, user_id))`, lower case.
-fn device_token(secret: &str, user_id: &str) -> String {
-    let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(secret.as_bytes()).expect("any key");
-    mac.update(user_id.as_bytes());
-    mac.finalize()
-        .into_bytes()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
 
 /// A POST with a JSON body and extra header lines (each ending in CRLF).
 fn post_with(path: &str, extra: &str, body: &str) -> Vec<u8> {

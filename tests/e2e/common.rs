@@ -496,6 +496,19 @@ pub(crate) fn get(path: &str) -> Vec<u8> {
     format!("GET {path} HTTP/1.1\r\nHost: t\r\n\r\n").into_bytes()
 }
 
+/// A device token for `ws_secret` = `secret`: `hex(HMAC-SHA256(secret, user_id))`, lower case.
+pub(crate) fn device_token(secret: &str, user_id: &str) -> String {
+    use hmac::{Hmac, KeyInit, Mac};
+    let mut mac =
+        <Hmac<sha2::Sha256> as KeyInit>::new_from_slice(secret.as_bytes()).expect("any key");
+    mac.update(user_id.as_bytes());
+    mac.finalize()
+        .into_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 /// `POST path HTTP/1.1` with a JSON body and its Content-Length.
 pub(crate) fn post(path: &str, body: &str) -> Vec<u8> {
     post_bytes(path, "application/json", body.as_bytes())
