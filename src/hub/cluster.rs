@@ -10,7 +10,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use super::budget::Budget;
-use super::counter::{Counter, Gauge};
+use super::counter::{write_families, Counter, Family, Gauge};
 use super::link::DeviceLink;
 use super::streams::{StreamTx, Streams};
 use crate::wire::cluster::{Delivery, SendRefusal};
@@ -273,14 +273,6 @@ pub(crate) fn write_json(out: &mut Vec<u8>, status: &Status, c: &Counters) {
     );
 }
 
-/// A counter family: name, help, label name, and (label value, counter) series.
-type Family<'c> = (
-    &'static str,
-    &'static str,
-    &'static str,
-    &'c [(&'static str, &'c Counter)],
-);
-
 /// Appends the cluster's gauges and counters in Prometheus text.
 pub(crate) fn write_prometheus(out: &mut Vec<u8>, status: &Status, c: &Counters) {
     let _ = writeln!(
@@ -342,16 +334,7 @@ pub(crate) fn write_prometheus(out: &mut Vec<u8>, status: &Status, c: &Counters)
             &[("", &c.reconnects)],
         ),
     ];
-    for (name, help, label, series) in families {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
-        for (value, counter) in series {
-            if label.is_empty() {
-                let _ = writeln!(out, "{name} {}", counter.get());
-            } else {
-                let _ = writeln!(out, "{name}{{{label}=\"{value}\"}} {}", counter.get());
-            }
-        }
-    }
+    write_families(out, &families);
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! Counters and gauges: the atomics every table of figures is made of (`metrics`, the
 //! budget's refusals).
 
+use std::io::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// One monotonically increasing counter.
@@ -52,5 +53,28 @@ pub(crate) struct InProgress<'g>(&'g Gauge);
 impl Drop for InProgress<'_> {
     fn drop(&mut self) {
         self.0 .0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A counter family for Prometheus text: name, help, label name (empty: no label), and its
+/// (label value, counter) series.
+pub(crate) type Family<'c> = (
+    &'static str,
+    &'static str,
+    &'static str,
+    &'c [(&'static str, &'c Counter)],
+);
+
+/// Appends `families` in Prometheus text, each with its HELP and TYPE lines.
+pub(crate) fn write_families(out: &mut Vec<u8>, families: &[Family<'_>]) {
+    for (name, help, label, series) in families {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+        for (value, counter) in *series {
+            if label.is_empty() {
+                let _ = writeln!(out, "{name} {}", counter.get());
+            } else {
+                let _ = writeln!(out, "{name}{{{label}=\"{value}\"}} {}", counter.get());
+            }
+        }
     }
 }

@@ -2,7 +2,7 @@
 //! docs/protocol.md §11).
 
 use super::budget::{Budget, Use};
-use super::counter::{Counter, Gauge};
+use super::counter::{write_families, Counter, Family, Gauge};
 
 /// Every counter the daemon keeps.
 #[derive(Default)]
@@ -240,14 +240,6 @@ pub(crate) fn write_json(
 /// `Content-Type` of the Prometheus text exposition format.
 pub(crate) const PROMETHEUS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
-/// A counter family: name, help, label name, and (label value, counter) series.
-type Family<'m> = (
-    &'static str,
-    &'static str,
-    &'static str,
-    &'m [(&'static str, &'m Counter)],
-);
-
 /// Appends the Prometheus text exposition of every counter.
 pub(crate) fn write_prometheus(
     out: &mut Vec<u8>,
@@ -471,16 +463,7 @@ pub(crate) fn write_prometheus(
             &[("", &m.dead_peers_reset)],
         ),
     ];
-    for (name, help, label, series) in families {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
-        for (value_label, counter) in series {
-            if label.is_empty() {
-                let _ = writeln!(out, "{name} {}", counter.get());
-            } else {
-                let _ = writeln!(out, "{name}{{{label}=\"{value_label}\"}} {}", counter.get());
-            }
-        }
-    }
+    write_families(out, &families);
     #[cfg(feature = "tls")]
     m.tls.write_prometheus(out);
     let _ = writeln!(out, "# HELP wssed_send_streams_opened_total /sse/send streams opened.\n# TYPE wssed_send_streams_opened_total counter\nwssed_send_streams_opened_total {}", m.sends_opened.get());
