@@ -1281,19 +1281,26 @@ impl Stalled {
     }
 }
 
-/// Connects device `slow` with a small receive buffer and pushes 60 KB frames to it until
-/// `until` holds (bounded in count and time).
-pub(crate) async fn stall_device(d: &Daemon, until: StallUntil) -> Stalled {
+/// Connects device `user` with a 4 KiB receive buffer, so that a daemon writing to it stalls
+/// fast once it stops reading, and waits until the daemon counts it connected.
+pub(crate) async fn unread_device(d: &Daemon, user: &str) -> RawWs {
     let want = d.connections().await + 1;
     let raw = RawWs::upgrade_on(
         Http::connect_small_rcvbuf(d.addr, 4096).await,
-        "user_id=slow",
+        &format!("user_id={user}"),
     )
     .await;
     wait_until(step(), "device registered", || async {
         d.connections().await >= want
     })
     .await;
+    raw
+}
+
+/// Connects device `slow` with a small receive buffer and pushes 60 KB frames to it until
+/// `until` holds (bounded in count and time).
+pub(crate) async fn stall_device(d: &Daemon, until: StallUntil) -> Stalled {
+    let raw = unread_device(d, "slow").await;
     let body = serde_json::json!({"user_id":"slow","data":{"pad":"x".repeat(60_000)}}).to_string();
     let mut waiting: Vec<Http> = Vec::new();
     let deadline = Instant::now() + t(20.0);

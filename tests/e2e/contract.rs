@@ -43,15 +43,7 @@ async fn a_batch_larger_than_the_queue_reaches_a_reading_device_whole() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_frame_of_a_batch_is_answered_by_its_own_fate() {
     let d = Daemon::start(&["--max-body-bytes", "16777216", "--pong-timeout-secs", "30"]);
-    let mut raw = RawWs::upgrade_on(
-        Http::connect_small_rcvbuf(d.addr, 4096).await,
-        "user_id=churn",
-    )
-    .await;
-    wait_until(step(), "device registered", || async {
-        d.connections().await == 1
-    })
-    .await;
+    let mut raw = unread_device(&d, "churn").await;
     // Both items enter the queue before the session wakes, so one write batch takes them:
     // the first fits the socket at once, the second (larger than the kernel's buffers on
     // both sides) cannot until the device reads.

@@ -474,15 +474,7 @@ async fn slow_consumer_gets_503_then_is_dropped_and_its_slot_reused() {
     ]);
     let mut other = d.device("other").await;
     // Completes the upgrade, then never reads; a small receive buffer stalls the daemon fast.
-    let slow = RawWs::upgrade_on(
-        Http::connect_small_rcvbuf(d.addr, 4096).await,
-        "user_id=slow",
-    )
-    .await;
-    wait_until(step(), "both devices registered", || async {
-        d.connections().await == 2
-    })
-    .await;
+    let slow = unread_device(&d, "slow").await;
 
     let body = json!({"user_id": "slow", "data": {"pad": "x".repeat(60_000)}}).to_string();
     let mut waiting: Vec<Http> = Vec::new();

@@ -250,15 +250,7 @@ async fn a_push_during_the_drain_waits_for_the_kept_frames() {
         assert_eq!(d.push(&body).await.assert_json(200), kept());
     }
     // A device that does not read yet: its socket fills and the drain stalls.
-    let mut raw = RawWs::upgrade_on(
-        Http::connect_small_rcvbuf(d.addr, 4096).await,
-        "user_id=slow",
-    )
-    .await;
-    wait_until(step(), "the device registered", || async {
-        d.connections().await == 1
-    })
-    .await;
+    let mut raw = unread_device(&d, "slow").await;
     let delivered = metrics(&d).await["mailbox_delivered"].as_u64().unwrap();
     assert!(
         delivered < KEPT as u64,

@@ -84,15 +84,7 @@ async fn a_full_budget_refuses_new_work_clearly_and_service_resumes_when_it_drai
         "300",
     ]);
     let mut reader = d.device("reader").await;
-    let slow = RawWs::upgrade_on(
-        Http::connect_small_rcvbuf(d.addr, 4096).await,
-        "user_id=slow",
-    )
-    .await;
-    wait_until(step(), "both devices registered", || async {
-        d.connections().await == 2
-    })
-    .await;
+    let slow = unread_device(&d, "slow").await;
 
     // Frames waiting for the stalled device, then a body in progress that takes all but a
     // few bytes of what is left (a body is paid for exactly, from its declared length).
