@@ -204,17 +204,21 @@ pub(crate) fn push_start(
     let env = envelope::parse_envelope(body).map_err(ApiError::from)?;
     let target = target(&env, hub, scratch);
     let cid = correlation_id(&env);
+    // Looked up once: the cluster, the mailbox and the delivery all go by it.
+    let device = hub.devices.get(&target.user);
     #[cfg(feature = "cluster")]
-    if let Some(remote) = super::remote::push_elsewhere(&env, &cid, &target.user, hub) {
-        let (queued, remote) = match remote {
-            Ok(remote) => (Err(Undelivered::NotConnected), Some(remote)),
-            Err(why) => (Err(why), None),
-        };
-        return Ok(PushInFlight {
-            target,
-            queued,
-            remote,
-        });
+    if device.is_none() {
+        if let Some(remote) = super::remote::push_elsewhere(&env, &cid, &target.user, hub) {
+            let (queued, remote) = match remote {
+                Ok(remote) => (Err(Undelivered::NotConnected), Some(remote)),
+                Err(why) => (Err(why), None),
+            };
+            return Ok(PushInFlight {
+                target,
+                queued,
+                remote,
+            });
+        }
     }
     let Some(ack) = slot.ack(0) else {
         return Ok(PushInFlight {
@@ -225,7 +229,7 @@ pub(crate) fn push_start(
         });
     };
     let queued = if hub.mailbox.is_on() {
-        match hub.devices.get(&target.user) {
+        match device {
             Some(device) => frame(&env, &cid, hub, scratch, Use::Frame)
                 .and_then(|f| deliver(hub, &target.user, Some(device), f, Some(ack))),
             None => match frame_to_keep(&env, &cid, hub, scratch, ack) {
@@ -236,7 +240,7 @@ pub(crate) fn push_start(
         }
     } else {
         frame(&env, &cid, hub, scratch, Use::Frame)
-            .and_then(|f| deliver(hub, &target.user, None, f, Some(ack)))
+            .and_then(|f| deliver(hub, &target.user, device, f, Some(ack)))
     };
     Ok(PushInFlight {
         target,
@@ -456,11 +460,11 @@ pub(crate) fn batch_start(
             note: None,
         });
         let cid = correlation_id(env);
+        let device = hub.devices.get(&target.user);
         #[cfg(feature = "cluster")]
-        if elsewhere.take(index, env, &cid, &target.user, hub) {
+        if device.is_none() && elsewhere.take(index, env, &cid, &target.user, hub) {
             continue;
         }
-        let device = hub.devices.get(&target.user);
         if device.is_none() && hub.mailbox.is_on() {
             // Away: kept or refused by the mailbox; the acknowledgement tells which.
             if let Some(ack) = slot.ack(index) {

@@ -36,15 +36,6 @@ use crate::wire::limits::MAX_EVENT_TYPE_BYTES;
 /// A stream's `event_type` (the same type as `send::EventType`).
 type EventType = Option<heapless::String<MAX_EVENT_TYPE_BYTES>>;
 
-/// The cluster, when `user` is not connected here and one is configured.
-fn elsewhere<'h>(hub: &'h Hub, user: &str) -> Option<&'h Arc<dyn Remote>> {
-    let cluster = hub.cluster.as_ref()?;
-    if hub.devices.get(user).is_some() {
-        return None;
-    }
-    Some(cluster)
-}
-
 /// Appends `env`'s frame to `payload` behind a push request's length prefix. Err: the frame
 /// is larger than a request can be.
 fn append_frame(
@@ -108,8 +99,8 @@ impl RemotePush {
     }
 }
 
-/// Starts a push for `user` on another node when `user` is not connected here and a cluster
-/// is configured; `None`: deliver it here. Err: answered at once (the cluster is down, the
+/// Starts a push for `user`, not connected here (the caller looked), on another node when a
+/// cluster is configured; `None`: deliver it here. Err: answered at once (the cluster is down, the
 /// frame does not fit the budget or a request).
 pub(crate) fn push_elsewhere(
     env: &Envelope<'_>,
@@ -117,7 +108,7 @@ pub(crate) fn push_elsewhere(
     user: &UserId,
     hub: &Hub,
 ) -> Option<Result<RemotePush, Undelivered>> {
-    let cluster = elsewhere(hub, user)?;
+    let cluster = hub.cluster.as_ref()?;
     if !cluster.is_up() {
         return Some(Err(unreachable(Unreachable::Down)));
     }
@@ -162,8 +153,8 @@ pub(crate) struct BatchElsewhere {
 }
 
 impl BatchElsewhere {
-    /// Takes item `index` (for `user`) when `user` is not connected here and a cluster is
-    /// configured; false: deliver it here.
+    /// Takes item `index` for `user`, not connected here (the caller looked), when a cluster
+    /// is configured; false: deliver it here.
     pub(crate) fn take(
         &mut self,
         index: usize,
@@ -172,7 +163,7 @@ impl BatchElsewhere {
         user: &UserId,
         hub: &Hub,
     ) -> bool {
-        let Some(cluster) = elsewhere(hub, user) else {
+        let Some(cluster) = hub.cluster.as_ref() else {
             return false;
         };
         if !cluster.is_up() {
@@ -353,8 +344,8 @@ pub(crate) struct Elsewhere {
     _charge: Charge,
 }
 
-/// Starts a `/sse/send` on another node when `user` is not connected here and a cluster is
-/// configured (its 409 and 503 for this node's table were checked already); `None`: serve
+/// Starts a `/sse/send` for `user`, not connected here (the caller looked), on another node
+/// when a cluster is configured (its 409 and 503 for this node's table were checked already); `None`: serve
 /// it here. Err: the refusal to answer with at once.
 pub(crate) fn send_elsewhere(
     env: &Envelope<'_>,
@@ -363,7 +354,7 @@ pub(crate) fn send_elsewhere(
     event_type: &EventType,
     hub: &Hub,
 ) -> Option<Result<Elsewhere, ApiError>> {
-    let cluster = elsewhere(hub, user)?;
+    let cluster = hub.cluster.as_ref()?;
     if !cluster.is_up() {
         COUNTERS.unreachable(Unreachable::Down);
         return Some(Err(ApiError::ClusterUnavailable));

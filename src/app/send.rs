@@ -78,11 +78,16 @@ pub(crate) fn start(body: &[u8], hub: &Hub, scratch: &mut Scratch) -> Start {
     if let Err(e) = hub.streams.check(&cid) {
         return Start::Refused(ApiError::from(e));
     }
+    let device = hub.devices.get(&target.user);
     #[cfg(feature = "cluster")]
-    if let Some(start) = super::remote::send_elsewhere(&env, &cid, &target.user, &event_type, hub) {
-        return start.map_or_else(Start::Refused, Start::Elsewhere);
+    if device.is_none() {
+        if let Some(start) =
+            super::remote::send_elsewhere(&env, &cid, &target.user, &event_type, hub)
+        {
+            return start.map_or_else(Start::Refused, Start::Elsewhere);
+        }
     }
-    let Some(device) = hub.devices.get(&target.user) else {
+    let Some(device) = device else {
         return Start::Undelivered {
             cid,
             event_type,
