@@ -10,7 +10,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use super::budget::Budget;
-use super::counter::{write_families, Counter, Family, Gauge};
+use super::counter::{write_families, write_json_series, Counter, Family, Gauge};
 use super::link::DeviceLink;
 use super::streams::{StreamTx, Streams};
 use crate::wire::cluster::{Delivery, SendRefusal};
@@ -241,15 +241,6 @@ pub(crate) fn write_health(out: &mut Vec<u8>, status: &Status) {
     );
 }
 
-fn write_json_group(out: &mut Vec<u8>, name: &str, group: &[(&'static str, &Counter)]) {
-    let _ = write!(out, ",\"{name}\":{{");
-    for (i, (label, c)) in group.iter().enumerate() {
-        let sep = if i == 0 { "" } else { "," };
-        let _ = write!(out, "{sep}\"{label}\":{}", c.get());
-    }
-    out.push(b'}');
-}
-
 /// Appends `,"cluster":{...}` to the `/metrics` JSON.
 pub(crate) fn write_json(out: &mut Vec<u8>, status: &Status, c: &Counters) {
     let _ = write!(
@@ -260,9 +251,16 @@ pub(crate) fn write_json(out: &mut Vec<u8>, status: &Status, c: &Counters) {
         status.peers,
         c.present.get()
     );
-    write_json_group(out, "requests", &c.requests());
-    write_json_group(out, "served", &c.served());
-    write_json_group(out, "errors", &c.errors());
+    out.push(b',');
+    write_json_series(
+        out,
+        "requests",
+        c.requests().iter().map(|(l, n)| (*l, n.get())),
+    );
+    out.push(b',');
+    write_json_series(out, "served", c.served().iter().map(|(l, n)| (*l, n.get())));
+    out.push(b',');
+    write_json_series(out, "errors", c.errors().iter().map(|(l, n)| (*l, n.get())));
     let _ = write!(
         out,
         ",\"no_responders\":{},\"duplicates_closed\":{},\"stale\":{},\"reconnects\":{}}}",

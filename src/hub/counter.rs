@@ -78,3 +78,17 @@ pub(crate) fn write_families(out: &mut Vec<u8>, families: &[Family<'_>]) {
         }
     }
 }
+
+/// Appends `"name":{"label":n,...}` to a JSON document: a labelled series of `/metrics`.
+pub(crate) fn write_json_series<'l>(
+    out: &mut Vec<u8>,
+    name: &str,
+    series: impl IntoIterator<Item = (&'l str, u64)>,
+) {
+    let _ = write!(out, "\"{name}\":{{");
+    for (i, (label, n)) in series.into_iter().enumerate() {
+        let sep = if i == 0 { "" } else { "," };
+        let _ = write!(out, "{sep}\"{label}\":{n}");
+    }
+    out.push(b'}');
+}

@@ -2,7 +2,7 @@
 //! docs/protocol.md §11).
 
 use super::budget::{Budget, Use};
-use super::counter::{write_families, Counter, Family, Gauge};
+use super::counter::{write_families, write_json_series, Counter, Family, Gauge};
 
 /// Every counter the daemon keeps.
 #[derive(Default)]
@@ -167,17 +167,6 @@ pub(crate) struct MailboxStats {
     pub not_kept: Vec<(&'static str, u64)>,
 }
 
-/// Appends `"name":{"label":n,...}`.
-fn json_labelled(out: &mut Vec<u8>, name: &str, series: &[(&'static str, u64)]) {
-    use std::io::Write;
-    let _ = write!(out, "\"{name}\":{{");
-    for (i, (label, n)) in series.iter().enumerate() {
-        let sep = if i == 0 { "" } else { "," };
-        let _ = write!(out, "{sep}\"{label}\":{n}");
-    }
-    out.push(b'}');
-}
-
 /// Appends the `/metrics` JSON: the original server's fields, then every counter, then the
 /// memory budget, then the offline mailbox.
 pub(crate) fn write_json(
@@ -215,23 +204,23 @@ pub(crate) fn write_json(
     }
     let _ = write!(
         out,
-        "}},\"memory_budget_bytes\":{},\"memory_used_bytes\":{},\"memory_used_peak_bytes\":{},\"memory_refused\":{{",
+        "}},\"memory_budget_bytes\":{},\"memory_used_bytes\":{},\"memory_used_peak_bytes\":{},",
         budget.limit(),
         budget.used(),
         budget.peak()
     );
-    for (i, what) in Use::ALL.iter().enumerate() {
-        let sep = if i == 0 { "" } else { "," };
-        let _ = write!(out, "{sep}\"{}\":{}", what.label(), budget.refused(*what));
-    }
+    let refused = Use::ALL
+        .iter()
+        .map(|what| (what.label(), budget.refused(*what)));
+    write_json_series(out, "memory_refused", refused);
     let _ = write!(
         out,
-        "}},\"mailbox_held_messages\":{},\"mailbox_held_bytes\":{},\"mailbox_kept\":{},\"mailbox_delivered\":{},",
+        ",\"mailbox_held_messages\":{},\"mailbox_held_bytes\":{},\"mailbox_kept\":{},\"mailbox_delivered\":{},",
         mailbox.messages, mailbox.bytes, mailbox.kept, mailbox.delivered
     );
-    json_labelled(out, "mailbox_dropped", &mailbox.dropped);
+    write_json_series(out, "mailbox_dropped", mailbox.dropped.iter().copied());
     out.push(b',');
-    json_labelled(out, "mailbox_not_kept", &mailbox.not_kept);
+    write_json_series(out, "mailbox_not_kept", mailbox.not_kept.iter().copied());
     #[cfg(feature = "tls")]
     m.tls.write_json(out);
     out.push(b'}');
@@ -603,18 +592,14 @@ impl TlsMetrics {
         let Some(cert) = self.cert() else {
             return;
         };
+        let _ = write!(out, ",\"tls\":{{\"handshakes\":{},", self.handshakes.get());
+        let failures = HandshakeFailure::ALL
+            .iter()
+            .map(|why| (why.label(), self.failures(*why)));
+        write_json_series(out, "handshake_failures", failures);
         let _ = write!(
             out,
-            ",\"tls\":{{\"handshakes\":{},\"handshake_failures\":{{",
-            self.handshakes.get()
-        );
-        for (i, why) in HandshakeFailure::ALL.iter().enumerate() {
-            let sep = if i == 0 { "" } else { "," };
-            let _ = write!(out, "{sep}\"{}\":{}", why.label(), self.failures(*why));
-        }
-        let _ = write!(
-            out,
-            "}},\"reloads\":{},\"reload_failures\":{},\"certificate_subject\":",
+            ",\"reloads\":{},\"reload_failures\":{},\"certificate_subject\":",
             self.reloads.get(),
             self.reload_failures.get()
         );
